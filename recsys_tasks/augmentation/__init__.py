@@ -1,0 +1,1 @@
+"""Augment stage: chronological sequences, leave-one-out splits and self-supervised views."""

@@ -1,0 +1,113 @@
+"""Augment stage: canonical interactions → model-ready sequences and augmented views.
+
+Items are re-indexed 1..n_items (0 pads, n_items + 1 is [MASK]). Each user's chronological
+sequence is split leave-one-out: the last item is the test target, the second-to-last the
+validation target, everything before is training history. Augmented views are cut from the
+training part only, so pre-training never sees a validation or test item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import track
+
+from recsys_tasks.augmentation.views import random_view
+from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
+from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.storage import RunDir
+
+SEQUENCES_FILE = "augment/sequences.parquet"
+VOCAB_FILE = "augment/item_vocab.parquet"
+VIEWS_FILE = "augment/views.parquet"
+SUMMARY_FILE = "augment/summary.json"
+
+
+class AugmentConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_length: int = Field(50, ge=2, le=1024, description="Items of history the model reads (most recent kept).")
+    crop_ratio: float = Field(0.6, gt=0, le=1, description="Share of a sequence a crop keeps.")
+    mask_ratio: float = Field(0.3, ge=0, lt=1, description="Share of positions a mask view hides.")
+    reorder_ratio: float = Field(0.3, ge=0, le=1, description="Share of a sequence a reorder view shuffles.")
+    view_pairs_per_user: int = Field(2, ge=1, le=32, description="Augmented view pairs materialised per user.")
+    seed: int = Field(0, description="Seed of the augmentations.")
+
+
+class AugmentSummary(BaseModel):
+    sequences_uri: str
+    vocab_uri: str
+    views_uri: str
+    users: int
+    items: int
+    max_length: int
+    mask_index: int
+    view_pairs: int
+
+
+def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Index 1..n for every item seen in the interactions, with its attributes when the catalogue has them."""
+    seen = interactions.select(pl.col(ITEM_COL).unique().sort())
+    return seen.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("index")).join(
+        items.select(ITEM_COL, "attributes"), on=ITEM_COL, how="left"
+    )
+
+
+def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.DataFrame:
+    """One row per user: item indices in time order (ties broken by item id, so the order is stable)."""
+    return (
+        interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
+        .sort([USER_COL, TIME_COL, ITEM_COL])
+        .group_by(USER_COL, maintain_order=True)
+        .agg(pl.col("index").alias("items"))
+        .filter(pl.col("items").list.len() >= 3)
+    )
+
+
+def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
+    interactions = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE))
+    items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
+    vocabulary = build_vocabulary(interactions, items)
+    sequences = build_sequences(interactions, vocabulary)
+    mask_index = vocabulary.height + 1
+
+    rng = np.random.default_rng(config.seed)
+    view_user, view_a, view_b = [], [], []
+    for row, sequence in enumerate(
+        track(sequences["items"].to_list(), description="augmenting sequences", transient=True)
+    ):
+        history = np.asarray(sequence[:-2][-config.max_length :], dtype=np.int32)
+        for _ in range(config.view_pairs_per_user):
+            view_user.append(row)
+            for views in (view_a, view_b):
+                views.append(
+                    random_view(
+                        history,
+                        rng,
+                        crop_ratio=config.crop_ratio,
+                        mask_ratio=config.mask_ratio,
+                        reorder_ratio=config.reorder_ratio,
+                        mask_index=mask_index,
+                    ).tolist()
+                )
+    views_table = pa.table(
+        {
+            "user_row": pa.array(view_user, pa.int32()),
+            "view_a": pa.array(view_a, pa.list_(pa.int32())),
+            "view_b": pa.array(view_b, pa.list_(pa.int32())),
+        }
+    )
+    summary = AugmentSummary(
+        sequences_uri=run.write_parquet(SEQUENCES_FILE, sequences.to_arrow()),
+        vocab_uri=run.write_parquet(VOCAB_FILE, vocabulary.to_arrow()),
+        views_uri=run.write_parquet(VIEWS_FILE, views_table),
+        users=sequences.height,
+        items=vocabulary.height,
+        max_length=config.max_length,
+        mask_index=mask_index,
+        view_pairs=views_table.num_rows,
+    )
+    run.write_json(SUMMARY_FILE, summary.model_dump())
+    return summary

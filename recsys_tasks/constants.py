@@ -1,0 +1,24 @@
+"""Pipeline-wide constants and defaults. Constants only: no logic, no imports of heavy libraries."""
+
+DAG_ID = "recsys_nightly_retrain"
+REGISTERED_MODEL_NAME = "adaptrec-sequential-retrieval"
+EXPERIMENT_NAME = "adaptrec-nightly-retrain"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+# Canonical interaction table columns (see recsys_tasks.data.schema).
+USER_COL = "user_id"
+ITEM_COL = "item_id"
+TIME_COL = "timestamp"
+RATING_COL = "rating"
+
+# Item index 0 pads sequences; item indices 1..n_items are real items; n_items + 1 is the [MASK] token.
+PAD_INDEX = 0
+
+# MLflow tags written on runs and model versions.
+TAG_AIRFLOW_RUN_ID = "adaptrec.airflow_run_id"
+TAG_GATE_STATUS = "adaptrec.gate.status"
+TAG_GATE_REASONS = "adaptrec.gate.reasons"
+TAG_GATE_REPORT = "adaptrec.gate.report"
+
+TRAINING_POOL = "gpu"

@@ -1,0 +1,1 @@
+"""Data stage: sources, the synthetic generator and the canonical tables."""

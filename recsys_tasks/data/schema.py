@@ -1,0 +1,30 @@
+"""The canonical tables every source is converted into.
+
+interactions: one row per (user, item, time) event.
+items: the catalogue with attribute ids (genres, brands, categories, topics).
+"""
+
+import pyarrow as pa
+
+from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+
+# Fields stay nullable on purpose: broken input must reach the validate stage, which names the problem.
+INTERACTIONS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_COL, pa.string()),
+        pa.field(ITEM_COL, pa.int64()),
+        pa.field(TIME_COL, pa.int64()),  # unix seconds, UTC
+        pa.field(RATING_COL, pa.float32()),
+    ]
+)
+
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field(ITEM_COL, pa.int64()),
+        pa.field("title", pa.string()),
+        pa.field("attributes", pa.list_(pa.int64())),
+    ]
+)
+
+INTERACTIONS_FILE = "data/interactions.parquet"
+ITEMS_FILE = "data/items.parquet"

@@ -1,0 +1,26 @@
+"""Errors that name the problem and what to do; the CLI and task logs print them as one line."""
+
+
+class AdaptRecError(Exception):
+    """Base class: a problem the user can fix. Its message is shown as one line, without a traceback."""
+
+    # Whether trying the same thing again later may succeed (an outage) or cannot (bad input).
+    retryable = False
+
+
+class InputDataError(AdaptRecError):
+    """Input files are missing, unreadable or in an unknown format."""
+
+
+class ConfigError(AdaptRecError):
+    """A configuration value or Airflow Param is malformed."""
+
+
+class DataValidationError(AdaptRecError):
+    """The Great Expectations data gate failed."""
+
+
+class RegistryError(AdaptRecError):
+    """The MLflow tracking server or model registry cannot be used as asked."""
+
+    retryable = True

@@ -1,0 +1,1 @@
+"""Evaluate stage: full-ranking leave-one-out metrics for the model, baselines and the champion."""

@@ -1,0 +1,142 @@
+"""Evaluate stage: the new model, the popularity baseline and the current champion, on one test split.
+
+All three are ranked with the same protocol (evaluation.metrics) on the same users in the same
+run, so the gate compares like with like. The champion is scored through the registered pyfunc
+itself, with its own item vocabulary mapped onto this run's catalogue (items it never saw score
+-inf, i.e. it cannot recommend them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys_tasks.augmentation.augment import VOCAB_FILE
+from recsys_tasks.evaluation.metrics import ScoreFunction, evaluate_scores
+from recsys_tasks.registry.champion import model_uri, version_with_alias
+from recsys_tasks.registry.tracking import RunTracker
+from recsys_tasks.serving.pyfunc_model import SequentialRecommender
+from recsys_tasks.storage import RunDir
+from recsys_tasks.training.datasets import LeaveOneOutSplits
+from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "evaluate/report.json"
+PLOT_FILE = "evaluate/comparison.png"
+MODEL, POPULARITY, CHAMPION = "model", "popularity", "champion"
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(1024, ge=1, description="Users ranked per batch (bounds memory: batch × catalogue).")
+    compare_with_champion: bool = Field(True, description="Also rank the current champion on this test split.")
+
+
+class EvaluationReport(BaseModel):
+    metrics: dict[str, dict[str, float]]
+    champion_version: str | None
+    users: int
+    items: int
+    report_uri: str = ""
+    plot_uri: str = ""
+
+
+def popularity_scorer(splits: LeaveOneOutSplits) -> ScoreFunction:
+    """Counts over everything but the test items (train + validation), so nothing leaks."""
+    counts = np.zeros(splits.n_items + 1)
+    for sequence in splits.sequences:
+        np.add.at(counts, sequence[:-1], 1)
+
+    def score(inputs: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(counts, (len(inputs), len(counts)))
+
+    return score
+
+
+def recommender_scorer(model: SequentialRecommender, item_ids: np.ndarray) -> ScoreFunction:
+    """Score this run's item indices with a model that may know a different catalogue.
+
+    ``item_ids[i]`` is the external id of this run's index i. Inputs are this run's indices.
+    """
+    own_index = np.asarray([model.index_of.get(int(item), 0) for item in item_ids])
+    own_index[0] = 0
+    known = own_index > 0
+
+    def score(inputs: np.ndarray) -> np.ndarray:
+        histories = [[int(i) for i in own_index[row] if i] for row in inputs]
+        own_scores = model.score_indices(model.pad(histories))
+        return np.where(known[None, :], own_scores[:, own_index], -np.inf)
+
+    return score
+
+
+def _plot(metrics: dict[str, dict[str, float]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ["hr_at_10", "ndcg_at_10", "recall_at_20", "mrr"]
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(metrics)
+    for offset, (name, values) in enumerate(metrics.items()):
+        positions = np.arange(len(shown)) + offset * width
+        bars = axis.bar(positions, [values[m] for m in shown], width, label=name)
+        axis.bar_label(bars, fmt="%.3f", fontsize=7)
+    axis.set_xticks(np.arange(len(shown)) + width * (len(metrics) - 1) / 2, ["HR@10", "NDCG@10", "Recall@20", "MRR"])
+    axis.set_title("Test split, full ranking, history excluded")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def evaluate(
+    run: RunDir,
+    config: EvaluateConfig,
+    client: MlflowClient,
+    model_name: str,
+    tracker: RunTracker | None = None,
+) -> EvaluationReport:
+    splits = LeaveOneOutSplits.load(run)
+    inputs, seen, targets = splits.holdout("test")
+    vocabulary = run.read_parquet(VOCAB_FILE)
+    item_ids = np.zeros(splits.n_items + 1, dtype=np.int64)
+    item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
+
+    def rank(score: ScoreFunction, model_inputs: np.ndarray = inputs) -> dict[str, float]:
+        return evaluate_scores(score, model_inputs, seen, targets, splits.n_items, config.batch_size)
+
+    with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
+        candidate = SequentialRecommender.from_folder(folder)
+        metrics = {MODEL: rank(candidate.score_indices), POPULARITY: rank(popularity_scorer(splits))}
+
+    champion = version_with_alias(client, model_name) if config.compare_with_champion else None
+    if champion is not None:
+        log.info("ranking the current champion, %s version %s", model_name, champion.version)
+        champion_model = mlflow.pyfunc.load_model(model_uri(model_name)).unwrap_python_model()
+        # The champion reads the whole history (up to its own max length), not this run's window.
+        metrics[CHAMPION] = rank(recommender_scorer(champion_model, item_ids), model_inputs=seen)
+
+    report = EvaluationReport(
+        metrics=metrics,
+        champion_version=champion.version if champion else None,
+        users=len(targets),
+        items=splits.n_items,
+    )
+    figure = _plot(metrics)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
+    report.plot_uri = run.write_bytes(PLOT_FILE, png.getvalue())
+    report.report_uri = run.write_json(REPORT_FILE, report.model_dump())
+    if tracker:
+        tracker.log_metrics({f"{name}_test_{k}": v for name, values in metrics.items() for k, v in values.items()})
+        tracker.log_figure(figure, "evaluation/comparison.png")
+        tracker.log_dict(report.model_dump(), "evaluation/report.json")
+    return report

@@ -1,0 +1,81 @@
+"""The transformer sequence encoder, top to bottom.
+
+item ids [B, L] (left-padded with 0) → item + position embeddings → N pre-norm self-attention
+blocks → final LayerNorm → one vector per position [B, L, d]. The same weights serve
+bidirectional attention (masked-item pre-training) and causal attention (next-item retrieval).
+The item embedding table doubles as the candidate tower, so queries and items share one space.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from recsys_tasks.constants import PAD_INDEX
+from recsys_tasks.models.config import EncoderConfig
+from recsys_tasks.models.layers import TransformerBlock
+
+
+class SequenceEncoder(tf.keras.Model):
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.item_embedding = tf.keras.layers.Embedding(
+            config.vocabulary_size,
+            config.d_model,
+            embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+            name="item_embedding",
+        )
+        self.position_embedding = tf.keras.layers.Embedding(
+            config.max_length,
+            config.d_model,
+            embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02),
+            name="position_embedding",
+        )
+        self.embedding_dropout = tf.keras.layers.Dropout(config.dropout)
+        self.blocks = [
+            TransformerBlock(
+                config.d_model,
+                config.n_heads,
+                config.ffn_multiplier * config.d_model,
+                config.dropout,
+                config.adapter_dim,
+                name=f"block_{i}",
+            )
+            for i in range(config.n_layers)
+        ]
+        self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+
+    def call(self, item_ids, causal: bool = True, training: bool = False):
+        length = tf.shape(item_ids)[1]
+        hidden = self.item_embedding(item_ids) * (self.config.d_model**0.5)
+        hidden += self.position_embedding(tf.range(length))[tf.newaxis]
+        hidden = self.embedding_dropout(hidden, training=training)
+
+        # attention_mask[b, query, key]: keys that are padding are never attended to; with causal
+        # attention a position also never sees the future.
+        keys = tf.not_equal(item_ids, PAD_INDEX)[:, tf.newaxis, :]
+        mask = tf.tile(keys, [1, length, 1])
+        if causal:
+            mask = tf.logical_and(mask, tf.cast(tf.linalg.band_part(tf.ones((length, length)), -1, 0), tf.bool))
+        for block in self.blocks:
+            hidden = block(hidden, attention_mask=mask, training=training)
+        return self.final_norm(hidden)
+
+    def freeze_backbone(self) -> None:
+        """Freeze everything pre-trained; adapters (if any) stay trainable."""
+        for layer in (self.item_embedding, self.position_embedding, self.final_norm):
+            layer.trainable = False
+        for block in self.blocks:
+            for layer in block.backbone_layers():
+                layer.trainable = False
+
+    def item_vectors(self) -> tf.Tensor:
+        """Candidate vectors for every index (row 0 is padding, the last row [MASK])."""
+        return self.item_embedding.embeddings
+
+    def get_config(self):
+        return {"config": self.config.model_dump()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(EncoderConfig(**config["config"]))

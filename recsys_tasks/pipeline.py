@@ -1,0 +1,227 @@
+"""The pipeline factory: one Params model → every stage's typed config → the stage functions.
+
+Airflow, the CLI and tests all go through ``run_stage``; it resolves the run directory from the
+run id, builds the stage config from the Params, runs the stage and returns a small JSON summary
+(what goes into XCom). Stages hand data to each other through the run directory only, so any
+stage can be re-run alone, in another process or container, given the run id.
+
+This module is imported when Airflow parses the DAG: heavy libraries (TensorFlow, MLflow, Great
+Expectations) are imported inside the stage runners only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recsys_tasks.augmentation.augment import AugmentConfig
+from recsys_tasks.data.ingest import DataSource, IngestConfig
+from recsys_tasks.data.synthetic import SyntheticPreset
+from recsys_tasks.errors import ConfigError
+from recsys_tasks.models.config import FinetuneMode, ModelSize
+from recsys_tasks.settings import Settings, get_settings
+from recsys_tasks.storage import RunDir
+
+log = logging.getLogger(__name__)
+
+REGISTRATION_FILE = "register/registration.json"
+SUMMARY_FILE = "summary.json"
+
+
+class PipelineParams(BaseModel):
+    """Everything a person may set when triggering a run. Defaults are the nightly run's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_source: DataSource = Field("synthetic", description="synthetic, movielens-100k or sequence.")
+    data_path: str | None = Field(
+        None, description="movielens-100k: folder with u.data and u.item. sequence: the 'user item item ...' .txt file."
+    )
+    synthetic_size: SyntheticPreset = Field("small", description="Size of the built-in synthetic data set.")
+    seed: int = Field(0, ge=0, description="Seed of data generation, augmentation and training.")
+    model_size: ModelSize = Field("small", description="Transformer size: tiny, small, base or large (GPU).")
+    max_length: int = Field(50, ge=2, le=1024, description="History length the model reads.")
+    pretrain_epochs: int = Field(10, ge=0, le=1000, description="Self-supervised pre-training epochs (0 = none).")
+    finetune_epochs: int = Field(20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation).")
+    finetune_mode: FinetuneMode = Field("full", description="full: all weights; frozen: adapters + head only.")
+    min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Gate: absolute floor on test NDCG@10.")
+    min_lift_over_popularity: float = Field(0.1, ge=0, le=100, description="Gate: required relative gain over popularity.")
+    max_regression_vs_champion: float = Field(
+        0.02, ge=0, le=1, description="Gate: tolerated relative NDCG@10 drop against the champion."
+    )
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> PipelineParams:
+        if self.data_source != "synthetic" and not self.data_path:
+            raise ValueError(f"data_source {self.data_source!r} needs data_path")
+        return self
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> PipelineParams:
+        """Validate Params with a one-line error naming every bad field."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'params'}: {error['msg']}" for error in exc.errors()
+            )
+            raise ConfigError(f"invalid pipeline params: {problems}") from None
+
+    def ingest_config(self) -> IngestConfig:
+        return IngestConfig(
+            source=self.data_source, path=self.data_path, synthetic_size=self.synthetic_size, seed=self.seed
+        )
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig(max_length=self.max_length, seed=self.seed)
+
+
+def airflow_params() -> dict[str, Any]:
+    """Airflow ``Param``s generated from PipelineParams, so the UI form and the validation agree."""
+    from airflow.sdk import Param
+
+    schema = PipelineParams.model_json_schema()
+    params = {}
+    for name, field in schema["properties"].items():
+        spec = {key: value for key, value in field.items() if key not in ("default", "title", "anyOf")}
+        if "anyOf" in field:  # Optional[...] → a nullable JSON-schema type
+            spec["type"] = [option["type"] for option in field["anyOf"]]
+        if "enum" in field:
+            spec.setdefault("type", "string")
+        params[name] = Param(field.get("default"), title=name.replace("_", " "), **spec)
+    return params
+
+
+def run_dir(airflow_run_id: str, settings: Settings) -> RunDir:
+    return RunDir.for_run(settings.resolved_runs_uri, airflow_run_id)
+
+
+# --- stage runners: Params + run id → stage call → small JSON --------------------------------------
+
+
+def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.data.ingest import ingest
+
+    return ingest(run, params.ingest_config()).model_dump()
+
+
+def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.validation.validate import ValidationConfig, validate
+
+    return validate(run, ValidationConfig()).model_dump()
+
+
+def _augment(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.augmentation.augment import augment
+
+    return augment(run, params.augment_config()).model_dump()
+
+
+def _tracker(settings: Settings, run_id: str):
+    from recsys_tasks.registry.tracking import RunTracker
+
+    return RunTracker.for_airflow_run(settings, run_id)
+
+
+def _pretrain(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.training.pretrain import PretrainConfig, pretrain
+
+    config = PretrainConfig(model_size=params.model_size, epochs=params.pretrain_epochs, seed=params.seed)
+    return pretrain(run, config, _tracker(settings, run_id)).model_dump()
+
+
+def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.training.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(mode=params.finetune_mode, epochs=params.finetune_epochs, seed=params.seed)
+    return finetune(run, config, _tracker(settings, run_id)).model_dump()
+
+
+def _evaluate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.evaluation.evaluate import EvaluateConfig, evaluate
+
+    tracker = _tracker(settings, run_id)
+    report = evaluate(run, EvaluateConfig(), tracker.client, settings.model_name, tracker)
+    return report.model_dump()
+
+
+def _register(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+    from recsys_tasks.registry.register import register
+
+    tracker = _tracker(settings, run_id)
+    report = EvaluationReport(**run.read_json(REPORT_FILE))
+    registration = register(run, tracker.client, settings.model_name, tracker.run_id, run_id, report)
+    run.write_json(REGISTRATION_FILE, registration.model_dump())
+    return registration.model_dump()
+
+
+def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+    from recsys_tasks.registry.promote import GateConfig, promote
+    from recsys_tasks.registry.register import Registration
+    from recsys_tasks.registry.tracking import connect
+
+    gate = GateConfig(
+        min_ndcg_at_10=params.min_ndcg_at_10,
+        min_lift_over_popularity=params.min_lift_over_popularity,
+        max_regression_vs_champion=params.max_regression_vs_champion,
+    )
+    decision = promote(
+        run,
+        connect(settings),
+        Registration(**run.read_json(REGISTRATION_FILE)),
+        EvaluationReport(**run.read_json(REPORT_FILE)),
+        gate,
+    )
+    return decision.model_dump()
+
+
+def _report(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.reporting import build_summary, render_summary
+
+    summary = build_summary(run, settings, run_id)
+    run.write_json(SUMMARY_FILE, summary)
+    log.info("\n%s", render_summary(summary))
+    return {"summary_uri": run.uri_of(SUMMARY_FILE), "gate_passed": summary["gate"]["passed"]}
+
+
+STAGES: dict[str, Callable[[PipelineParams, RunDir, Settings, str], dict]] = {
+    "ingest": _ingest,
+    "validate": _validate,
+    "augment": _augment,
+    "pretrain": _pretrain,
+    "finetune": _finetune,
+    "evaluate": _evaluate,
+    "register": _register,
+    "promote": _promote,
+    "report": _report,
+}
+
+
+def run_stage(stage: str, raw_params: Mapping[str, Any], run_id: str, settings: Settings | None = None) -> dict:
+    """Run one stage of the run ``run_id`` and return its JSON-serialisable summary."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    params = PipelineParams.parse(raw_params)
+    settings = settings or get_settings()
+    run = run_dir(run_id, settings)
+    log.info("stage %s of run %s in %s", stage, run_id, run.uri)
+    return STAGES[stage](params, run, settings, run_id)
+
+
+def run_stage_in_airflow(stage: str, context: Mapping[str, Any]) -> dict:
+    """Airflow entry point: bad input fails the task at once; an outage is left to the task's retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys_tasks.errors import AdaptRecError
+
+    try:
+        return run_stage(stage, context["params"], context["run_id"])
+    except AdaptRecError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(f"{stage}: {exc}") from None

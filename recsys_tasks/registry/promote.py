@@ -1,0 +1,141 @@
+"""Promote stage: the metric gate (after TFX's Evaluator "blessing") and the ``champion`` alias.
+
+Checks, all on the same test split of this run:
+1. absolute floor: NDCG@10 ≥ ``min_ndcg_at_10``;
+2. lift over popularity: NDCG@10 ≥ popularity × (1 + ``min_lift_over_popularity``);
+3. no regression: NDCG@10 ≥ champion × (1 − ``max_regression_vs_champion``), skipped without a champion.
+Pass: ``champion`` moves to the new version. Fail: the version is tagged rejected with the reasons
+and ``champion`` stays. Either way the decision is recorded as version tags and in the run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys_tasks.constants import CHAMPION_ALIAS, TAG_GATE_REASONS, TAG_GATE_REPORT, TAG_GATE_STATUS
+from recsys_tasks.errors import RegistryError
+from recsys_tasks.evaluation.evaluate import CHAMPION, MODEL, POPULARITY, EvaluationReport
+from recsys_tasks.evaluation.metrics import PRIMARY_METRIC
+from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.registry.register import Registration
+from recsys_tasks.storage import RunDir
+
+log = logging.getLogger(__name__)
+
+DECISION_FILE = "promote/decision.json"
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Absolute floor on test NDCG@10.")
+    min_lift_over_popularity: float = Field(
+        0.1, ge=0, description="Required relative gain over popularity (0.1 = 10% higher NDCG@10)."
+    )
+    max_regression_vs_champion: float = Field(
+        0.02, ge=0, le=1, description="Tolerated relative NDCG@10 drop against the current champion."
+    )
+
+
+class GateCheck(BaseModel):
+    name: str
+    passed: bool
+    observed: float
+    required: float
+    detail: str
+
+
+class GateDecision(BaseModel):
+    passed: bool
+    reasons: list[str]
+    checks: list[GateCheck]
+    model_name: str
+    version: str
+    champion_before: str | None
+    champion_after: str | None
+
+
+def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:
+    ndcg = report.metrics[MODEL][PRIMARY_METRIC]
+    popularity = report.metrics[POPULARITY][PRIMARY_METRIC]
+    needed_over_popularity = popularity * (1 + config.min_lift_over_popularity)
+    checks = [
+        GateCheck(
+            name="absolute_floor",
+            passed=ndcg >= config.min_ndcg_at_10,
+            observed=ndcg,
+            required=config.min_ndcg_at_10,
+            detail=f"NDCG@10 {ndcg:.4f} vs floor {config.min_ndcg_at_10:.4f}",
+        ),
+        GateCheck(
+            name="lift_over_popularity",
+            passed=ndcg >= needed_over_popularity,
+            observed=ndcg,
+            required=needed_over_popularity,
+            detail=f"NDCG@10 {ndcg:.4f} vs popularity {popularity:.4f} × {1 + config.min_lift_over_popularity:.2f}",
+        ),
+    ]
+    if CHAMPION in report.metrics:
+        champion = report.metrics[CHAMPION][PRIMARY_METRIC]
+        needed = champion * (1 - config.max_regression_vs_champion)
+        checks.append(
+            GateCheck(
+                name="no_regression_vs_champion",
+                passed=ndcg >= needed,
+                observed=ndcg,
+                required=needed,
+                detail=f"NDCG@10 {ndcg:.4f} vs champion v{report.champion_version} {champion:.4f} "
+                f"× {1 - config.max_regression_vs_champion:.2f}",
+            )
+        )
+    return checks
+
+
+def promote(
+    run: RunDir,
+    client: MlflowClient,
+    registration: Registration,
+    report: EvaluationReport,
+    config: GateConfig,
+) -> GateDecision:
+    name, version = registration.model_name, registration.version
+    current = version_with_alias(client, name, CHAMPION_ALIAS)
+    current_version = current.version if current else None
+    if current_version == version:
+        log.info("%s version %s already holds %s (retried task): nothing to do", name, version, CHAMPION_ALIAS)
+        return GateDecision(**run.read_json(DECISION_FILE))
+    if current_version != report.champion_version:
+        raise RegistryError(
+            f"{CHAMPION_ALIAS} of {name} moved from version {report.champion_version} to {current_version} after this "
+            "run evaluated it; re-run from the evaluate task so the gate compares against the current champion"
+        )
+
+    checks = gate_checks(report, config)
+    passed = all(check.passed for check in checks)
+    reasons = [f"{check.name}: {check.detail} — {'pass' if check.passed else 'FAIL'}" for check in checks]
+    decision = GateDecision(
+        passed=passed,
+        reasons=reasons,
+        checks=checks,
+        model_name=name,
+        version=version,
+        champion_before=current_version,
+        champion_after=version if passed else current_version,
+    )
+    # The decision is stored first, so a retry after the alias moved can read it back.
+    run.write_json(DECISION_FILE, decision.model_dump())
+    client.set_model_version_tag(name, version, TAG_GATE_STATUS, "passed" if passed else "rejected")
+    client.set_model_version_tag(name, version, TAG_GATE_REASONS, "; ".join(reasons))
+    client.set_model_version_tag(name, version, TAG_GATE_REPORT, json.dumps([c.model_dump() for c in checks]))
+    if passed:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        log.info("gate passed: %s version %s is now %s", name, version, CHAMPION_ALIAS)
+    else:
+        log.warning(
+            "gate rejected %s version %s; %s stays at %s. %s", name, version, CHAMPION_ALIAS, current_version, reasons
+        )
+    return decision

@@ -1,0 +1,102 @@
+"""Register stage: log the exported model as an MLflow pyfunc and register a new version.
+
+Idempotent per Airflow run: the version is tagged with the run id, and a retried task that finds
+such a version returns it instead of registering a second one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from recsys_tasks.constants import CHALLENGER_ALIAS, TAG_AIRFLOW_RUN_ID
+from recsys_tasks.evaluation.evaluate import MODEL, EvaluationReport
+from recsys_tasks.serving import pyfunc_model
+from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, MODEL_META, SequentialRecommender
+from recsys_tasks.storage import RunDir
+from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+# What a consumer needs to load the pyfunc, pinned to what trained it.
+_SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "numpy", "pandas", "pyarrow")
+_MODEL_ARTIFACT = "model"
+
+
+class Registration(BaseModel):
+    model_name: str
+    version: str
+    model_uri: str
+    mlflow_run_id: str
+    newly_registered: bool
+
+
+def _requirements() -> list[str]:
+    return [f"{package}=={importlib.metadata.version(package)}" for package in _SERVING_REQUIREMENTS]
+
+
+def existing_version(client: MlflowClient, model_name: str, airflow_run_id: str):
+    versions = client.search_model_versions(f"name = '{model_name}' and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'")
+    return versions[0] if versions else None
+
+
+def register(
+    run: RunDir,
+    client: MlflowClient,
+    model_name: str,
+    mlflow_run_id: str,
+    airflow_run_id: str,
+    report: EvaluationReport,
+) -> Registration:
+    found = existing_version(client, model_name, airflow_run_id)
+    if found is not None:
+        log.info("run %s already registered %s version %s; reusing it", airflow_run_id, model_name, found.version)
+        return Registration(
+            model_name=model_name,
+            version=str(found.version),
+            model_uri=f"models:/{model_name}/{found.version}",
+            mlflow_run_id=found.run_id,
+            newly_registered=False,
+        )
+
+    with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
+        artifacts = {key: str(folder / name) for key, name in ARTIFACT_FILES.items()}
+        meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
+        recommender = SequentialRecommender.from_folder(folder)
+        example = pd.DataFrame({"history": [recommender.item_ids[1:4].tolist()], "k": [10]})
+        prediction = recommender.predict(None, example)
+        with mlflow.start_run(run_id=mlflow_run_id):
+            info = mlflow.pyfunc.log_model(
+                name=_MODEL_ARTIFACT,
+                python_model=pyfunc_model.__file__,
+                artifacts=artifacts,
+                signature=infer_signature(example, prediction),
+                input_example=example,
+                pip_requirements=_requirements(),
+            )
+    version = mlflow.register_model(
+        info.model_uri,
+        model_name,
+        tags={
+            TAG_AIRFLOW_RUN_ID: airflow_run_id,
+            "adaptrec.finetune_mode": meta["finetune"]["mode"],
+            "adaptrec.trainable_parameters": str(meta["trainable_parameters"]),
+            **{f"adaptrec.test.{k}": f"{v:.5f}" for k, v in report.metrics[MODEL].items()},
+        },
+    )
+    client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
+    log.info("registered %s version %s as %s", model_name, version.version, CHALLENGER_ALIAS)
+    return Registration(
+        model_name=model_name,
+        version=str(version.version),
+        model_uri=f"models:/{model_name}/{version.version}",
+        mlflow_run_id=mlflow_run_id,
+        newly_registered=True,
+    )

@@ -1,0 +1,92 @@
+"""The end-of-run summary: what a person looks at after a run (task log, ``recsys report``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.settings import Settings
+from recsys_tasks.storage import RunDir
+
+SHOWN_METRICS = {
+    "hr_at_10": "HR@10",
+    "ndcg_at_10": "NDCG@10",
+    "recall_at_20": "Recall@20",
+    "mrr": "MRR",
+    "coverage_at_10": "Coverage@10",
+}
+
+
+def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any]:
+    from recsys_tasks.evaluation.evaluate import REPORT_FILE
+    from recsys_tasks.pipeline import REGISTRATION_FILE
+    from recsys_tasks.registry.promote import DECISION_FILE
+
+    report = run.read_json(REPORT_FILE)
+    decision = run.read_json(DECISION_FILE)
+    registration = run.read_json(REGISTRATION_FILE)
+    tracking_uri = settings.resolved_tracking_uri
+    return {
+        "run_id": run_id,
+        "run_dir": run.uri,
+        "metrics": report["metrics"],
+        "users": report["users"],
+        "items": report["items"],
+        "gate": decision,
+        "registration": registration,
+        "champion_uri": f"models:/{registration['model_name']}@{CHAMPION_ALIAS}",
+        "tracking_uri": tracking_uri,
+        "how_to_look": {
+            "MLflow UI": f"make mlflow-ui   (mlflow ui --backend-store-uri {tracking_uri}), then http://127.0.0.1:5000",
+            "Airflow UI": "make airflow-ui   (airflow standalone on this AIRFLOW_HOME), then http://127.0.0.1:8080",
+            "Recommend": "make recommend HISTORY=1,2,3   (recsys recommend --history 1,2,3 --k 10)",
+        },
+    }
+
+
+def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("model")
+    for label in SHOWN_METRICS.values():
+        table.add_column(label, justify="right")
+    for name, values in metrics.items():
+        table.add_row(name, *(f"{values[key]:.4f}" for key in SHOWN_METRICS))
+    return table
+
+
+def render_summary(summary: dict[str, Any], width: int = 110) -> str:
+    gate, registration = summary["gate"], summary["registration"]
+    verdict = Text(
+        f"Gate {'PASSED' if gate['passed'] else 'REJECTED'}: {registration['model_name']} "
+        f"version {registration['version']} — {CHAMPION_ALIAS} "
+        + (
+            f"moved {gate['champion_before'] or '(none)'} → {gate['champion_after']}"
+            if gate["passed"]
+            else f"stays at {gate['champion_before'] or '(none)'}"
+        ),
+        style="bold green" if gate["passed"] else "bold red",
+    )
+    reasons = Text("\n".join(f"  • {reason}" for reason in gate["reasons"]))
+    looks = Table.grid(padding=(0, 2))
+    for what, how in summary["how_to_look"].items():
+        looks.add_row(what, how)
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    with console.capture() as capture:
+        console.print(
+            Group(
+                metrics_table(
+                    summary["metrics"],
+                    f"Run {summary['run_id']}: test split, {summary['users']:,} users × {summary['items']:,} items, "
+                    "full ranking",
+                ),
+                verdict,
+                reasons,
+                Text(f"Consumers load {summary['champion_uri']} from {summary['tracking_uri']}"),
+                looks,
+            )
+        )
+    return capture.get()

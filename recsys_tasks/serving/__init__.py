@@ -1,0 +1,1 @@
+"""Serving: the MLflow pyfunc that consumers load, and the champion consumer."""

@@ -1,0 +1,53 @@
+"""Where the pipeline keeps its state. Embedded defaults need no service: SQLite + local folders.
+
+Every value can be overridden by environment variables (``ADAPTREC_HOME``, ``ADAPTREC_RUNS_URI``,
+``MLFLOW_TRACKING_URI``, ``ADAPTREC_ARTIFACT_ROOT``, ``ADAPTREC_MODEL_NAME``) so the same code runs
+against an MLflow server with a database and object store in production.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys_tasks import constants
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADAPTREC_", extra="ignore")
+
+    home: Path = Field(default=Path(".adaptrec"), description="Root of the embedded default stores.")
+    runs_uri: str | None = Field(default=None, description="Local path or fsspec URI holding one folder per run.")
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "ADAPTREC_TRACKING_URI"),
+        description="MLflow tracking and registry URI.",
+    )
+    artifact_root: str | None = Field(default=None, description="Artifact location for new MLflow experiments.")
+    model_name: str = constants.REGISTERED_MODEL_NAME
+    experiment_name: str = constants.EXPERIMENT_NAME
+    schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
+    training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
+
+    @cached_property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_runs_uri(self) -> str:
+        return self.runs_uri or str(self.resolved_home / "runs")
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or (self.resolved_home / "mlartifacts").as_uri()
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Training stages: self-supervised pre-training and TFRS fine-tuning."""

@@ -1,0 +1,124 @@
+"""Pretrain stage: self-supervised pre-training of the sequence encoder.
+
+Checkpoints after every epoch (model, optimizer, epoch counter) let a retried task resume where
+the failed attempt stopped; each epoch's masking is seeded by (seed, epoch), so a resumed run
+sees the same data a straight run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import tensorflow as tf
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys_tasks.models.config import EncoderConfig, ModelSize
+from recsys_tasks.models.encoder import SequenceEncoder
+from recsys_tasks.models.pretraining import PretrainingModel
+from recsys_tasks.registry.tracking import RunTracker
+from recsys_tasks.storage import RunDir
+from recsys_tasks.training.datasets import LeaveOneOutSplits, cloze_inputs, contrastive_views, left_pad
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_ENCODER_DIR = "pretrain/encoder"
+ENCODER_CHECKPOINT = "encoder"
+ENCODER_CONFIG_FILE = "encoder_config.json"
+_CHECKPOINTS = "pretrain/checkpoints"
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_size: ModelSize = Field("small", description="Encoder size preset (see models.config.MODEL_SIZES).")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate of the encoder.")
+    epochs: int = Field(10, ge=0, description="Pre-training epochs; 0 keeps the random initialisation.")
+    batch_size: int = Field(128, ge=2, description="View pairs per batch (the contrastive negatives).")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    mask_probability: float = Field(0.2, gt=0, lt=1, description="Share of history positions hidden for Cloze.")
+    cloze_weight: float = Field(1.0, ge=0, description="Weight of the masked-item loss.")
+    contrastive_weight: float = Field(0.1, ge=0, description="Weight of the contrastive loss.")
+    temperature: float = Field(0.2, gt=0, description="Softmax temperature of the contrastive loss.")
+    seed: int = Field(0, description="Seed of initialisation, masking and shuffling.")
+
+
+class PretrainSummary(BaseModel):
+    encoder_uri: str
+    epochs: int
+    resumed_from_epoch: int
+    losses: dict[str, float]
+    parameters: int
+    seconds: float
+
+
+def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = None) -> PretrainSummary:
+    tf.keras.utils.set_random_seed(config.seed)
+    splits = LeaveOneOutSplits.load(run)
+    encoder_config = EncoderConfig.of_size(
+        config.model_size, n_items=splits.n_items, max_length=splits.max_length, dropout=config.dropout
+    )
+    encoder = SequenceEncoder(encoder_config)
+    model = PretrainingModel(
+        encoder,
+        cloze_weight=config.cloze_weight,
+        contrastive_weight=config.contrastive_weight,
+        temperature=config.temperature,
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    if tracker:
+        tracker.log_params(encoder_config.model_dump(), prefix="encoder")
+        tracker.log_params(config.model_dump(), prefix="pretrain")
+
+    user_rows, view_a, view_b = contrastive_views(run, splits.max_length)
+    histories = left_pad(splits.train_histories(), splits.max_length)[user_rows]
+
+    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, str(run.scratch(_CHECKPOINTS)), max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        log.info("resuming pre-training from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
+    resumed_from = int(epoch.numpy())
+
+    started = time.perf_counter()
+    losses: dict[str, float] = {}
+    for current in range(resumed_from, config.epochs):
+        masked, labels = cloze_inputs(
+            histories, config.mask_probability, splits.mask_index, np.random.default_rng([config.seed, current])
+        )
+        dataset = (
+            tf.data.Dataset.from_tensor_slices({"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b})
+            .shuffle(len(masked), seed=config.seed + current)
+            .batch(config.batch_size, drop_remainder=len(masked) >= config.batch_size)
+        )
+        history = model.fit(dataset, epochs=1, verbose=0)
+        losses = {
+            "pretrain_loss": history.history["loss"][-1],
+            "pretrain_cloze_loss": history.history["cloze_loss"][-1],
+            "pretrain_contrastive_loss": history.history["contrastive_loss"][-1],
+        }
+        epoch.assign(current + 1)
+        manager.save(checkpoint_number=current + 1)
+        if tracker:
+            tracker.log_metrics(losses, step=current + 1)
+        log.info(
+            "pretrain epoch %d/%d  loss %.4f  cloze %.4f  contrastive %.4f",
+            current + 1,
+            config.epochs,
+            *losses.values(),
+        )
+
+    with run.writing_folder(PRETRAINED_ENCODER_DIR) as folder:
+        encoder(histories[:1])  # builds the weights when no epoch ran
+        tf.train.Checkpoint(encoder=encoder).write(str(folder / ENCODER_CHECKPOINT))
+        (folder / ENCODER_CONFIG_FILE).write_text(encoder_config.model_dump_json(indent=2))
+    return PretrainSummary(
+        encoder_uri=run.uri_of(PRETRAINED_ENCODER_DIR),
+        epochs=config.epochs,
+        resumed_from_epoch=resumed_from,
+        losses=losses,
+        parameters=int(sum(np.prod(v.shape) for v in encoder.weights)),
+        seconds=round(time.perf_counter() - started, 2),
+    )

@@ -1,0 +1,367 @@
+"""The data gate: Great Expectations suites over the canonical tables of one run.
+
+Three suites run through Great Expectations checkpoints, one per table because a checkpoint hands the same
+in-memory dataframe to all of its validation definitions:
+
+- ``interactions``: exact schema, types, nulls, value ranges, duplicate events, size and cardinality;
+- ``user_activity``: one row per user derived from the interactions, so that every user has enough history for a
+  leave-one-out split;
+- ``items``: schema and a unique, non-null item id.
+
+Every expectation is evaluated even when others fail. The full result goes to ``validation/result.json`` and the
+HTML Data Docs to ``validation/data_docs/``; a failure raises one ``DataValidationError`` line that names the broken
+expectations and points at the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.errors import DataValidationError
+from recsys_tasks.storage import RunDir
+
+# Great Expectations takes seconds to import; it is imported inside the functions that run it so that importing
+# ValidationConfig (Airflow DAG parsing, the CLI) stays fast.
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.data_context import AbstractDataContext
+    from great_expectations.expectations import Expectation
+
+RESULT_FILE = "validation/result.json"
+DATA_DOCS_FOLDER = "validation/data_docs"
+USER_ACTIVITY_COUNT_COL = "n_interactions"
+INTERACTION_COLUMNS = [USER_COL, ITEM_COL, TIME_COL, RATING_COL]
+ITEM_COLUMNS = [ITEM_COL, "title", "attributes"]
+
+_DOCS_SITE_NAME = "adaptrec"
+_LISTED_FAILURES = 5
+_LISTED_EXAMPLES = 3
+# Names as numpy spells them: GE compares them with the dtype of the pandas column.
+_INTEGER_TYPES = ["int8", "int16", "int32", "int64"]
+_FLOAT_TYPES = ["float32", "float64"]
+
+
+class ValidationConfig(BaseModel):
+    """Thresholds of the data gate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_rating: float = Field(default=0.0, description="Smallest plausible rating.")
+    max_rating: float = Field(default=5.0, description="Largest plausible rating.")
+    min_timestamp: int = Field(
+        default=788918400, description="Oldest plausible event, unix seconds (default 1995-01-01 UTC)."
+    )
+    max_future_seconds: int = Field(
+        default=86400, ge=0, description="Clock skew tolerated for events stamped after the validation time."
+    )
+    max_duplicate_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Largest share of rows whose (user_id, item_id, timestamp) occurs more than once; Great Expectations"
+            " counts every copy, the first one included."
+        ),
+    )
+    min_interactions_per_user: int = Field(
+        default=3, ge=1, description="Fewest interactions per user: leave-one-out needs train, validation and test."
+    )
+    min_rows: int = Field(default=100, ge=0, description="Fewest interaction rows.")
+    max_rows: int = Field(default=100_000_000, ge=0, description="Most interaction rows.")
+    min_users: int = Field(default=10, ge=0, description="Fewest distinct users.")
+    max_users: int = Field(default=10_000_000, ge=0, description="Most distinct users.")
+    min_items: int = Field(default=10, ge=0, description="Fewest distinct interacted items.")
+    max_items: int = Field(default=10_000_000, ge=0, description="Most distinct interacted items.")
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> Self:
+        for low_name, high_name in [
+            ("min_rating", "max_rating"),
+            ("min_rows", "max_rows"),
+            ("min_users", "max_users"),
+            ("min_items", "max_items"),
+        ]:
+            low, high = getattr(self, low_name), getattr(self, high_name)
+            if low > high:
+                raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
+        return self
+
+
+class ValidationSummary(BaseModel):
+    """Outcome of the data gate."""
+
+    success: bool = Field(description="True when every expectation passed.")
+    evaluated: int = Field(description="Number of expectations evaluated over all suites.")
+    failed: list[str] = Field(description="One line per failed expectation: suite, expectation, column, problem.")
+    result_uri: str = Field(description="URI of the full Great Expectations result JSON.")
+    data_docs_uri: str = Field(description="URI of the Data Docs index.html.")
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    frame: pd.DataFrame
+    expectations: list[Expectation]
+
+
+def validate(run: RunDir, config: ValidationConfig) -> ValidationSummary:
+    """Validate the canonical tables of ``run``; raise DataValidationError when any expectation fails."""
+    interactions = run.read_parquet(INTERACTIONS_FILE).to_pandas()
+    items = run.read_parquet(ITEMS_FILE).to_pandas()
+    tables = [
+        _Table("interactions", interactions, _interaction_expectations(config, now=int(time.time()))),
+        _Table("user_activity", _user_activity(interactions), _user_activity_expectations(config)),
+        _Table("items", items, _item_expectations()),
+    ]
+    with run.writing_folder(DATA_DOCS_FOLDER) as docs_dir, _quiet_great_expectations():
+        results = _run_checkpoints(tables, docs_dir, run_name=run.uri.rsplit("/", 1)[-1])
+
+    result_uri = run.write_json(
+        RESULT_FILE,
+        {
+            "success": all(result.success for result in results.values()),
+            "suites": {name: result.to_json_dict() for name, result in results.items()},
+        },
+    )
+    failed = [
+        f"{table.name}: {_describe_failure(expectation_result, set(table.frame.columns))}"
+        for table in tables
+        for expectation_result in results[table.name].results
+        if not expectation_result.success
+    ]
+    summary = ValidationSummary(
+        success=not failed,
+        evaluated=sum(len(result.results) for result in results.values()),
+        failed=failed,
+        result_uri=result_uri,
+        data_docs_uri=run.uri_of(f"{DATA_DOCS_FOLDER}/index.html"),
+    )
+    if failed:
+        listed = "; ".join(failed[:_LISTED_FAILURES]) + ("; ..." if len(failed) > _LISTED_FAILURES else "")
+        raise DataValidationError(
+            f"data validation failed: {len(failed)} of {summary.evaluated} expectations failed: {listed}"
+            f" (report: {summary.data_docs_uri})"
+        )
+    return summary
+
+
+def _user_activity(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Interactions per user; empty when users cannot be told apart, a problem the interactions suite reports."""
+    no_users = pd.DataFrame({USER_COL: pd.Series(dtype="str"), USER_ACTIVITY_COUNT_COL: pd.Series(dtype="int64")})
+    if USER_COL not in interactions.columns:
+        return no_users
+    try:
+        return interactions.groupby(USER_COL).size().rename(USER_ACTIVITY_COUNT_COL).reset_index()
+    except TypeError:  # unhashable ids such as lists, which fail the user_id type expectation
+        return no_users
+
+
+def _interaction_expectations(config: ValidationConfig, now: int) -> list[Expectation]:
+    import great_expectations as gx
+
+    # Schema first: when a column is missing, the failures listed in the error start with the cause.
+    return [
+        gx.expectations.ExpectTableColumnsToMatchSet(column_set=INTERACTION_COLUMNS, exact_match=True),
+        gx.expectations.ExpectColumnValuesToBeOfType(column=USER_COL, type_="str"),
+        gx.expectations.ExpectColumnValuesToBeInTypeList(column=ITEM_COL, type_list=_INTEGER_TYPES),
+        gx.expectations.ExpectColumnValuesToBeInTypeList(column=TIME_COL, type_list=_INTEGER_TYPES),
+        gx.expectations.ExpectColumnValuesToBeInTypeList(column=RATING_COL, type_list=_FLOAT_TYPES),
+        *[gx.expectations.ExpectColumnValuesToNotBeNull(column=column) for column in INTERACTION_COLUMNS],
+        gx.expectations.ExpectColumnValuesToBeBetween(column=ITEM_COL, min_value=0),
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=RATING_COL, min_value=config.min_rating, max_value=config.max_rating
+        ),
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=TIME_COL, min_value=config.min_timestamp, max_value=now + config.max_future_seconds
+        ),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(
+            column_list=[USER_COL, ITEM_COL, TIME_COL], mostly=1.0 - config.max_duplicate_rate
+        ),
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=config.min_rows, max_value=config.max_rows),
+        gx.expectations.ExpectColumnUniqueValueCountToBeBetween(
+            column=USER_COL, min_value=config.min_users, max_value=config.max_users
+        ),
+        gx.expectations.ExpectColumnUniqueValueCountToBeBetween(
+            column=ITEM_COL, min_value=config.min_items, max_value=config.max_items
+        ),
+    ]
+
+
+def _user_activity_expectations(config: ValidationConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=USER_ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
+        ),
+    ]
+
+
+def _item_expectations() -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectTableColumnsToMatchSet(column_set=ITEM_COLUMNS, exact_match=True),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=ITEM_COL),
+        gx.expectations.ExpectColumnValuesToBeUnique(column=ITEM_COL),
+    ]
+
+
+def _run_checkpoints(
+    tables: list[_Table], docs_dir: Path, run_name: str
+) -> dict[str, ExpectationSuiteValidationResult]:
+    """Validate every table; results keep the order of the suites' expectations."""
+    import great_expectations as gx
+
+    context = _ephemeral_context(docs_dir)
+    source = context.data_sources.add_pandas("adaptrec")
+    # One run id for all checkpoints groups the three results as one run in the Data Docs.
+    run_id = gx.RunIdentifier(run_name=run_name)
+    results: dict[str, ExpectationSuiteValidationResult] = {}
+    for table in tables:
+        batch = source.add_dataframe_asset(table.name).add_batch_definition_whole_dataframe(table.name)
+        suite = context.suites.add(gx.ExpectationSuite(name=table.name, expectations=table.expectations))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=table.name, data=batch, suite=suite)
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=table.name,
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[_DOCS_SITE_NAME])],
+                result_format="SUMMARY",
+            )
+        )
+        (result,) = checkpoint.run(batch_parameters={"dataframe": table.frame}, run_id=run_id).run_results.values()
+        suite_order = {expectation.id: index for index, expectation in enumerate(suite.expectations)}
+        result.results.sort(key=lambda expectation_result: suite_order[expectation_result.expectation_config.id])
+        results[table.name] = result
+    return results
+
+
+def _ephemeral_context(docs_dir: Path) -> AbstractDataContext:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    # Without init_temp_docs_sites the context has no default site writing into a stray temporary folder.
+    project_config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=project_config)
+    context.add_data_docs_site(
+        _DOCS_SITE_NAME,
+        {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    return context
+
+
+@contextmanager
+def _quiet_great_expectations() -> Iterator[None]:
+    """Keep GE's info chatter out of the task log; its warnings and errors still show."""
+    logger = logging.getLogger("great_expectations")
+    previous_level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous_level)
+
+
+def _describe_failure(result: ExpectationValidationResult, table_columns: set[str]) -> str:
+    """One line: the expectation, its columns and what was observed."""
+    kwargs = result.expectation_config.kwargs
+    columns = [kwargs["column"]] if "column" in kwargs else list(kwargs.get("column_list", []))
+    expectation = result.expectation_config.type + (f"({','.join(columns)})" if columns else "")
+    # GE reports a missing column as an internal error (e.g. "list index out of range"); name the cause instead.
+    missing_columns = [column for column in columns if column not in table_columns]
+    if missing_columns:
+        return f"{expectation} — missing column {', '.join(missing_columns)}"
+    return f"{expectation} — {_describe_problem(result)}"
+
+
+def _describe_problem(result: ExpectationValidationResult) -> str:
+    kwargs = result.expectation_config.kwargs
+    observed: dict[str, Any] = result.result
+    exception_message = _exception_message(result.exception_info)
+    if exception_message:
+        return f"could not be evaluated: {exception_message}"
+    if "unexpected_count" in observed:
+        rows = f"{observed['unexpected_count']} of {observed['element_count']} rows {_unexpected_rows(result)}"
+        examples = [_format(value) for value in observed.get("partial_unexpected_list", []) if not _is_missing(value)]
+        if examples:
+            rows += f" (e.g. {', '.join(list(dict.fromkeys(examples))[:_LISTED_EXAMPLES])})"
+        return rows
+    if "details" in observed and "mismatched" in observed["details"]:
+        mismatched = observed["details"]["mismatched"]
+        return ", ".join(f"{kind} columns {sorted(names)}" for kind, names in mismatched.items() if names)
+    if "observed_value" in observed:
+        return f"observed {_format(observed['observed_value'])}, expected {_expected(kwargs)}"
+    return "failed"
+
+
+def _unexpected_rows(result: ExpectationValidationResult) -> str:
+    kwargs = result.expectation_config.kwargs
+    expectation_type = result.expectation_config.type
+    if expectation_type == "expect_column_values_to_not_be_null":
+        return "null"
+    if expectation_type == "expect_column_values_to_be_between":
+        return f"outside {_range(kwargs)}"
+    if expectation_type in ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique"):
+        tolerated = 1.0 - kwargs.get("mostly", 1.0)
+        return f"repeated (tolerated: {tolerated:.1%})"
+    return f"not matching {_expected(kwargs)}"
+
+
+def _expected(kwargs: dict[str, Any]) -> str:
+    if "type_" in kwargs:
+        return kwargs["type_"]
+    if "type_list" in kwargs:
+        return "one of " + ", ".join(kwargs["type_list"])
+    return _range(kwargs)
+
+
+def _range(kwargs: dict[str, Any]) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    return f"[{'-inf' if low is None else _format(low)}, {'inf' if high is None else _format(high)}]"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _exception_message(exception_info: dict[str, Any]) -> str | None:
+    """The first exception message; GE nests exception info per metric when several metrics failed."""
+    if exception_info.get("raised_exception"):
+        return str(exception_info.get("exception_message")).splitlines()[0]
+    for nested in exception_info.values():
+        if isinstance(nested, dict) and (message := _exception_message(nested)):
+            return message
+    return None
