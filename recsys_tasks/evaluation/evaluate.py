@@ -126,7 +126,7 @@ def evaluate(
 
     report = EvaluationReport(
         metrics=metrics,
-        champion_version=champion.version if champion else None,
+        champion_version=str(champion.version) if champion else None,
         users=len(targets),
         items=splits.n_items,
     )

@@ -104,7 +104,7 @@ def promote(
 ) -> GateDecision:
     name, version = registration.model_name, registration.version
     current = version_with_alias(client, name, CHAMPION_ALIAS)
-    current_version = current.version if current else None
+    current_version = str(current.version) if current else None
     if current_version == version:
         log.info("%s version %s already holds %s (retried task): nothing to do", name, version, CHAMPION_ALIAS)
         return GateDecision(**run.read_json(DECISION_FILE))

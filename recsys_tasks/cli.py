@@ -1,0 +1,130 @@
+"""``recsys``: run any pipeline stage, the whole pipeline, or ask the champion for recommendations.
+
+Every stage takes the same Params as the Airflow DAG (``--conf`` JSON and/or ``--set key=value``)
+and a run id, so a stage can be re-run alone, e.g. in a GPU container.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from recsys_tasks.errors import AdaptRecError, ConfigError
+from recsys_tasks.pipeline import STAGES, SUMMARY_FILE, run_stage
+from recsys_tasks.settings import get_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+RunIdOption = Annotated[str, typer.Option("--run-id", help="Run id; the same id shares one run directory.")]
+ConfOption = Annotated[str, typer.Option("--conf", help="Params as a JSON object, as in 'airflow dags trigger -c'.")]
+SetOption = Annotated[list[str], typer.Option("--set", help="One Param as key=value (JSON value or plain text).")]
+
+
+def _params(conf: str, assignments: list[str]) -> dict[str, Any]:
+    try:
+        params = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--conf is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise ConfigError("--conf must be a JSON object")
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator:
+            raise ConfigError(f"--set {assignment!r} is not key=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _stage_command(stage: str):
+    def command(run_id: RunIdOption, conf: ConfOption = "{}", assignments: SetOption = []) -> None:  # noqa: B006
+        result = run_stage(stage, _params(conf, assignments), run_id)
+        console.print_json(json.dumps(result, default=str))
+
+    command.__doc__ = f"Run the {stage} stage of one pipeline run."
+    return command
+
+
+for _stage in STAGES:
+    app.command(name=_stage)(_stage_command(_stage))
+
+
+@app.command()
+def pipeline(
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: a new cli__<time> id).")] = None,
+    conf: ConfOption = "{}",
+    assignments: SetOption = [],  # noqa: B006
+) -> None:
+    """Run every stage in order, without Airflow (for debugging or a single container)."""
+    run_id = run_id or f"cli__{datetime.now(UTC):%Y-%m-%dT%H-%M-%S}"
+    params = _params(conf, assignments)
+    for stage in STAGES:
+        console.rule(stage)
+        run_stage(stage, params, run_id)
+
+
+@app.command()
+def report(run_id: Annotated[str | None, typer.Option(help="Run id (default: the newest run).")] = None) -> None:
+    """Print the summary of a finished run: metrics, gate decision, registered version, where to look."""
+    from recsys_tasks.reporting import render_summary
+    from recsys_tasks.storage import RunDir
+
+    settings = get_settings()
+    if run_id is None:
+        runs = sorted(RunDir(settings.resolved_runs_uri).fs.glob(f"{settings.resolved_runs_uri}/*/{SUMMARY_FILE}"))
+        if not runs:
+            raise ConfigError(f"no finished run under {settings.resolved_runs_uri}: run the pipeline first (make run)")
+        newest = max(runs, key=lambda path: RunDir(settings.resolved_runs_uri).fs.modified(path))
+        summary = json.loads(RunDir(settings.resolved_runs_uri).fs.read_text(newest))
+    else:
+        from recsys_tasks.pipeline import run_dir
+
+        summary = run_dir(run_id, settings).read_json(SUMMARY_FILE)
+    console.print(render_summary(summary, width=console.width), highlight=False)
+
+
+@app.command()
+def recommend(
+    history: Annotated[str, typer.Option(help="Item ids the user interacted with, oldest first: 12,7,33")],
+    k: Annotated[int, typer.Option(min=1, help="How many items to recommend.")] = 10,
+    alias: Annotated[str, typer.Option(help="Registry alias to load.")] = "champion",
+) -> None:
+    """Load models:/<name>@champion from MLflow and print the top-k items for a history."""
+    from recsys_tasks.serving.recommend import recommend as recommend_items
+
+    try:
+        items = [int(token) for token in history.split(",") if token.strip()]
+    except ValueError:
+        raise ConfigError(f"--history must be comma-separated integer item ids, got {history!r}") from None
+    settings = get_settings()
+    table = Table(title=f"{settings.model_name}@{alias}: top {k} for history {items}", title_justify="left")
+    for column in ("rank", "item_id", "score"):
+        table.add_column(column, justify="right")
+    for row in recommend_items(settings, items, k, alias).itertuples(index=False):
+        table.add_row(str(row.rank), str(row.item_id), f"{row.score:.4f}")
+    console.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    try:
+        app()
+    except AdaptRecError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
