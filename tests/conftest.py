@@ -1,0 +1,56 @@
+"""Shared test set-up: throwaway Airflow and AdaptRec homes, so tests never touch the developer's stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+VENV_BIN = Path(sys.executable).parent
+
+# Airflow reads AIRFLOW_HOME when it is first imported: set it before any test module imports airflow.
+_session_root = Path(tempfile.mkdtemp(prefix="adaptrec-tests-"))
+os.environ.update(
+    AIRFLOW_HOME=str(_session_root / "airflow"),
+    AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    ADAPTREC_HOME=str(_session_root / "adaptrec"),
+    TF_USE_LEGACY_KERAS="1",
+)
+
+
+def run_command(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command of the virtualenv (airflow, recsys) and capture its output as text."""
+    return subprocess.run(
+        [str(VENV_BIN / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def airflow_database() -> Path:
+    """A migrated SQLite Airflow metadata database with the ``gpu`` pool, as ``make run`` prepares it."""
+    for command in (("airflow", "db", "migrate"), ("airflow", "pools", "set", "gpu", "1", "training")):
+        result = run_command(*command)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture
+def adaptrec_home(tmp_path, monkeypatch) -> Path:
+    """A fresh AdaptRec home (run directories + SQLite MLflow) for one test."""
+    home = tmp_path / "adaptrec"
+    monkeypatch.setenv("ADAPTREC_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home

@@ -1,0 +1,122 @@
+"""The real DAG through ``airflow dags test`` against a SQLite Airflow and a SQLite MLflow registry.
+
+The runs build on each other, in order: a good run crowns the first champion; corrupted data then
+stops at validate; a model with zero training steps is rejected by the gate. The champion must
+survive both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recsys_tasks import constants
+from recsys_tasks.pipeline import run_dir
+from recsys_tasks.settings import get_settings
+from tests.conftest import run_command
+
+TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20}
+
+
+def trigger(logical_date: str, conf: dict) -> tuple[str, str]:
+    """Run the DAG once; return (run id, combined log)."""
+    result = run_command("airflow", "dags", "test", constants.DAG_ID, logical_date, "-c", json.dumps(conf))
+    log = result.stdout + result.stderr
+    finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", log)
+    assert finished, log[-3000:]
+    return finished.group(1), log
+
+
+def task_ends(log: str) -> list[str]:
+    return [line.split("task_id=")[1].split()[0] for line in log.splitlines() if "[DAG TEST] end task" in line]
+
+
+@pytest.fixture(scope="module")
+def registry(airflow_database, tmp_path_factory):
+    """One AdaptRec home (runs + MLflow) shared by the ordered runs of this module."""
+    home = tmp_path_factory.mktemp("e2e-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ADAPTREC_HOME", str(home))
+    settings = get_settings()
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_tracking_uri)
+    yield settings, MlflowClient(settings.resolved_tracking_uri)
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def first_run(registry):
+    run_id, log = trigger("2026-01-01", {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15})
+    assert "DagRun Finished" in log and "state=success" in log.split("DagRun Finished")[-1], log[-3000:]
+    return run_id, log
+
+
+def champion_version(client: MlflowClient) -> str:
+    return str(client.get_registered_model(get_settings().model_name).aliases[constants.CHAMPION_ALIAS])
+
+
+def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
+    settings, client = registry
+    run_id, log = first_run
+    assert task_ends(log) == ["ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register",
+                              "promote", "report"]
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert versions[0].tags[constants.TAG_GATE_STATUS] == "passed"
+    assert versions[0].tags[constants.TAG_AIRFLOW_RUN_ID] == run_id
+    assert champion_version(client) == "1"
+
+    history = [3, 17, 42, 8]
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@champion")
+    recommended = model.predict(pd.DataFrame({"history": [history], "k": [10]}))["item_ids"][0]
+    assert len(recommended) == len(set(recommended)) == 10
+    assert not set(recommended) & set(history)
+
+
+def test_the_model_beats_popularity_by_a_wide_margin(registry, first_run):
+    settings, _ = registry
+    report = run_dir(first_run[0], settings).read_json("evaluate/report.json")
+    assert report["metrics"]["model"]["ndcg_at_10"] >= 2 * report["metrics"]["popularity"]["ndcg_at_10"]
+
+
+def test_corrupted_data_stops_at_validate_and_keeps_the_champion(registry, first_run, tmp_path):
+    settings, client = registry
+    ratings = ["\t".join(map(str, (user, item, 9 if item == 3 else 4, 4102444800))) for user in range(1, 30)
+               for item in range(1, 8)]
+    (tmp_path / "u.data").write_text("\n".join(ratings) + "\n")
+    (tmp_path / "u.item").write_text(
+        "".join(f"{item}|Movie {item}|01-Jan-1995||http://x|{'|'.join(['0'] * 19)}\n" for item in range(1, 8)),
+        encoding="latin-1",
+    )
+    run_id, log = trigger("2026-01-02", {**TINY, "data_source": "movielens-100k", "data_path": str(tmp_path)})
+
+    assert task_ends(log) == ["ingest", "validate"]
+    assert "data validation failed" in log
+    assert "expect_column_values_to_be_between(rating)" in log
+    assert "expect_column_values_to_be_between(timestamp)" in log
+    run = run_dir(run_id, settings)
+    assert run.exists("validation/data_docs/index.html") and not run.exists("augment/summary.json")
+    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
+    assert champion_version(client) == "1"
+
+
+def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_run):
+    settings, client = registry
+    run_id, log = trigger("2026-01-03", {**TINY, "pretrain_epochs": 0, "finetune_epochs": 0})
+
+    assert task_ends(log)[-1] == "report"
+    assert "state=success" in log.split("DagRun Finished")[-1]
+    (rejected,) = [
+        v for v in client.search_model_versions(f"name = '{settings.model_name}'")
+        if v.tags.get(constants.TAG_AIRFLOW_RUN_ID) == run_id
+    ]
+    assert rejected.tags[constants.TAG_GATE_STATUS] == "rejected"
+    assert "no_regression_vs_champion" in rejected.tags[constants.TAG_GATE_REASONS]
+    decision = run_dir(run_id, settings).read_json("promote/decision.json")
+    assert decision["passed"] is False and decision["champion_after"] == "1"
+    assert champion_version(client) == "1"

@@ -1,0 +1,215 @@
+"""Encoder layers: config/weight round trips, SavedModel export, attention masking and freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
+
+# isort: split
+import numpy as np
+import pydantic
+import pytest
+import tensorflow as tf
+
+from recsys_tasks.models.config import EncoderConfig
+from recsys_tasks.models.encoder import SequenceEncoder
+from recsys_tasks.models.layers import BottleneckAdapter, TransformerBlock
+from recsys_tasks.models.retrieval import QueryHead
+
+D_MODEL = 16
+LENGTH = 6
+N_ITEMS = 40
+CONFIG = EncoderConfig(n_items=N_ITEMS, max_length=LENGTH, d_model=D_MODEL, n_layers=2, n_heads=2, dropout=0.1)
+
+
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    tf.keras.utils.set_random_seed(0)
+
+
+def hidden_states(batch: int = 3) -> tf.Tensor:
+    return tf.constant(np.random.default_rng(1).normal(size=(batch, LENGTH, D_MODEL)), tf.float32)
+
+
+def histories() -> tf.Tensor:
+    return tf.constant([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 40]], tf.int32)
+
+
+def randomise_weights(layer: tf.keras.layers.Layer, seed: int = 2) -> None:
+    """Give every weight a random value, so zero-initialised parts (adapters, heads) matter too."""
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in layer.get_weights()])
+
+
+def causal_mask() -> tf.Tensor:
+    return tf.cast(tf.linalg.band_part(tf.ones((3, LENGTH, LENGTH)), -1, 0), tf.bool)
+
+
+def encoder(config: EncoderConfig = CONFIG) -> SequenceEncoder:
+    model = SequenceEncoder(config)
+    model(histories())
+    return model
+
+
+LAYER_CASES = {
+    "bottleneck_adapter": (lambda: BottleneckAdapter(4, name="adapter"), lambda layer, x: layer(x)),
+    "transformer_block": (
+        lambda: TransformerBlock(D_MODEL, 2, 32, 0.1, adapter_dim=4, name="block"),
+        lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
+    ),
+    "transformer_block_without_adapters": (
+        lambda: TransformerBlock(D_MODEL, 4, 24, 0.0, name="plain_block"),
+        lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
+    ),
+    "query_head": (lambda: QueryHead(name="query_head"), lambda layer, x: layer(x)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_layer_round_trips_through_config_and_weights(case: str) -> None:
+    make, call = LAYER_CASES[case]
+    original = make()
+    inputs = hidden_states()
+    call(original, inputs)
+    randomise_weights(original)
+    expected = call(original, inputs).numpy()
+
+    copy = type(original).from_config(original.get_config())
+    call(copy, inputs)
+    before_restore = call(copy, inputs).numpy()
+    copy.set_weights(original.get_weights())
+
+    assert copy.get_config() == original.get_config()
+    np.testing.assert_array_equal(call(copy, inputs).numpy(), expected)
+    assert not np.allclose(before_restore, expected), "fresh weights must differ, or the test proves nothing"
+
+
+def test_encoder_round_trips_through_config_and_weights() -> None:
+    original = encoder(CONFIG.model_copy(update={"adapter_dim": 4}))
+    randomise_weights(original)
+    expected = original(histories()).numpy()
+
+    copy = SequenceEncoder.from_config(original.get_config())
+    copy(histories())
+    copy.set_weights(original.get_weights())
+
+    assert copy.config == original.config
+    np.testing.assert_array_equal(copy(histories()).numpy(), expected)
+    assert expected.shape == (3, LENGTH, D_MODEL)
+
+
+class _QueryModule(tf.Module):
+    def __init__(self, model: SequenceEncoder):
+        super().__init__()
+        self.model = model
+        self.encode = tf.function(
+            lambda history: model(history, causal=True, training=False),
+            input_signature=[tf.TensorSpec([None, LENGTH], tf.int32, name="history")],
+        )
+
+
+def test_saved_model_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
+    original = encoder()
+    randomise_weights(original)
+    module = _QueryModule(original)
+    expected = original(histories(), causal=True).numpy()
+
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"encode": module.encode})
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+
+    np.testing.assert_allclose(loaded.encode(histories()).numpy(), expected, rtol=1e-6, atol=1e-6)
+    from_signature = loaded.signatures["encode"](history=histories())
+    np.testing.assert_allclose(next(iter(from_signature.values())).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("position", [1, 3])
+def test_causal_attention_never_sees_the_future(position: int) -> None:
+    model = encoder()
+    randomise_weights(model)
+    sequence = np.array([[3, 9, 4, 12, 7, 21]], dtype=np.int32)
+    changed_future = sequence.copy()
+    changed_future[0, position + 1 :] = [30, 31, 32, 33, 34][: LENGTH - position - 1]
+
+    causal = [model(tf.constant(s), causal=True).numpy() for s in (sequence, changed_future)]
+    bidirectional = [model(tf.constant(s), causal=False).numpy() for s in (sequence, changed_future)]
+
+    np.testing.assert_allclose(causal[0][:, : position + 1], causal[1][:, : position + 1], atol=1e-6)
+    assert not np.allclose(causal[0][:, position + 1 :], causal[1][:, position + 1 :], atol=1e-3)
+    assert not np.allclose(bidirectional[0][:, : position + 1], bidirectional[1][:, : position + 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_embedding_does_not_reach_real_positions(causal: bool) -> None:
+    model = encoder()
+    randomise_weights(model)
+    padded = tf.constant([[0, 0, 5, 6, 7, 8]], tf.int32)
+    before = model(padded, causal=causal).numpy()
+
+    table = model.item_embedding.embeddings.numpy()
+    table[0] = np.random.default_rng(3).normal(scale=5.0, size=D_MODEL)
+    model.item_embedding.embeddings.assign(table)
+    after = model(padded, causal=causal).numpy()
+
+    np.testing.assert_allclose(after[:, 2:], before[:, 2:], atol=1e-5)
+    assert not np.allclose(after[:, :2], before[:, :2], atol=1e-3), "the padding row must be what was changed"
+
+
+def test_new_bottleneck_adapter_is_the_identity() -> None:
+    inputs = hidden_states()
+
+    np.testing.assert_array_equal(BottleneckAdapter(4)(inputs).numpy(), inputs.numpy())
+
+
+def test_new_query_head_is_the_identity() -> None:
+    inputs = hidden_states()
+
+    np.testing.assert_array_equal(QueryHead()(inputs).numpy(), inputs.numpy())
+
+
+def test_inserting_adapters_leaves_the_pretrained_function_unchanged(tmp_path: Path) -> None:
+    plain = encoder()
+    randomise_weights(plain)
+    checkpoint = tf.train.Checkpoint(encoder=plain).write(str(tmp_path / "encoder"))
+    with_adapters = encoder(CONFIG.model_copy(update={"adapter_dim": 4}))
+
+    # As finetune loads it: adapters are absent from the checkpoint and keep their identity initialisation.
+    tf.train.Checkpoint(encoder=with_adapters).read(checkpoint).assert_nontrivial_match()
+
+    np.testing.assert_allclose(with_adapters(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
+    assert len(with_adapters.weights) > len(plain.weights)
+
+
+def test_freeze_backbone_leaves_only_adapters_trainable() -> None:
+    model = encoder(CONFIG.model_copy(update={"adapter_dim": 4}))
+    all_names = {w.name for w in model.weights}
+
+    model.freeze_backbone()
+
+    trainable = {w.name for w in model.trainable_weights}
+    assert trainable, "adapters must stay trainable"
+    assert all("adapter" in name for name in trainable), sorted(trainable)
+    assert {name for name in all_names if "adapter" in name} == trainable
+    assert any("item_embedding" in w.name for w in model.non_trainable_weights)
+    # Per block: two adapters, each a down and an up projection with kernel and bias.
+    assert len(trainable) == CONFIG.n_layers * 2 * 4
+
+
+def test_item_vectors_are_the_embedding_table() -> None:
+    model = encoder()
+
+    vectors = model.item_vectors()
+
+    assert tuple(vectors.shape) == (CONFIG.vocabulary_size, D_MODEL) == (N_ITEMS + 2, D_MODEL)
+    assert CONFIG.mask_index == N_ITEMS + 1
+
+
+def test_encoder_config_rejects_width_not_divisible_by_heads() -> None:
+    with pytest.raises(pydantic.ValidationError, match="d_model=30 is not divisible by n_heads=4"):
+        EncoderConfig(n_items=10, d_model=30, n_heads=4)
+
+
+def test_encoder_config_sizes_and_overrides() -> None:
+    config = EncoderConfig.of_size("tiny", n_items=10, n_heads=4)
+
+    assert (config.d_model, config.n_layers, config.n_heads) == (32, 1, 4)
