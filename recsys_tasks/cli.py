@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -118,7 +119,12 @@ def recommend(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    # MLflow's database-migration chatter would bury a one-line error; its warnings still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    log_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=log_console, show_path=False)]
+    )
     try:
         app()
     except AdaptRecError as exc:

@@ -45,10 +45,14 @@ class PipelineParams(BaseModel):
     model_size: ModelSize = Field("small", description="Transformer size: tiny, small, base or large (GPU).")
     max_length: int = Field(50, ge=2, le=1024, description="History length the model reads.")
     pretrain_epochs: int = Field(10, ge=0, le=1000, description="Self-supervised pre-training epochs (0 = none).")
-    finetune_epochs: int = Field(20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation).")
+    finetune_epochs: int = Field(
+        20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation)."
+    )
     finetune_mode: FinetuneMode = Field("full", description="full: all weights; frozen: adapters + head only.")
     min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Gate: absolute floor on test NDCG@10.")
-    min_lift_over_popularity: float = Field(0.1, ge=0, le=100, description="Gate: required relative gain over popularity.")
+    min_lift_over_popularity: float = Field(
+        0.1, ge=0, le=100, description="Gate: required relative gain over popularity."
+    )
     max_regression_vs_champion: float = Field(
         0.02, ge=0, le=1, description="Gate: tolerated relative NDCG@10 drop against the champion."
     )

@@ -12,6 +12,7 @@ from recsys_tasks.constants import CHAMPION_ALIAS
 from recsys_tasks.settings import Settings
 from recsys_tasks.storage import RunDir
 
+ROW_ORDER = ["model", "popularity", "champion"]
 SHOWN_METRICS = {
     "hr_at_10": "HR@10",
     "ndcg_at_10": "NDCG@10",
@@ -53,8 +54,11 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
     table.add_column("model")
     for label in SHOWN_METRICS.values():
         table.add_column(label, justify="right")
-    for name, values in metrics.items():
-        table.add_row(name, *(f"{values[key]:.4f}" for key in SHOWN_METRICS))
+    # The new model first, then what it is judged against (the JSON report stores keys sorted).
+    for name in sorted(
+        metrics, key=lambda name: (name not in ROW_ORDER, ROW_ORDER.index(name) if name in ROW_ORDER else 0)
+    ):
+        table.add_row(name, *(f"{metrics[name][key]:.4f}" for key in SHOWN_METRICS))
     return table
 
 

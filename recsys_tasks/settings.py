@@ -17,7 +17,7 @@ from recsys_tasks import constants
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ADAPTREC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ADAPTREC_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default=Path(".adaptrec"), description="Root of the embedded default stores.")
     runs_uri: str | None = Field(default=None, description="Local path or fsspec URI holding one folder per run.")

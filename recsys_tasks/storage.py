@@ -119,7 +119,9 @@ class RunDir:
 
         Inside the run directory when that is local; otherwise under the system temp folder.
         """
-        base = Path(self._root) if self.is_local else Path(tempfile.gettempdir()) / "adaptrec-scratch" / run_key(self.uri)
+        base = (
+            Path(self._root) if self.is_local else Path(tempfile.gettempdir()) / "adaptrec-scratch" / run_key(self.uri)
+        )
         folder = base / name
         folder.mkdir(parents=True, exist_ok=True)
         return folder

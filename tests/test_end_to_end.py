@@ -63,8 +63,17 @@ def champion_version(client: MlflowClient) -> str:
 def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
     settings, client = registry
     run_id, log = first_run
-    assert task_ends(log) == ["ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register",
-                              "promote", "report"]
+    assert task_ends(log) == [
+        "ingest",
+        "validate",
+        "augment",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "register",
+        "promote",
+        "report",
+    ]
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags[constants.TAG_GATE_STATUS] == "passed"
@@ -86,8 +95,11 @@ def test_the_model_beats_popularity_by_a_wide_margin(registry, first_run):
 
 def test_corrupted_data_stops_at_validate_and_keeps_the_champion(registry, first_run, tmp_path):
     settings, client = registry
-    ratings = ["\t".join(map(str, (user, item, 9 if item == 3 else 4, 4102444800))) for user in range(1, 30)
-               for item in range(1, 8)]
+    ratings = [
+        "\t".join(map(str, (user, item, 9 if item == 3 else 4, 4102444800)))
+        for user in range(1, 30)
+        for item in range(1, 8)
+    ]
     (tmp_path / "u.data").write_text("\n".join(ratings) + "\n")
     (tmp_path / "u.item").write_text(
         "".join(f"{item}|Movie {item}|01-Jan-1995||http://x|{'|'.join(['0'] * 19)}\n" for item in range(1, 8)),
@@ -112,7 +124,8 @@ def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_r
     assert task_ends(log)[-1] == "report"
     assert "state=success" in log.split("DagRun Finished")[-1]
     (rejected,) = [
-        v for v in client.search_model_versions(f"name = '{settings.model_name}'")
+        v
+        for v in client.search_model_versions(f"name = '{settings.model_name}'")
         if v.tags.get(constants.TAG_AIRFLOW_RUN_ID) == run_id
     ]
     assert rejected.tags[constants.TAG_GATE_STATUS] == "rejected"

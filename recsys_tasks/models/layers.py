@@ -45,7 +45,10 @@ class TransformerBlock(tf.keras.layers.Layer):
         self.ffn_out = tf.keras.layers.Dense(d_model, name="ffn_out")
         self.dropout = tf.keras.layers.Dropout(dropout)
         self.adapters = (
-            [BottleneckAdapter(adapter_dim, name="attention_adapter"), BottleneckAdapter(adapter_dim, name="ffn_adapter")]
+            [
+                BottleneckAdapter(adapter_dim, name="attention_adapter"),
+                BottleneckAdapter(adapter_dim, name="ffn_adapter"),
+            ]
             if adapter_dim
             else []
         )

@@ -43,7 +43,9 @@ def _requirements() -> list[str]:
 
 
 def existing_version(client: MlflowClient, model_name: str, airflow_run_id: str):
-    versions = client.search_model_versions(f"name = '{model_name}' and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'")
+    versions = client.search_model_versions(
+        f"name = '{model_name}' and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'"
+    )
     return versions[0] if versions else None
 
 

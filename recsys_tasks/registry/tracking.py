@@ -37,7 +37,9 @@ def _check_reachable(tracking_uri: str) -> None:
     elif scheme == "sqlite":
         database = Path(urlparse(tracking_uri).path)
         if not database.parent.is_dir():
-            raise RegistryError(f"MLflow database folder {database.parent} does not exist: create it or fix MLFLOW_TRACKING_URI")
+            raise RegistryError(
+                f"MLflow database folder {database.parent} does not exist: create it or fix MLFLOW_TRACKING_URI"
+            )
 
 
 def connect(settings: Settings) -> MlflowClient:
@@ -71,7 +73,8 @@ class RunTracker:
             experiment.experiment_id
             if experiment
             else client.create_experiment(
-                settings.experiment_name, artifact_location=f"{settings.resolved_artifact_root}/{settings.experiment_name}"
+                settings.experiment_name,
+                artifact_location=f"{settings.resolved_artifact_root}/{settings.experiment_name}",
             )
         )
         existing = client.search_runs(

@@ -75,7 +75,7 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
         users = next(iter(outputs.values())).numpy()
         return users @ self.item_vectors.T
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "history" not in frame:
             raise MlflowException("input needs a 'history' column of item id lists", INVALID_PARAMETER_VALUE)
@@ -87,7 +87,9 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
             if not indices:
                 raise MlflowException(f"row {row}: history has no item this model knows", INVALID_PARAMETER_VALUE)
             if not 1 <= k <= self.n_items - len(set(indices)):
-                raise MlflowException(f"row {row}: k={k} is outside 1..{self.n_items - len(set(indices))}", INVALID_PARAMETER_VALUE)
+                raise MlflowException(
+                    f"row {row}: k={k} is outside 1..{self.n_items - len(set(indices))}", INVALID_PARAMETER_VALUE
+                )
             histories.append(indices)
 
         scores = self.score_indices(self.pad(histories)).astype(np.float64)

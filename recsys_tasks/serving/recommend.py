@@ -35,4 +35,6 @@ def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMP
     except MlflowException as exc:
         raise RegistryError(f"the model refused the request: {exc.message.splitlines()[0]}") from None
     row = prediction.iloc[0]
-    return pd.DataFrame({"rank": range(1, len(row["item_ids"]) + 1), "item_id": row["item_ids"], "score": row["scores"]})
+    return pd.DataFrame(
+        {"rank": range(1, len(row["item_ids"]) + 1), "item_id": row["item_ids"], "score": row["scores"]}
+    )

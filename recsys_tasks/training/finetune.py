@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+
 import numpy as np
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field

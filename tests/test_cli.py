@@ -1,0 +1,47 @@
+"""The ``recsys`` command: bad input gives one line naming the problem and exit status 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_command
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    message = result.stderr.strip().splitlines()[-1]  # progress logs may come before it
+    assert message.startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragments"),
+    [
+        (["--set", "data_source=parquet"], ["data_source", "'synthetic', 'movielens-100k' or 'sequence'"]),
+        (["--set", "data_source=movielens-100k"], ["needs data_path"]),
+        (["--set", "pretrain_epochs=-1"], ["pretrain_epochs", "greater than or equal to 0"]),
+        (["--set", "colour=blue"], ["colour", "Extra inputs are not permitted"]),
+        (["--conf", "{not json"], ["--conf is not valid JSON"]),
+        (["--set", "data_source=movielens-100k", "--set", "data_path=/no/such/folder"], ["/no/such/folder/u.data"]),
+    ],
+)
+def test_bad_params_and_paths(adaptrec_home, arguments, fragments):
+    assert_one_line_error(run_command("recsys", "ingest", "--run-id", "cli-test", *arguments), *fragments)
+
+
+def test_recommend_without_a_champion_says_what_to_do(adaptrec_home):
+    result = run_command("recsys", "recommend", "--history", "1,2,3")
+    assert_one_line_error(result, "has no 'champion' version", "make run")
+
+
+def test_recommend_rejects_a_malformed_history(adaptrec_home):
+    assert_one_line_error(run_command("recsys", "recommend", "--history", "1,two"), "comma-separated integer")
+
+
+def test_a_stage_prints_its_summary_as_json(adaptrec_home):
+    result = run_command("recsys", "ingest", "--run-id", "cli-test", "--set", "synthetic_size=tiny")
+    assert result.returncode == 0, result.stderr
+    assert '"source": "synthetic"' in result.stdout
+    assert (adaptrec_home / "runs" / "cli-test" / "data" / "interactions.parquet").is_file()

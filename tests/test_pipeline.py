@@ -1,0 +1,58 @@
+"""Params → stage configs: one source of truth for the Airflow form, the CLI and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_tasks.errors import ConfigError
+from recsys_tasks.pipeline import STAGES, PipelineParams, airflow_params, run_stage
+from recsys_tasks.reporting import render_summary
+
+
+def test_defaults_are_the_nightly_run():
+    params = PipelineParams.parse({})
+    assert params.data_source == "synthetic" and params.finetune_mode == "full"
+    assert params.ingest_config().synthetic_size == params.synthetic_size
+    assert params.augment_config().max_length == params.max_length
+
+
+def test_every_problem_is_named_on_one_line():
+    with pytest.raises(ConfigError) as raised:
+        PipelineParams.parse({"model_size": "huge", "finetune_epochs": -2})
+    message = str(raised.value)
+    assert "model_size" in message and "finetune_epochs" in message and "\n" not in message
+
+
+def test_airflow_params_mirror_the_model():
+    params = airflow_params()
+    assert set(params) == set(PipelineParams.model_fields)
+    assert params["data_path"].schema["type"] == ["string", "null"]
+    assert params["synthetic_size"].schema["enum"] == ["tiny", "small", "medium", "large"]
+    assert params["min_ndcg_at_10"].schema["maximum"] == 1
+
+
+def test_an_unknown_stage_is_refused():
+    with pytest.raises(ConfigError, match="unknown stage 'deploy'"):
+        run_stage("deploy", {}, "run")
+    assert list(STAGES)[0] == "ingest" and list(STAGES)[-1] == "report"
+
+
+def test_the_summary_shows_the_model_first_and_the_gate_reasons():
+    summary = {
+        "run_id": "r1",
+        "users": 10,
+        "items": 5,
+        "metrics": {
+            name: {m: value for m in ("hr_at_10", "ndcg_at_10", "recall_at_20", "mrr", "coverage_at_10")}
+            for name, value in (("champion", 0.3), ("model", 0.2), ("popularity", 0.1))
+        },
+        "gate": {"passed": False, "reasons": ["no_regression_vs_champion: FAIL"], "champion_before": "3"},
+        "registration": {"model_name": "m", "version": "4"},
+        "champion_uri": "models:/m@champion",
+        "tracking_uri": "sqlite:///x.db",
+        "how_to_look": {"MLflow UI": "make mlflow-ui"},
+    }
+    text = render_summary(summary)
+    assert text.index("│ model") < text.index("│ popularity") < text.index("│ champion")
+    assert "Gate REJECTED: m version 4 — champion stays at 3" in text
+    assert "no_regression_vs_champion: FAIL" in text

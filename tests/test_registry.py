@@ -1,0 +1,107 @@
+"""Registration and the promotion gate against a real SQLite MLflow registry."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from recsys_tasks import constants
+from recsys_tasks.errors import RegistryError
+from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+from recsys_tasks.pipeline import REGISTRATION_FILE, run_dir, run_stage
+from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.registry.promote import DECISION_FILE, GateConfig, gate_checks, promote
+from recsys_tasks.registry.register import Registration, register
+from recsys_tasks.registry.tracking import RunTracker, connect
+from recsys_tasks.settings import Settings
+
+TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}
+RUN_ID = "registry-test-run"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run trained and evaluated up to (not including) registration, in its own home."""
+    settings = Settings(home=tmp_path_factory.mktemp("registry-home"))
+    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate"):
+        run_stage(stage, TINY, RUN_ID, settings)
+    return settings
+
+
+def report_with(model: float, popularity: float, champion: float | None = None) -> EvaluationReport:
+    metrics = {"model": {"ndcg_at_10": model}, "popularity": {"ndcg_at_10": popularity}}
+    if champion is not None:
+        metrics["champion"] = {"ndcg_at_10": champion}
+    return EvaluationReport(metrics=metrics, champion_version="1" if champion else None, users=1, items=1)
+
+
+@pytest.mark.parametrize(
+    ("report", "failing"),
+    [
+        (report_with(0.30, 0.10), set()),
+        (report_with(0.005, 0.001), {"absolute_floor"}),
+        (report_with(0.105, 0.10), {"lift_over_popularity"}),
+        (report_with(0.30, 0.10, champion=0.40), {"no_regression_vs_champion"}),
+        (report_with(0.30, 0.10, champion=0.305), set()),  # within the 2% tolerance
+    ],
+)
+def test_gate_checks(report, failing):
+    checks = gate_checks(report, GateConfig())
+    assert {check.name for check in checks if not check.passed} == failing
+    assert ("no_regression_vs_champion" in {c.name for c in checks}) == ("champion" in report.metrics)
+
+
+def test_registration_is_idempotent_per_airflow_run(trained_run):
+    settings = trained_run
+    tracker = RunTracker.for_airflow_run(settings, RUN_ID)
+    run = run_dir(RUN_ID, settings)
+    report = EvaluationReport(**run.read_json(REPORT_FILE))
+
+    first = register(run, tracker.client, settings.model_name, tracker.run_id, RUN_ID, report)
+    retried = register(run, tracker.client, settings.model_name, tracker.run_id, RUN_ID, report)
+
+    assert first.newly_registered and not retried.newly_registered
+    assert retried.version == first.version == "1"
+    assert RunTracker.for_airflow_run(settings, RUN_ID).run_id == tracker.run_id
+    challenger = version_with_alias(tracker.client, settings.model_name, constants.CHALLENGER_ALIAS)
+    assert str(challenger.version) == "1"
+    assert challenger.tags[constants.TAG_AIRFLOW_RUN_ID] == RUN_ID
+
+
+def test_promotion_moves_the_champion_once_and_a_retry_changes_nothing(trained_run):
+    settings = trained_run
+    run_stage("register", TINY, RUN_ID, settings)
+    client = connect(settings)
+    run = run_dir(RUN_ID, settings)
+    registration = Registration(**run.read_json(REGISTRATION_FILE))
+    report = EvaluationReport(**run.read_json(REPORT_FILE))
+
+    decision = promote(run, client, registration, report, GateConfig())
+    retried = promote(run, client, registration, report, GateConfig())
+
+    assert decision.passed and decision.champion_before is None and decision.champion_after == registration.version
+    assert retried == decision
+    assert str(version_with_alias(client, settings.model_name).version) == registration.version
+    assert run.read_json(DECISION_FILE)["passed"] is True
+
+
+def test_a_champion_that_moved_after_evaluation_stops_promotion(trained_run):
+    settings = trained_run
+    client = connect(settings)
+    run = run_dir(RUN_ID, settings)
+    registration = Registration(**run.read_json(REGISTRATION_FILE)).model_copy(update={"version": "2"})
+    stale = report_with(0.9, 0.1, champion=0.1).model_copy(update={"champion_version": "7"})
+    with pytest.raises(RegistryError, match="moved from version 7 to 1"):
+        promote(run, client, registration, stale, GateConfig())
+    assert str(version_with_alias(client, settings.model_name).version) == "1"
+
+
+def test_an_unreachable_tracking_server_is_one_clear_line(tmp_path):
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(home=tmp_path, tracking_uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(RegistryError, match=rf"127.0.0.1:{port} cannot be reached") as raised:
+        connect(settings)
+    assert "\n" not in str(raised.value)

@@ -1,0 +1,280 @@
+"""Pre-training, fine-tuning and the exported pyfunc, end to end on the tiny synthetic preset."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
+
+# isort: split
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from recsys_tasks.augmentation.augment import VOCAB_FILE, AugmentConfig, augment
+from recsys_tasks.data.ingest import IngestConfig, ingest
+from recsys_tasks.evaluation.metrics import evaluate_scores
+from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, SequentialRecommender
+from recsys_tasks.storage import RunDir
+from recsys_tasks.training.datasets import LeaveOneOutSplits
+from recsys_tasks.training.finetune import (
+    EXPORTED_MODEL_DIR,
+    FinetuneConfig,
+    FinetuneSummary,
+    finetune,
+    load_pretrained_encoder,
+)
+from recsys_tasks.training.pretrain import PretrainConfig, PretrainSummary, pretrain
+
+MAX_LENGTH = 20
+# Without dropout a resumed run is exactly an uninterrupted one; the higher learning rate makes 4 epochs count.
+PRETRAIN = dict(model_size="tiny", batch_size=64, learning_rate=3e-3, dropout=0.0)
+FIRST_EPOCHS, ALL_EPOCHS = 1, 4
+FINETUNE = dict(batch_size=64, seed=0)
+
+
+def copy_run(source: RunDir, destination: Path) -> RunDir:
+    shutil.copytree(source.uri, destination)
+    return RunDir(str(destination))
+
+
+@pytest.fixture(scope="module")
+def augmented_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
+    run = RunDir(str(tmp_path_factory.mktemp("training") / "augmented"))
+    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0))
+    augment(run, AugmentConfig(max_length=MAX_LENGTH, seed=0))
+    return run
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    run: RunDir
+    first: PretrainSummary
+    resumed: PretrainSummary
+
+
+@pytest.fixture(scope="module")
+def pretrained(augmented_run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> Pretrained:
+    """Pre-training interrupted after one epoch, then started again (as an Airflow retry would) for all epochs."""
+    run = copy_run(augmented_run, tmp_path_factory.mktemp("pretrained") / "run")
+    first = pretrain(run, PretrainConfig(epochs=FIRST_EPOCHS, **PRETRAIN))
+    resumed = pretrain(run, PretrainConfig(epochs=ALL_EPOCHS, **PRETRAIN))
+    return Pretrained(run, first, resumed)
+
+
+def finetuned(pretrained: Pretrained, folder: Path, **config) -> tuple[RunDir, FinetuneSummary]:
+    run = copy_run(pretrained.run, folder / "run")
+    return run, finetune(run, FinetuneConfig(**FINETUNE, **config))
+
+
+@pytest.fixture(scope="module")
+def untrained(pretrained: Pretrained, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, FinetuneSummary]:
+    return finetuned(pretrained, tmp_path_factory.mktemp("untrained"), mode="full", epochs=0)
+
+
+@pytest.fixture(scope="module")
+def fully_finetuned(pretrained: Pretrained, tmp_path_factory: pytest.TempPathFactory) -> tuple[RunDir, FinetuneSummary]:
+    return finetuned(pretrained, tmp_path_factory.mktemp("full"), mode="full", epochs=5)
+
+
+@pytest.fixture(scope="module")
+def recommender(fully_finetuned: tuple[RunDir, FinetuneSummary]) -> SequentialRecommender:
+    run, _ = fully_finetuned
+    return SequentialRecommender.from_folder(run.path(EXPORTED_MODEL_DIR))
+
+
+def exported_item_embeddings(run: RunDir) -> np.ndarray:
+    with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
+        return np.load(folder / ARTIFACT_FILES[ITEM_EMBEDDINGS])
+
+
+def pretrained_item_embeddings(run: RunDir) -> np.ndarray:
+    splits = LeaveOneOutSplits.load(run)
+    return load_pretrained_encoder(run).item_vectors().numpy()[: splits.n_items + 1]
+
+
+def encoder_weights(run: RunDir) -> list[np.ndarray]:
+    return load_pretrained_encoder(run).get_weights()
+
+
+# ---------------------------------------------------------------- pretrain
+
+
+def test_pretrain_resumes_from_the_last_checkpoint(pretrained: Pretrained) -> None:
+    assert pretrained.first.resumed_from_epoch == 0
+    assert pretrained.first.epochs == FIRST_EPOCHS
+    assert pretrained.resumed.resumed_from_epoch == FIRST_EPOCHS
+    assert pretrained.resumed.epochs == ALL_EPOCHS
+    assert pretrained.run.folder_is_complete("pretrain/encoder")
+
+
+def test_resumed_pretraining_equals_an_uninterrupted_run(pretrained: Pretrained, tmp_path: Path) -> None:
+    straight_run = copy_run(RunDir(str(pretrained.run.uri)), tmp_path / "straight")
+    shutil.rmtree(tmp_path / "straight" / "pretrain")
+
+    straight = pretrain(straight_run, PretrainConfig(epochs=ALL_EPOCHS, **PRETRAIN))
+
+    assert straight.resumed_from_epoch == 0
+    assert straight.losses == pytest.approx(pretrained.resumed.losses, rel=1e-5)
+    for resumed_weight, straight_weight in zip(encoder_weights(pretrained.run), encoder_weights(straight_run), strict=True):
+        np.testing.assert_allclose(resumed_weight, straight_weight, rtol=1e-5, atol=1e-6)
+
+
+def test_pretrain_retried_after_its_last_epoch_republishes_the_same_encoder(
+    pretrained: Pretrained, tmp_path: Path
+) -> None:
+    run = copy_run(pretrained.run, tmp_path / "retry")
+
+    retried = pretrain(run, PretrainConfig(epochs=ALL_EPOCHS, **PRETRAIN))
+
+    assert retried.resumed_from_epoch == ALL_EPOCHS
+    assert retried.losses == {}
+    for published, republished in zip(encoder_weights(pretrained.run), encoder_weights(run), strict=True):
+        np.testing.assert_array_equal(published, republished)
+
+
+@pytest.mark.parametrize("loss", ["pretrain_cloze_loss", "pretrain_contrastive_loss", "pretrain_loss"])
+def test_pretraining_losses_fall(pretrained: Pretrained, loss: str) -> None:
+    first_epoch, last_epoch = pretrained.first.losses[loss], pretrained.resumed.losses[loss]
+
+    assert last_epoch < first_epoch - 0.2, (first_epoch, last_epoch)
+
+
+def test_cloze_loss_starts_near_chance(pretrained: Pretrained) -> None:
+    n_items = LeaveOneOutSplits.load(pretrained.run).n_items
+    # A softmax over n_items + 2 indices that knows nothing scores log(n_items + 2).
+    assert pretrained.first.losses["pretrain_cloze_loss"] == pytest.approx(np.log(n_items + 2), abs=0.3)
+
+
+# ---------------------------------------------------------------- finetune
+
+
+def test_zero_epochs_exports_the_pretrained_model(untrained: tuple[RunDir, FinetuneSummary]) -> None:
+    run, summary = untrained
+
+    assert (summary.epochs_run, summary.best_epoch) == (0, 0)
+    assert summary.trainable_parameters == summary.total_parameters
+    np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+
+
+def test_full_finetuning_improves_validation_ndcg(
+    untrained: tuple[RunDir, FinetuneSummary], fully_finetuned: tuple[RunDir, FinetuneSummary]
+) -> None:
+    _, baseline = untrained
+    _, tuned = fully_finetuned
+
+    assert tuned.best_epoch >= 1
+    assert tuned.epochs_run >= tuned.best_epoch
+    assert tuned.validation["ndcg_at_10"] > baseline.validation["ndcg_at_10"] + 0.03, (
+        baseline.validation["ndcg_at_10"],
+        tuned.validation["ndcg_at_10"],
+    )
+    assert tuned.validation["hr_at_10"] > baseline.validation["hr_at_10"]
+    assert tuned.trainable_parameters == tuned.total_parameters
+
+
+def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path: Path) -> None:
+    run, summary = finetuned(pretrained, tmp_path, mode="frozen", epochs=2, adapter_dim=8)
+
+    assert summary.mode == "frozen"
+    assert 0 < summary.trainable_parameters < 0.25 * summary.total_parameters
+    np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+
+
+def test_exported_model_reproduces_the_reported_validation_metrics(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, summary = fully_finetuned
+    splits = LeaveOneOutSplits.load(run)
+    inputs, seen, targets = splits.holdout("validation")
+
+    metrics = evaluate_scores(recommender.score_indices, inputs, seen, targets, splits.n_items)
+
+    assert metrics == pytest.approx(summary.validation, abs=0.01)
+    assert recommender.n_items == splits.n_items
+
+
+# ---------------------------------------------------------------- serving
+
+
+def some_user_history(run: RunDir, length: int = 6) -> list[int]:
+    """External item ids of the first user's first ``length`` interactions."""
+    splits = LeaveOneOutSplits.load(run)
+    vocabulary = run.read_parquet(VOCAB_FILE).to_pandas().set_index("index")["item_id"]
+    return [int(vocabulary[index]) for index in splits.sequences[0][:length]]
+
+
+def test_predict_returns_k_new_items_best_first(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, _ = fully_finetuned
+    history = some_user_history(run)
+    known_ids = set(run.read_parquet(VOCAB_FILE)["item_id"].to_pylist())
+
+    output = recommender.predict(None, pd.DataFrame({"history": [history], "k": [5]}))
+
+    assert list(output.columns) == ["item_ids", "scores"]
+    item_ids, scores = output.loc[0, "item_ids"], output.loc[0, "scores"]
+    assert len(item_ids) == len(set(item_ids)) == 5
+    assert not set(item_ids) & set(history)
+    assert set(item_ids) <= known_ids
+    assert np.all(np.isfinite(scores))
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_predict_uses_each_rows_k_and_the_default_from_params(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, _ = fully_finetuned
+    history = some_user_history(run)
+    frame = pd.DataFrame({"history": [history, history[:2]], "k": [3, None]})
+
+    output = recommender.predict(None, frame, params={"k": 7})
+    top_three = recommender.predict(None, pd.DataFrame({"history": [history], "k": [3]}))
+
+    assert [len(ids) for ids in output["item_ids"]] == [3, 7]
+    assert output.loc[0, "item_ids"] == top_three.loc[0, "item_ids"]
+
+
+def test_predict_can_rank_every_unseen_item(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, _ = fully_finetuned
+    history = some_user_history(run)
+    every_unseen = recommender.n_items - len(history)
+
+    output = recommender.predict(None, pd.DataFrame({"history": [history], "k": [every_unseen]}))
+
+    known_ids = set(run.read_parquet(VOCAB_FILE)["item_id"].to_pylist())
+    assert set(output.loc[0, "item_ids"]) == known_ids - set(history)
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"history": [[10**9, 10**9 + 1]], "k": [5]}), "no item this model knows"),
+        (pd.DataFrame({"history": [[]], "k": [5]}), "no item this model knows"),
+        (pd.DataFrame({"items": [[1, 2]]}), "needs a 'history' column"),
+    ],
+    ids=["unknown-ids", "empty-history", "missing-column"],
+)
+def test_predict_rejects_unusable_histories(
+    recommender: SequentialRecommender, frame: pd.DataFrame, message: str
+) -> None:
+    with pytest.raises(MlflowException, match=message):
+        recommender.predict(None, frame)
+
+
+@pytest.mark.parametrize("k_beyond_catalogue", [0, -1, "too many"])
+def test_predict_rejects_k_out_of_range(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender, k_beyond_catalogue
+) -> None:
+    run, _ = fully_finetuned
+    history = some_user_history(run)
+    k = recommender.n_items - len(history) + 1 if k_beyond_catalogue == "too many" else k_beyond_catalogue
+
+    with pytest.raises(MlflowException, match=f"k={k} is outside 1..{recommender.n_items - len(history)}"):
+        recommender.predict(None, pd.DataFrame({"history": [history], "k": [k]}))
