@@ -139,7 +139,8 @@ class RunDir:
             return
         staging = Path(tempfile.mkdtemp(prefix="adaptrec-read-"))
         try:
-            self.fs.get(self.path(name), str(staging), recursive=True)
+            # Trailing slashes copy the folder's contents, not the folder itself (as with cp -r).
+            self.fs.get(f"{self.path(name)}/", f"{staging}/", recursive=True)
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)

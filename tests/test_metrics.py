@@ -170,11 +170,6 @@ def test_batch_size_does_not_change_the_result() -> None:
     assert 0 < all_at_once["hr_at_20"] < 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: evaluate_scores takes each row's top 10 with argpartition even when fewer than 10 items are "
-    "rankable, so excluded (history and padding) items are counted as recommended in coverage_at_10",
-)
 def test_coverage_never_counts_excluded_items() -> None:
     n_items = 12
     history = np.arange(1, 9)[None, :]  # 8 of 12 items seen: only items 9..12 can be recommended

@@ -137,15 +137,10 @@ def test_malformed_sequence_files_raise_with_line_number(tmp_path: Path, lines: 
 def test_invalid_attribute_json_raises_input_data_error(tmp_path: Path) -> None:
     path = write_sequences(tmp_path, ["u1 1 2 3"], attributes='{"1": [7], "2": ')
 
-    with pytest.raises(InputDataError, match="item2attributes.json is not valid JSON"):
+    with pytest.raises(InputDataError, match="item2attributes.json is not valid UTF-8 JSON"):
         read_sequences(str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(UnicodeDecodeError, AttributeError),
-    reason="bug: read_sequences lets UnicodeDecodeError/AttributeError escape instead of InputDataError",
-)
 @pytest.mark.parametrize(
     ("sequence_bytes", "attribute_bytes"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -152,3 +153,56 @@ def test_scratch_is_an_existing_folder_inside_the_run_dir(run: RunDir) -> None:
     (folder / "checkpoint").write_text("epoch 1")
     assert run.scratch("pretrain/checkpoints") == folder, "a retry must find the same folder"
     assert (run.scratch("pretrain/checkpoints") / "checkpoint").read_text() == "epoch 1"
+
+
+# ---------------------------------------------------------------- object stores (fsspec's in-memory filesystem)
+
+
+@pytest.fixture
+def remote_run(request: pytest.FixtureRequest) -> Iterator[RunDir]:
+    run = RunDir(f"memory://adaptrec-tests/{request.node.name}")
+    yield run
+    if run.fs.exists(run.path("")):
+        run.fs.rm(run.path(""), recursive=True)
+
+
+def remote_files(run: RunDir, name: str) -> list[str]:
+    root = run.path(name)
+    return sorted(path.removeprefix(f"{root}/") for path in run.fs.find(root))
+
+
+def test_remote_run_dir_round_trips_json_and_parquet(remote_run: RunDir) -> None:
+    table = pa.table({"item_id": pa.array([1, 2], pa.int64())})
+
+    remote_run.write_json("augment/summary.json", {"users": 2})
+    remote_run.write_parquet("data/items.parquet", table)
+
+    assert not remote_run.is_local
+    assert remote_run.read_json("augment/summary.json") == {"users": 2}
+    assert remote_run.read_parquet("data/items.parquet").equals(table)
+
+
+def test_remote_writing_folder_replaces_an_earlier_folder(remote_run: RunDir) -> None:
+    publish_folder(remote_run, "model", {"weights.txt": "first", "stale.txt": "only in the first version"})
+
+    publish_folder(remote_run, "model", {"weights.txt": "second"})
+
+    assert remote_run.folder_is_complete("model")
+    assert remote_files(remote_run, "model") == ["_SUCCESS", "weights.txt"]
+    assert remote_run.fs.cat(remote_run.path("model/weights.txt")) == b"second"
+
+
+def test_remote_scratch_is_a_local_folder_keyed_by_the_run(remote_run: RunDir) -> None:
+    folder = remote_run.scratch("pretrain/checkpoints")
+
+    assert folder.is_dir()
+    assert folder.parts[-3:] == (run_key(remote_run.uri), "pretrain", "checkpoints")
+    assert remote_run.scratch("pretrain/checkpoints") == folder
+
+
+def test_remote_reading_folder_yields_the_published_files(remote_run: RunDir) -> None:
+    publish_folder(remote_run, "model", {"weights.txt": "remote"})
+
+    with remote_run.reading_folder("model") as folder:
+        assert sorted(path.name for path in folder.iterdir()) == ["_SUCCESS", "weights.txt"]
+        assert (folder / "weights.txt").read_text() == "remote"

@@ -111,15 +111,18 @@ def test_pretrain_resumes_from_the_last_checkpoint(pretrained: Pretrained) -> No
     assert pretrained.run.folder_is_complete("pretrain/encoder")
 
 
-def test_resumed_pretraining_equals_an_uninterrupted_run(pretrained: Pretrained, tmp_path: Path) -> None:
-    straight_run = copy_run(RunDir(str(pretrained.run.uri)), tmp_path / "straight")
-    shutil.rmtree(tmp_path / "straight" / "pretrain")
+def test_resumed_pretraining_equals_an_uninterrupted_run(
+    augmented_run: RunDir, pretrained: Pretrained, tmp_path: Path
+) -> None:
+    straight_run = copy_run(augmented_run, tmp_path / "straight")
 
     straight = pretrain(straight_run, PretrainConfig(epochs=ALL_EPOCHS, **PRETRAIN))
 
     assert straight.resumed_from_epoch == 0
     assert straight.losses == pytest.approx(pretrained.resumed.losses, rel=1e-5)
-    for resumed_weight, straight_weight in zip(encoder_weights(pretrained.run), encoder_weights(straight_run), strict=True):
+    for resumed_weight, straight_weight in zip(
+        encoder_weights(pretrained.run), encoder_weights(straight_run), strict=True
+    ):
         np.testing.assert_allclose(resumed_weight, straight_weight, rtol=1e-5, atol=1e-6)
 
 
@@ -168,7 +171,7 @@ def test_full_finetuning_improves_validation_ndcg(
 
     assert tuned.best_epoch >= 1
     assert tuned.epochs_run >= tuned.best_epoch
-    assert tuned.validation["ndcg_at_10"] > baseline.validation["ndcg_at_10"] + 0.03, (
+    assert tuned.validation["ndcg_at_10"] > baseline.validation["ndcg_at_10"] + 0.1, (
         baseline.validation["ndcg_at_10"],
         tuned.validation["ndcg_at_10"],
     )
@@ -193,7 +196,7 @@ def test_exported_model_reproduces_the_reported_validation_metrics(
 
     metrics = evaluate_scores(recommender.score_indices, inputs, seen, targets, splits.n_items)
 
-    assert metrics == pytest.approx(summary.validation, abs=0.01)
+    assert metrics == pytest.approx(summary.validation, abs=0.005)
     assert recommender.n_items == splits.n_items
 
 

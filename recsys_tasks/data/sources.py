@@ -83,6 +83,22 @@ def _attributes_file(sequences_uri: str) -> str | None:
     return siblings[0] if siblings else None
 
 
+def _read_attributes(path: str) -> dict[str, list[int]]:
+    """``{"item id": [attribute ids]}``; anything else is refused with the file's name."""
+    with _open(path, "item attribute file") as fh:
+        try:
+            attributes = json.loads(fh.read().decode("utf8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputDataError(f"item attribute file {path} is not valid UTF-8 JSON: {exc}") from None
+    well_formed = isinstance(attributes, dict) and all(
+        isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        for ids in attributes.values()
+    )
+    if not well_formed:
+        raise InputDataError(f"item attribute file {path} must map item ids to lists of integer attribute ids")
+    return attributes
+
+
 def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.Table, pa.Table]:
     """One user per line, ``user item1 item2 ...`` in time order, plus an optional item2attributes.json.
 
@@ -92,7 +108,10 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
     users, items, positions = [], [], []
     with _open(path, "sequence file") as fh:
         for line_number, raw in enumerate(fh, start=1):
-            fields = raw.decode("utf8", errors="strict").split()
+            try:
+                fields = raw.decode("utf8").split()
+            except UnicodeDecodeError:
+                raise InputDataError(f"sequence file {path} line {line_number}: not UTF-8 text") from None
             if not fields:
                 continue
             if len(fields) < 2:
@@ -116,14 +135,8 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
         schema=INTERACTIONS_SCHEMA,
     )
     catalogue = np.unique(np.asarray(items, dtype=np.int64))
-    attributes: dict[str, list[int]] = {}
     attributes_path = _attributes_file(path)
-    if attributes_path is not None:
-        with _open(attributes_path, "item attribute file") as fh:
-            try:
-                attributes = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise InputDataError(f"item attribute file {attributes_path} is not valid JSON: {exc}") from None
+    attributes = _read_attributes(attributes_path) if attributes_path else {}
     items_table = pa.table(
         {
             "item_id": pa.array(catalogue, pa.int64()),

@@ -2,8 +2,10 @@
 
 Every catalogue item is ranked for every user; the items of the user's history are removed from
 the ranking (they can never be recommended); ties are broken by item index, as ``top_k`` does,
-so a model that scores everything alike gets no credit for ties. With one held-out item per
-user, Recall@K equals HR@K; both are reported because people look for both names.
+so a model that scores everything alike gets no credit for ties. With one held-out item per user,
+Recall@K equals HR@K; both are reported because people look for both names. Coverage counts the
+distinct items in the users' top 10 (ties at the 10th place are broken arbitrarily there; no rank
+metric depends on it).
 """
 
 from __future__ import annotations
@@ -63,5 +65,7 @@ def evaluate_scores(
         batch = slice(start, start + batch_size)
         scores = exclude_seen(score(model_inputs[batch]), seen[batch])
         ranks.append(ranks_of_targets(scores, targets[batch]))
-        recommended.append(np.argpartition(-scores, COVERAGE_CUTOFF, axis=1)[:, :COVERAGE_CUTOFF].ravel())
+        top = np.argpartition(-scores, COVERAGE_CUTOFF, axis=1)[:, :COVERAGE_CUTOFF]
+        # A user with fewer than COVERAGE_CUTOFF rankable items gets fewer recommendations, never excluded ones.
+        recommended.append(top[np.isfinite(np.take_along_axis(scores, top, axis=1))])
     return summarise_ranks(np.concatenate(ranks), np.concatenate(recommended), n_items)
