@@ -93,7 +93,7 @@ def report(run_id: Annotated[str | None, typer.Option(help="Run id (default: the
         from recsys_tasks.pipeline import run_dir
 
         summary = run_dir(run_id, settings).read_json(SUMMARY_FILE)
-    console.print(render_summary(summary, width=console.width), highlight=False)
+    console.out(render_summary(summary, width=max(console.width, 110)), highlight=False)
 
 
 @app.command()

@@ -44,6 +44,9 @@ class PipelineParams(BaseModel):
     seed: int = Field(0, ge=0, description="Seed of data generation, augmentation and training.")
     model_size: ModelSize = Field("small", description="Transformer size: tiny, small, base or large (GPU).")
     max_length: int = Field(50, ge=2, le=1024, description="History length the model reads.")
+    crop_ratio: float = Field(0.6, gt=0, le=1, description="Augmentation: share of a history a crop view keeps.")
+    mask_ratio: float = Field(0.3, ge=0, lt=1, description="Augmentation: share of positions a mask view hides.")
+    reorder_ratio: float = Field(0.3, ge=0, le=1, description="Augmentation: share a reorder view shuffles.")
     pretrain_epochs: int = Field(10, ge=0, le=1000, description="Self-supervised pre-training epochs (0 = none).")
     finetune_epochs: int = Field(
         20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation)."
@@ -80,7 +83,13 @@ class PipelineParams(BaseModel):
         )
 
     def augment_config(self) -> AugmentConfig:
-        return AugmentConfig(max_length=self.max_length, seed=self.seed)
+        return AugmentConfig(
+            max_length=self.max_length,
+            crop_ratio=self.crop_ratio,
+            mask_ratio=self.mask_ratio,
+            reorder_ratio=self.reorder_ratio,
+            seed=self.seed,
+        )
 
 
 def airflow_params() -> dict[str, Any]:

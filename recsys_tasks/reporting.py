@@ -42,22 +42,20 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
         "champion_uri": f"models:/{registration['model_name']}@{CHAMPION_ALIAS}",
         "tracking_uri": tracking_uri,
         "how_to_look": {
-            "MLflow UI": f"make mlflow-ui   (mlflow ui --backend-store-uri {tracking_uri}), then http://127.0.0.1:5000",
-            "Airflow UI": "make airflow-ui   (airflow standalone on this AIRFLOW_HOME), then http://127.0.0.1:8080",
-            "Recommend": "make recommend HISTORY=1,2,3   (recsys recommend --history 1,2,3 --k 10)",
+            "MLflow UI": "make mlflow-ui, then open http://127.0.0.1:5000 (runs, metrics, plots and the registry)",
+            "Airflow UI": "make airflow-ui, then open http://127.0.0.1:8080 (airflow standalone prints the login)",
+            "Recommend": "make recommend HISTORY=1,2,3 (recsys recommend --history 1,2,3 --k 10)",
         },
     }
 
 
-def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
+    table = Table()
     table.add_column("model")
     for label in SHOWN_METRICS.values():
         table.add_column(label, justify="right")
     # The new model first, then what it is judged against (the JSON report stores keys sorted).
-    for name in sorted(
-        metrics, key=lambda name: (name not in ROW_ORDER, ROW_ORDER.index(name) if name in ROW_ORDER else 0)
-    ):
+    for name in [name for name in ROW_ORDER if name in metrics] + sorted(set(metrics) - set(ROW_ORDER)):
         table.add_row(name, *(f"{metrics[name][key]:.4f}" for key in SHOWN_METRICS))
     return table
 
@@ -82,11 +80,12 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
     with console.capture() as capture:
         console.print(
             Group(
-                metrics_table(
-                    summary["metrics"],
+                Text(
                     f"Run {summary['run_id']}: test split, {summary['users']:,} users × {summary['items']:,} items, "
-                    "full ranking",
+                    "every item ranked, history excluded",
+                    style="bold",
                 ),
+                metrics_table(summary["metrics"]),
                 verdict,
                 reasons,
                 Text(f"Consumers load {summary['champion_uri']} from {summary['tracking_uri']}"),

@@ -54,3 +54,15 @@ def adaptrec_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("ADAPTREC_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uri_stays_in_its_module():
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep one module's registry out of the next."""
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for name, value in exported.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

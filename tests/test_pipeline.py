@@ -14,6 +14,7 @@ def test_defaults_are_the_nightly_run():
     assert params.data_source == "synthetic" and params.finetune_mode == "full"
     assert params.ingest_config().synthetic_size == params.synthetic_size
     assert params.augment_config().max_length == params.max_length
+    assert PipelineParams.parse({"mask_ratio": 0.5}).augment_config().mask_ratio == 0.5
 
 
 def test_every_problem_is_named_on_one_line():

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.augmentation.augment import VOCAB_FILE
 from recsys_tasks.evaluation.metrics import ScoreFunction, evaluate_scores
-from recsys_tasks.registry.champion import model_uri, version_with_alias
+from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.serving.pyfunc_model import SequentialRecommender
 from recsys_tasks.storage import RunDir
@@ -120,7 +120,8 @@ def evaluate(
     champion = version_with_alias(client, model_name) if config.compare_with_champion else None
     if champion is not None:
         log.info("ranking the current champion, %s version %s", model_name, champion.version)
-        champion_model = mlflow.pyfunc.load_model(model_uri(model_name)).unwrap_python_model()
+        # By version, not alias: the gate must judge against exactly the version recorded here.
+        champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}").unwrap_python_model()
         # The champion reads the whole history (up to its own max length), not this run's window.
         metrics[CHAMPION] = rank(recommender_scorer(champion_model, item_ids), model_inputs=seen)
 
