@@ -80,10 +80,10 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
     with console.capture() as capture:
         console.print(
             Group(
+                Text(f"Run {summary['run_id']}", style="bold"),
                 Text(
-                    f"Run {summary['run_id']}: test split, {summary['users']:,} users × {summary['items']:,} items, "
-                    "every item ranked, history excluded",
-                    style="bold",
+                    f"Test split: {summary['users']:,} users × {summary['items']:,} items, every item ranked, "
+                    "the user's history excluded"
                 ),
                 metrics_table(summary["metrics"]),
                 verdict,
