@@ -18,6 +18,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# airflow standalone starts its components as `airflow ...` subprocesses.
+export PATH := $(BIN):$(PATH)
 
 DAG_ID := recsys_nightly_retrain
 CONF ?= {}

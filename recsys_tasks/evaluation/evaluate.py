@@ -92,7 +92,8 @@ def _plot(metrics: dict[str, dict[str, float]]):
         axis.bar_label(bars, fmt="%.3f", fontsize=7)
     axis.set_xticks(np.arange(len(shown)) + width * (len(metrics) - 1) / 2, ["HR@10", "NDCG@10", "Recall@20", "MRR"])
     axis.set_title("Test split, full ranking, history excluded")
-    axis.legend()
+    axis.set_ylim(0, 1.2 * max(max(values[m] for m in shown) for values in metrics.values()))
+    axis.legend(ncol=len(metrics), loc="upper center", frameon=False)
     figure.tight_layout()
     return figure
 
