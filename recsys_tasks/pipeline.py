@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from recsys_tasks.augmentation.augment import AugmentConfig
 from recsys_tasks.data.ingest import DataSource, IngestConfig
@@ -117,8 +117,9 @@ def run_dir(airflow_run_id: str, settings: Settings) -> RunDir:
 
 def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.data.ingest import ingest
+    from recsys_tasks.data.privacy import resolve_key
 
-    return ingest(run, params.ingest_config()).model_dump()
+    return ingest(run, params.ingest_config(), resolve_key(settings)).model_dump()
 
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
@@ -226,6 +227,23 @@ def run_stage(stage: str, raw_params: Mapping[str, Any], run_id: str, settings: 
     return STAGES[stage](params, run, settings, run_id)
 
 
+def _settings_with_airflow_secrets() -> Settings:
+    """Settings, with the pseudonymisation key from Airflow's connections when the environment has none."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from recsys_tasks.data.privacy import AIRFLOW_CONNECTION_ID
+
+    settings = get_settings()
+    if settings.pseudonymisation_key is not None:
+        return settings
+    try:
+        password = Connection.get(AIRFLOW_CONNECTION_ID).password
+    except AirflowNotFoundException:
+        return settings
+    return settings.model_copy(update={"pseudonymisation_key": SecretStr(password)}) if password else settings
+
+
 def run_stage_in_airflow(stage: str, context: Mapping[str, Any]) -> dict:
     """Airflow entry point: bad input fails the task at once; an outage is left to the task's retries."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -233,7 +251,7 @@ def run_stage_in_airflow(stage: str, context: Mapping[str, Any]) -> dict:
     from recsys_tasks.errors import AdaptRecError
 
     try:
-        return run_stage(stage, context["params"], context["run_id"])
+        return run_stage(stage, context["params"], context["run_id"], _settings_with_airflow_secrets())
     except AdaptRecError as exc:
         if exc.retryable:
             raise

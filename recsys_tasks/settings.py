@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys_tasks import constants
@@ -29,6 +30,10 @@ class Settings(BaseSettings):
     artifact_root: str | None = Field(default=None, description="Artifact location for new MLflow experiments.")
     model_name: str = constants.REGISTERED_MODEL_NAME
     experiment_name: str = constants.EXPERIMENT_NAME
+    mode: Literal["embedded", "production"] = Field(
+        default="embedded", description="production refuses to generate secrets (e.g. the pseudonymisation key)."
+    )
+    pseudonymisation_key: SecretStr | None = Field(default=None, description="HMAC key for user ids.")
     schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
     training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
 

@@ -140,7 +140,7 @@ def test_random_view_uses_all_three_augmentations() -> None:
 
 def ingested_run(folder: Path) -> RunDir:
     run = RunDir(str(folder))
-    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0))
+    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0), b"test-key")
     return run
 
 

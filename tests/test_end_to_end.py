@@ -7,6 +7,8 @@ survive both.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 
@@ -23,9 +25,9 @@ from tests.conftest import run_command
 TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20}
 
 
-def trigger(logical_date: str, conf: dict) -> tuple[str, str]:
+def trigger(logical_date: str, conf: dict, env: dict | None = None) -> tuple[str, str]:
     """Run the DAG once; return (run id, combined log)."""
-    result = run_command("airflow", "dags", "test", constants.DAG_ID, logical_date, "-c", json.dumps(conf))
+    result = run_command("airflow", "dags", "test", constants.DAG_ID, logical_date, "-c", json.dumps(conf), env=env)
     log = result.stdout + result.stderr
     finished = re.search(r"DagRun Finished: .*?run_id=(\S+?), .*?state=(\w+)", log)
     assert finished, log[-3000:]
@@ -49,9 +51,18 @@ def registry(airflow_database, tmp_path_factory):
     patch.undo()
 
 
+# The first run takes its pseudonymisation key from an Airflow connection (any secrets backend works).
+AIRFLOW_KEY = "key-from-an-airflow-connection"
+
+
 @pytest.fixture(scope="module")
 def first_run(registry):
-    run_id, log = trigger("2026-01-01", {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15})
+    connection = json.dumps({"conn_type": "generic", "password": AIRFLOW_KEY})
+    run_id, log = trigger(
+        "2026-01-01",
+        {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15},
+        env={"AIRFLOW_CONN_ADAPTREC_PSEUDONYMISATION": connection},
+    )
     assert "DagRun Finished" in log and "state=success" in log.split("DagRun Finished")[-1], log[-3000:]
     return run_id, log
 
@@ -91,6 +102,13 @@ def test_the_model_beats_popularity_by_a_wide_margin(registry, first_run):
     settings, _ = registry
     report = run_dir(first_run[0], settings).read_json("evaluate/report.json")
     assert report["metrics"]["model"]["ndcg_at_10"] >= 2 * report["metrics"]["popularity"]["ndcg_at_10"]
+
+
+def test_user_ids_are_pseudonymised_with_the_airflow_connection_key(registry, first_run):
+    settings, _ = registry
+    users = set(run_dir(first_run[0], settings).read_parquet("data/interactions.parquet")["user_id"].to_pylist())
+    assert hmac.new(AIRFLOW_KEY.encode(), b"0", hashlib.sha256).hexdigest()[:32] in users
+    assert "0" not in users and len(users) == 400
 
 
 def test_corrupted_data_stops_at_validate_and_keeps_the_champion(registry, first_run, tmp_path):

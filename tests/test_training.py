@@ -44,7 +44,7 @@ def copy_run(source: RunDir, destination: Path) -> RunDir:
 @pytest.fixture(scope="module")
 def augmented_run(tmp_path_factory: pytest.TempPathFactory) -> RunDir:
     run = RunDir(str(tmp_path_factory.mktemp("training") / "augmented"))
-    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0))
+    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0), b"test-key")
     augment(run, AugmentConfig(max_length=MAX_LENGTH, seed=0))
     return run
 

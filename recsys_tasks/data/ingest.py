@@ -7,7 +7,9 @@ from typing import Literal
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys_tasks.constants import USER_COL
 from recsys_tasks.data import sources
+from recsys_tasks.data.privacy import pseudonymise
 from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
 from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
 from recsys_tasks.storage import RunDir
@@ -41,13 +43,18 @@ class IngestSummary(BaseModel):
     items: int
 
 
-def ingest(run: RunDir, config: IngestConfig) -> IngestSummary:
+def ingest(run: RunDir, config: IngestConfig, pseudonymisation_key: bytes) -> IngestSummary:
+    """Read the source, replace user ids by pseudonyms, write the canonical tables. Raw ids go no further."""
     if config.source == "synthetic":
         interactions, items = generate(SyntheticConfig.preset(config.synthetic_size, seed=config.seed))
     elif config.source == "movielens-100k":
         interactions, items = sources.read_movielens_100k(config.path)
     else:
         interactions, items = sources.read_sequences(config.path)
+    user_column = interactions.schema.get_field_index(USER_COL)
+    interactions = interactions.set_column(
+        user_column, interactions.field(user_column), pseudonymise(interactions[USER_COL], pseudonymisation_key)
+    )
     return IngestSummary(
         source=config.source,
         interactions_uri=run.write_parquet(INTERACTIONS_FILE, interactions),
