@@ -28,6 +28,7 @@ from recsys_tasks.storage import RunDir
 log = logging.getLogger(__name__)
 
 REGISTRATION_FILE = "register/registration.json"
+VALIDATION_SUMMARY_FILE = "validation/summary.json"
 SUMMARY_FILE = "summary.json"
 
 
@@ -77,6 +78,12 @@ class PipelineParams(BaseModel):
             )
             raise ConfigError(f"invalid pipeline params: {problems}") from None
 
+    def dataset_key(self) -> str:
+        """Which data set this is, for its drift baseline: a different seed or path is a different data set."""
+        if self.data_source == "synthetic":
+            return f"synthetic-{self.synthetic_size}-seed{self.seed}"
+        return f"{self.data_source}-{self.data_path}"
+
     def ingest_config(self) -> IngestConfig:
         return IngestConfig(
             source=self.data_source, path=self.data_path, synthetic_size=self.synthetic_size, seed=self.seed
@@ -123,9 +130,13 @@ def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
 
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
-    from recsys_tasks.validation.validate import ValidationConfig, validate
+    from recsys_tasks.validation.drift import SnapshotStore
+    from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, validate
 
-    return validate(run, ValidationConfig()).model_dump()
+    drift_check = DriftCheck(SnapshotStore(settings.resolved_snapshots_uri), params.dataset_key(), run_id)
+    summary = validate(run, ValidationConfig(), drift_check).model_dump()
+    run.write_json(VALIDATION_SUMMARY_FILE, summary)
+    return summary
 
 
 def _augment(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:

@@ -24,12 +24,13 @@ SHOWN_METRICS = {
 
 def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any]:
     from recsys_tasks.evaluation.evaluate import REPORT_FILE
-    from recsys_tasks.pipeline import REGISTRATION_FILE
+    from recsys_tasks.pipeline import REGISTRATION_FILE, VALIDATION_SUMMARY_FILE
     from recsys_tasks.registry.promote import DECISION_FILE
 
     report = run.read_json(REPORT_FILE)
     decision = run.read_json(DECISION_FILE)
     registration = run.read_json(REGISTRATION_FILE)
+    validation = run.read_json(VALIDATION_SUMMARY_FILE)
     tracking_uri = settings.resolved_tracking_uri
     return {
         "run_id": run_id,
@@ -38,6 +39,12 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
         "users": report["users"],
         "items": report["items"],
         "gate": decision,
+        "data_gate": {
+            "expectations": validation["evaluated"],
+            "drift": validation["drift"],
+            "baseline": validation["drift_baseline"],
+            "data_docs": validation["data_docs_uri"],
+        },
         "registration": registration,
         "champion_uri": f"models:/{registration['model_name']}@{CHAMPION_ALIAS}",
         "tracking_uri": tracking_uri,
@@ -58,6 +65,16 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
     for name in [name for name in ROW_ORDER if name in metrics] + sorted(set(metrics) - set(ROW_ORDER)):
         table.add_row(name, *(f"{metrics[name][key]:.4f}" for key in SHOWN_METRICS))
     return table
+
+
+def _data_gate_line(data_gate: dict[str, Any]) -> Text:
+    drift = data_gate["drift"]
+    measured = (
+        ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in drift.items())
+        if drift
+        else data_gate["baseline"]
+    )
+    return Text(f"Data gate: all {data_gate['expectations']} expectations passed; drift: {measured}")
 
 
 def render_summary(summary: dict[str, Any], width: int = 110) -> str:
@@ -85,6 +102,7 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
                     f"Test split: {summary['users']:,} users × {summary['items']:,} items, every item ranked, "
                     "the user's history excluded"
                 ),
+                _data_gate_line(summary["data_gate"]),
                 metrics_table(summary["metrics"]),
                 verdict,
                 reasons,

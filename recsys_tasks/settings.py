@@ -22,6 +22,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".adaptrec"), description="Root of the embedded default stores.")
     runs_uri: str | None = Field(default=None, description="Local path or fsspec URI holding one folder per run.")
+    snapshots_uri: str | None = Field(default=None, description="Accepted data snapshots (drift baselines).")
     tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "ADAPTREC_TRACKING_URI"),
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     @property
     def resolved_runs_uri(self) -> str:
         return self.runs_uri or str(self.resolved_home / "runs")
+
+    @property
+    def resolved_snapshots_uri(self) -> str:
+        return self.snapshots_uri or str(self.resolved_home / "snapshots")
 
     @property
     def resolved_tracking_uri(self) -> str:

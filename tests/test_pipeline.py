@@ -47,6 +47,7 @@ def test_the_summary_shows_the_model_first_and_the_gate_reasons():
             name: {m: value for m in ("hr_at_10", "ndcg_at_10", "recall_at_20", "mrr", "coverage_at_10")}
             for name, value in (("champion", 0.3), ("model", 0.2), ("popularity", 0.1))
         },
+        "data_gate": {"expectations": 21, "drift": {"new_item_rate": 0.25}, "baseline": "run r0", "data_docs": "x"},
         "gate": {"passed": False, "reasons": ["no_regression_vs_champion: FAIL"], "champion_before": "3"},
         "registration": {"model_name": "m", "version": "4"},
         "champion_uri": "models:/m@champion",
@@ -57,3 +58,4 @@ def test_the_summary_shows_the_model_first_and_the_gate_reasons():
     assert text.index("│ model") < text.index("│ popularity") < text.index("│ champion")
     assert "Gate REJECTED: m version 4 — champion stays at 3" in text
     assert "no_regression_vs_champion: FAIL" in text
+    assert "Data gate: all 21 expectations passed; drift: new item rate 0.250" in text

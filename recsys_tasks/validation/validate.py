@@ -1,11 +1,13 @@
 """The data gate: Great Expectations suites over the canonical tables of one run.
 
-Three suites run through Great Expectations checkpoints, one per table because a checkpoint hands the same
+The suites run through Great Expectations checkpoints, one per table because a checkpoint hands the same
 in-memory dataframe to all of its validation definitions:
 
 - ``interactions``: exact schema, types, nulls, value ranges, duplicate events, size and cardinality;
 - ``user_activity``: one row per user derived from the interactions, so that every user has enough history for a
-  leave-one-out split;
+  leave-one-out split and no single user (a bot) holds too large a share;
+- ``item_activity``: one row per item, with a minimum number of interactions;
+- ``drift``: today's data against the data set's last accepted snapshot (see ``drift.py``), when there is one;
 - ``items``: schema and a unique, non-null item id.
 
 Every expectation is evaluated even when others fail. The full result goes to ``validation/result.json`` and the
@@ -25,12 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import pandas as pd
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
+from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, take_snapshot
 
 # Great Expectations takes seconds to import; it is imported inside the functions that run it so that importing
 # ValidationConfig (Airflow DAG parsing, the CLI) stays fast.
@@ -39,9 +43,12 @@ if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
     from great_expectations.expectations import Expectation
 
+log = logging.getLogger(__name__)
+
 RESULT_FILE = "validation/result.json"
 DATA_DOCS_FOLDER = "validation/data_docs"
-USER_ACTIVITY_COUNT_COL = "n_interactions"
+ACTIVITY_COUNT_COL = "n_interactions"
+SHARE_COL = "share_of_interactions"
 INTERACTION_COLUMNS = [USER_COL, ITEM_COL, TIME_COL, RATING_COL]
 ITEM_COLUMNS = [ITEM_COL, "title", "attributes"]
 
@@ -78,6 +85,13 @@ class ValidationConfig(BaseModel):
     min_interactions_per_user: int = Field(
         default=3, ge=1, description="Fewest interactions per user: leave-one-out needs train, validation and test."
     )
+    max_top_user_share: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Largest share of all interactions one user may hold (a bot or a scraper shows up here).",
+    )
+    min_interactions_per_item: int = Field(default=1, ge=1, description="Fewest interactions per item.")
     min_rows: int = Field(default=100, ge=0, description="Fewest interaction rows.")
     max_rows: int = Field(default=100_000_000, ge=0, description="Most interaction rows.")
     min_users: int = Field(default=10, ge=0, description="Fewest distinct users.")
@@ -107,6 +121,19 @@ class ValidationSummary(BaseModel):
     failed: list[str] = Field(description="One line per failed expectation: suite, expectation, column, problem.")
     result_uri: str = Field(description="URI of the full Great Expectations result JSON.")
     data_docs_uri: str = Field(description="URI of the Data Docs index.html.")
+    drift: dict[str, float] | None = Field(description="Drift statistics against the accepted snapshot, if any.")
+    drift_baseline: str = Field(description="Which accepted snapshot drift was measured against, or why not.")
+    snapshot_uri: str | None = Field(description="Where this data set's statistics were accepted as the new baseline.")
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """Compare with, and on success replace, the accepted snapshot of one data set."""
+
+    store: SnapshotStore
+    dataset_key: str
+    run_id: str
+    config: DriftConfig = DriftConfig()
 
 
 @dataclass(frozen=True)
@@ -116,15 +143,30 @@ class _Table:
     expectations: list[Expectation]
 
 
-def validate(run: RunDir, config: ValidationConfig) -> ValidationSummary:
-    """Validate the canonical tables of ``run``; raise DataValidationError when any expectation fails."""
-    interactions = run.read_parquet(INTERACTIONS_FILE).to_pandas()
+def validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | None = None) -> ValidationSummary:
+    """Validate the canonical tables of ``run``; raise DataValidationError when any expectation fails.
+
+    With a ``drift_check``, today's data is also compared with the data set's accepted snapshot, and
+    on success its own statistics become the accepted snapshot.
+    """
+    interactions_table = run.read_parquet(INTERACTIONS_FILE)
+    interactions = interactions_table.to_pandas()
     items = run.read_parquet(ITEMS_FILE).to_pandas()
     tables = [
         _Table("interactions", interactions, _interaction_expectations(config, now=int(time.time()))),
-        _Table("user_activity", _user_activity(interactions), _user_activity_expectations(config)),
+        _Table("user_activity", _activity(interactions, USER_COL), _user_activity_expectations(config)),
+        _Table("item_activity", _activity(interactions, ITEM_COL), _item_activity_expectations(config)),
         _Table("items", items, _item_expectations()),
     ]
+    baseline = drift_check.store.load(drift_check.dataset_key) if drift_check else None
+    drift, drift_baseline = None, "no drift check configured"
+    if drift_check and baseline is None:
+        drift_baseline = f"no accepted snapshot of {drift_check.dataset_key} yet: nothing to compare with"
+        log.info("drift: %s", drift_baseline)
+    elif drift_check and baseline is not None and _has_schema(interactions):
+        drift = drift_statistics(pl.from_arrow(interactions_table), *baseline)
+        drift_baseline = f"accepted snapshot of {drift_check.dataset_key} from run {baseline[0].run_id}"
+        tables.append(_Table("drift", pd.DataFrame([drift]), _drift_expectations(drift_check.config)))
     with run.writing_folder(DATA_DOCS_FOLDER) as docs_dir, _quiet_great_expectations():
         results = _run_checkpoints(tables, docs_dir, run_name=run.uri.rsplit("/", 1)[-1])
 
@@ -147,6 +189,9 @@ def validate(run: RunDir, config: ValidationConfig) -> ValidationSummary:
         failed=failed,
         result_uri=result_uri,
         data_docs_uri=run.uri_of(f"{DATA_DOCS_FOLDER}/index.html"),
+        drift=drift,
+        drift_baseline=drift_baseline,
+        snapshot_uri=None,
     )
     if failed:
         listed = "; ".join(failed[:_LISTED_FAILURES]) + ("; ..." if len(failed) > _LISTED_FAILURES else "")
@@ -154,18 +199,40 @@ def validate(run: RunDir, config: ValidationConfig) -> ValidationSummary:
             f"data validation failed: {len(failed)} of {summary.evaluated} expectations failed: {listed}"
             f" (report: {summary.data_docs_uri})"
         )
+    if drift_check:
+        # Only data that passed every expectation becomes the baseline of the next run.
+        snapshot, snapshot_items = take_snapshot(
+            pl.from_arrow(interactions_table), drift_check.run_id, drift_check.config.top_items
+        )
+        summary.snapshot_uri = drift_check.store.save(drift_check.dataset_key, snapshot, snapshot_items)
     return summary
 
 
-def _user_activity(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Interactions per user; empty when users cannot be told apart, a problem the interactions suite reports."""
-    no_users = pd.DataFrame({USER_COL: pd.Series(dtype="str"), USER_ACTIVITY_COUNT_COL: pd.Series(dtype="int64")})
-    if USER_COL not in interactions.columns:
-        return no_users
+def _has_schema(interactions: pd.DataFrame) -> bool:
+    """Drift is only measured on data whose columns are there; the schema expectation reports the rest."""
+    return {USER_COL, ITEM_COL, TIME_COL} <= set(interactions.columns)
+
+
+def _activity(interactions: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Interactions per user (or item) and their share of all interactions.
+
+    Empty when the key column is missing or its values cannot be grouped (e.g. lists): the
+    interactions suite reports that problem.
+    """
+    empty = pd.DataFrame(
+        {
+            key: pd.Series(dtype="str"),
+            ACTIVITY_COUNT_COL: pd.Series(dtype="int64"),
+            SHARE_COL: pd.Series(dtype="float64"),
+        }
+    )
+    if key not in interactions.columns:
+        return empty
     try:
-        return interactions.groupby(USER_COL).size().rename(USER_ACTIVITY_COUNT_COL).reset_index()
-    except TypeError:  # unhashable ids such as lists, which fail the user_id type expectation
-        return no_users
+        counts = interactions.groupby(key).size().rename(ACTIVITY_COUNT_COL).reset_index()
+    except TypeError:
+        return empty
+    return counts.assign(**{SHARE_COL: counts[ACTIVITY_COUNT_COL] / max(len(interactions), 1)})
 
 
 def _interaction_expectations(config: ValidationConfig, now: int) -> list[Expectation]:
@@ -204,9 +271,32 @@ def _user_activity_expectations(config: ValidationConfig) -> list[Expectation]:
 
     return [
         gx.expectations.ExpectColumnValuesToBeBetween(
-            column=USER_ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
+            column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
+        ),
+        gx.expectations.ExpectColumnMaxToBeBetween(column=SHARE_COL, max_value=config.max_top_user_share),
+    ]
+
+
+def _item_activity_expectations(config: ValidationConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_item
         ),
     ]
+
+
+def _drift_expectations(config: DriftConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    limits = {
+        "item_popularity_psi": config.max_item_popularity_psi,
+        "history_length_psi": config.max_history_length_psi,
+        "new_item_rate": config.max_new_item_rate,
+        "daily_volume_ratio": config.max_daily_volume_ratio,
+    }
+    return [gx.expectations.ExpectColumnMaxToBeBetween(column=name, max_value=limit) for name, limit in limits.items()]
 
 
 def _item_expectations() -> list[Expectation]:
