@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from recsys_tasks.augmentation.augment import AugmentConfig
 from recsys_tasks.data.ingest import DataSource, IngestConfig
+from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticPreset
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.models.config import FinetuneMode, ModelSize
@@ -37,9 +38,17 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data_source: DataSource = Field("synthetic", description="synthetic, movielens-100k or sequence.")
+    data_source: DataSource = Field(
+        "synthetic", description="synthetic, movielens-100k / -1m / -25m (also 'latest'), sequence, or table."
+    )
     data_path: str | None = Field(
-        None, description="movielens-100k: folder with u.data and u.item. sequence: the 'user item item ...' .txt file."
+        None,
+        description="MovieLens: the unpacked folder. sequence: the 'user item item ...' .txt file. "
+        "table: a CSV (with header) or Parquet file.",
+    )
+    column_mapping: ColumnMapping = Field(
+        default_factory=ColumnMapping,
+        description="table only: which columns hold user, item, timestamp and rating (null rating = implicit).",
     )
     synthetic_size: SyntheticPreset = Field("small", description="Size of the built-in synthetic data set.")
     seed: int = Field(0, ge=0, description="Seed of data generation, augmentation and training.")
@@ -86,7 +95,11 @@ class PipelineParams(BaseModel):
 
     def ingest_config(self) -> IngestConfig:
         return IngestConfig(
-            source=self.data_source, path=self.data_path, synthetic_size=self.synthetic_size, seed=self.seed
+            source=self.data_source,
+            path=self.data_path,
+            columns=self.column_mapping,
+            synthetic_size=self.synthetic_size,
+            seed=self.seed,
         )
 
     def augment_config(self) -> AugmentConfig:
@@ -104,14 +117,17 @@ def airflow_params() -> dict[str, Any]:
     from airflow.sdk import Param
 
     schema = PipelineParams.model_json_schema()
+    defaults = PipelineParams().model_dump(mode="json")
     params = {}
     for name, field in schema["properties"].items():
+        if "$ref" in field:  # a nested model (column_mapping): inline it, Airflow resolves no references
+            field = {**schema["$defs"][field["$ref"].rsplit("/", 1)[-1]], "description": field.get("description")}
         spec = {key: value for key, value in field.items() if key not in ("default", "title", "anyOf")}
         if "anyOf" in field:  # Optional[...] → a nullable JSON-schema type
             spec["type"] = [option["type"] for option in field["anyOf"]]
         if "enum" in field:
             spec.setdefault("type", "string")
-        params[name] = Param(field.get("default"), title=name.replace("_", " "), **spec)
+        params[name] = Param(defaults[name], title=name.replace("_", " "), **spec)
     return params
 
 

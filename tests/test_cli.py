@@ -19,7 +19,7 @@ def assert_one_line_error(result, *fragments: str) -> None:
 @pytest.mark.parametrize(
     ("arguments", "fragments"),
     [
-        (["--set", "data_source=parquet"], ["data_source", "'synthetic', 'movielens-100k' or 'sequence'"]),
+        (["--set", "data_source=parquet"], ["data_source", "'movielens-25m', 'sequence' or 'table'"]),
         (["--set", "data_source=movielens-100k"], ["needs data_path"]),
         (["--set", "pretrain_epochs=-1"], ["pretrain_epochs", "greater than or equal to 0"]),
         (["--set", "colour=blue"], ["colour", "Extra inputs are not permitted"]),

@@ -148,6 +148,9 @@ def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_r
     ]
     assert rejected.tags[constants.TAG_GATE_STATUS] == "rejected"
     assert "no_regression_vs_champion" in rejected.tags[constants.TAG_GATE_REASONS]
+    validation = run_dir(run_id, settings).read_json("validation/summary.json")
+    assert first_run[0] in validation["drift_baseline"]  # same data set as the first run: compared with it
+    assert validation["drift"]["item_popularity_psi"] == pytest.approx(0.0)
     decision = run_dir(run_id, settings).read_json("promote/decision.json")
     assert decision["passed"] is False and decision["champion_after"] == "1"
     assert champion_version(client) == "1"

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
-from recsys_tasks.data.sources import read_movielens_100k, read_sequences
+from recsys_tasks.data.sources import (
+    ColumnMapping,
+    read_movielens_1m,
+    read_movielens_100k,
+    read_movielens_csv,
+    read_sequences,
+    read_table,
+)
 from recsys_tasks.errors import InputDataError
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
@@ -191,3 +199,93 @@ def test_real_amazon_beauty_has_the_published_size() -> None:
     assert distinct_counts(interactions) == (198_502, 22_363, 12_101)
     assert items.num_rows == 12_101
     assert pc.sum(pc.list_value_length(items["attributes"]).cast(pa.int64()).fill_null(0)).as_py() > 12_101
+
+
+def write_movielens_1m(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ratings.dat").write_text("".join(f"{u}::{i}::{int(r)}::{t}\n" for u, i, r, t in RATINGS))
+    (folder / "movies.dat").write_bytes(
+        "10::Café Society (1995)::Comedy|Drama\n20::Toy Story (1995)::Animation|Comedy\n".encode("latin-1")
+    )
+    return folder
+
+
+def test_movielens_1m_double_colon_files_are_read_with_genre_ids(tmp_path: Path) -> None:
+    interactions, items = read_movielens_1m(str(write_movielens_1m(tmp_path / "ml-1m")))
+    assert interactions.schema == INTERACTIONS_SCHEMA
+    assert interactions.to_pylist()[0] == {"user_id": "1", "item_id": 10, "timestamp": 881250949, "rating": 5.0}
+    # Genre ids follow the sorted genre names: Animation=0, Comedy=1, Drama=2.
+    assert items.to_pylist() == [
+        {"item_id": 10, "title": "Café Society (1995)", "attributes": [1, 2]},
+        {"item_id": 20, "title": "Toy Story (1995)", "attributes": [0, 1]},
+    ]
+
+
+def test_movielens_1m_with_a_missing_field_names_the_file(tmp_path: Path) -> None:
+    folder = write_movielens_1m(tmp_path / "ml-1m")
+    (folder / "ratings.dat").write_text("1::10::5::881250949\n1::20::3\n")
+    with pytest.raises(InputDataError, match="ratings.dat .* not valid '::'-separated text"):
+        read_movielens_1m(str(folder))
+
+
+def test_movielens_25m_csv_with_quoted_titles(tmp_path: Path) -> None:
+    folder = tmp_path / "ml-25m"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.5,1147880044\n2,20,3.0,1147868817\n")
+    (folder / "movies.csv").write_text(
+        'movieId,title,genres\n10,"American President, The (1995)",Comedy|Drama|Romance\n20,Shorts (2009),'
+        "(no genres listed)\n"
+    )
+    interactions, items = read_movielens_csv(str(folder))
+    assert interactions["rating"].to_pylist() == [4.5, 3.0]
+    assert items.to_pylist() == [
+        {"item_id": 10, "title": "American President, The (1995)", "attributes": [0, 1, 2]},
+        {"item_id": 20, "title": "Shorts (2009)", "attributes": []},
+    ]
+
+
+def test_a_generic_csv_with_a_column_mapping_and_iso_times(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("customer,sku,when\nalice,7,2024-03-01T10:00:00\nbob,9,2024-03-02T11:30:00\n")
+    interactions, items = read_table(
+        str(path), ColumnMapping(user="customer", item="sku", timestamp="when", rating=None)
+    )
+    assert interactions.to_pylist() == [
+        {"user_id": "alice", "item_id": 7, "timestamp": 1709287200, "rating": 1.0},
+        {"user_id": "bob", "item_id": 9, "timestamp": 1709379000, "rating": 1.0},
+    ]
+    assert items["item_id"].to_pylist() == [7, 9]
+
+
+def test_a_generic_parquet_file_with_a_timestamp_column(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [1, 2],
+                "item_id": [3, 4],
+                "timestamp": pa.array([1_700_000_000_000, 1_700_000_060_000], pa.timestamp("ms")),
+                "rating": [2, 5],
+            }
+        ),
+        path,
+    )
+    interactions, _ = read_table(str(path), ColumnMapping())
+    assert interactions["user_id"].to_pylist() == ["1", "2"]
+    assert interactions["timestamp"].to_pylist() == [1_700_000_000, 1_700_000_060]
+    assert interactions["rating"].to_pylist() == [2.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "mapping", "message"),
+    [
+        ("user_id,item\n1,2\n", ColumnMapping(), "has no column 'item_id', 'timestamp', 'rating'"),
+        ("user_id,item_id,timestamp,rating\n1,B00X,5,4\n", ColumnMapping(), "item ids in column 'item_id'"),
+        ("user_id,item_id,timestamp,rating\n1,2,yesterday,4\n", ColumnMapping(), "neither unix seconds"),
+    ],
+)
+def test_generic_table_problems_name_the_column(tmp_path: Path, text: str, mapping: ColumnMapping, message: str):
+    path = tmp_path / "events.csv"
+    path.write_text(text)
+    with pytest.raises(InputDataError, match=message):
+        read_table(str(path), mapping)

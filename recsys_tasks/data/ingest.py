@@ -11,10 +11,16 @@ from recsys_tasks.constants import USER_COL
 from recsys_tasks.data import sources
 from recsys_tasks.data.privacy import pseudonymise
 from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
 from recsys_tasks.storage import RunDir
 
-DataSource = Literal["synthetic", "movielens-100k", "sequence"]
+DataSource = Literal["synthetic", "movielens-100k", "movielens-1m", "movielens-25m", "sequence", "table"]
+_MOVIELENS_READERS = {
+    "movielens-100k": sources.read_movielens_100k,
+    "movielens-1m": sources.read_movielens_1m,
+    "movielens-25m": sources.read_movielens_csv,
+}
 
 
 class IngestConfig(BaseModel):
@@ -22,8 +28,11 @@ class IngestConfig(BaseModel):
 
     source: DataSource = Field("synthetic", description="Which reader to use.")
     path: str | None = Field(
-        None, description="Folder with u.data/u.item (movielens-100k) or the sequence .txt file (sequence)."
+        None,
+        description="MovieLens: the unpacked folder; sequence: the 'user item item ...' .txt file; "
+        "table: a CSV (with header) or Parquet file.",
     )
+    columns: ColumnMapping = Field(default_factory=ColumnMapping, description="Column names of a generic table.")
     synthetic_size: SyntheticPreset = Field("tiny", description="Preset of the synthetic generator.")
     seed: int = Field(0, description="Seed of the synthetic generator.")
 
@@ -47,8 +56,10 @@ def ingest(run: RunDir, config: IngestConfig, pseudonymisation_key: bytes) -> In
     """Read the source, replace user ids by pseudonyms, write the canonical tables. Raw ids go no further."""
     if config.source == "synthetic":
         interactions, items = generate(SyntheticConfig.preset(config.synthetic_size, seed=config.seed))
-    elif config.source == "movielens-100k":
-        interactions, items = sources.read_movielens_100k(config.path)
+    elif config.source in _MOVIELENS_READERS:
+        interactions, items = _MOVIELENS_READERS[config.source](config.path)
+    elif config.source == "table":
+        interactions, items = sources.read_table(config.path, config.columns)
     else:
         interactions, items = sources.read_sequences(config.path)
     user_column = interactions.schema.get_field_index(USER_COL)

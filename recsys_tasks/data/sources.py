@@ -13,12 +13,16 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.errors import InputDataError
 
 _MOVIELENS_GENRES = 19
+_RATING_TYPES = {"user_id": pa.string(), "item_id": pa.int64(), "rating": pa.float32(), "timestamp": pa.int64()}
 
 
 def _open(uri: str, what: str):
@@ -28,18 +32,47 @@ def _open(uri: str, what: str):
     return fs.open(path, "rb")
 
 
-def _read_delimited(uri: str, what: str, names: list[str], delimiter: str, types: dict, encoding: str = "utf8"):
+def _read_delimited(
+    uri: str,
+    what: str,
+    *,
+    delimiter: str,
+    types: dict,
+    names: list[str] | None = None,
+    encoding: str = "utf8",
+    quoted: bool = False,
+) -> pa.Table:
+    """Parse a delimited file; ``names=None`` reads them from a header line.
+
+    pyarrow splits on one character only; a longer delimiter (MovieLens-1M's ``::``) is first
+    replaced by the ASCII unit separator, which text data never holds.
+    """
     with _open(uri, what) as fh:
+        source = fh
+        if len(delimiter) > 1:
+            source, delimiter = pa.BufferReader(fh.read().replace(delimiter.encode(), b"\x1f")), "\x1f"
         try:
             return pcsv.read_csv(
-                fh,
+                source,
                 read_options=pcsv.ReadOptions(column_names=names, encoding=encoding),
-                parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char=False),
-                convert_options=pcsv.ConvertOptions(column_types=types),
+                parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
+                convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)),
             )
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0]
-            raise InputDataError(f"{what} at {uri} is not valid {delimiter!r}-separated text: {reason}") from None
+            shown = "::" if delimiter == "\x1f" else delimiter
+            raise InputDataError(f"{what} at {uri} is not valid {shown!r}-separated text: {reason}") from None
+
+
+def _genre_attributes(genres: pa.ChunkedArray) -> pa.Array:
+    """``Action|Comedy`` → attribute ids, numbered by the sorted genre names so runs agree."""
+    split = [value.split("|") if value else [] for value in genres.to_pylist()]
+    vocabulary = {name: index for index, name in enumerate(sorted({name for names in split for name in names}))}
+    return pa.array([[vocabulary[name] for name in names] for names in split], pa.list_(pa.int64()))
+
+
+def _catalogue(item_ids: pa.ChunkedArray, titles: pa.ChunkedArray, attributes: pa.Array) -> pa.Table:
+    return pa.table({"item_id": item_ids, "title": titles, "attributes": attributes}, schema=ITEMS_SCHEMA)
 
 
 def read_movielens_100k(path: str) -> tuple[pa.Table, pa.Table]:
@@ -47,29 +80,68 @@ def read_movielens_100k(path: str) -> tuple[pa.Table, pa.Table]:
     ratings = _read_delimited(
         f"{path.rstrip('/')}/u.data",
         "MovieLens ratings file u.data",
-        ["user_id", "item_id", "rating", "timestamp"],
-        "\t",
-        {"user_id": pa.string(), "item_id": pa.int64(), "rating": pa.float32(), "timestamp": pa.int64()},
+        names=["user_id", "item_id", "rating", "timestamp"],
+        delimiter="\t",
+        types=_RATING_TYPES,
     )
     genre_columns = [f"genre_{g}" for g in range(_MOVIELENS_GENRES)]
     movies = _read_delimited(
         f"{path.rstrip('/')}/u.item",
         "MovieLens item file u.item",
-        ["item_id", "title", "release_date", "video_release_date", "url", *genre_columns],
-        "|",
-        {"item_id": pa.int64(), "title": pa.string(), **{c: pa.int8() for c in genre_columns}},
+        names=["item_id", "title", "release_date", "video_release_date", "url", *genre_columns],
+        delimiter="|",
+        types={"item_id": pa.int64(), "title": pa.string(), **{c: pa.int8() for c in genre_columns}},
         encoding="latin-1",
     )
     flags = np.stack([movies[c].to_numpy(zero_copy_only=False) for c in genre_columns], axis=1)
-    items = pa.table(
-        {
-            "item_id": movies["item_id"],
-            "title": movies["title"],
-            "attributes": pa.array([np.flatnonzero(row).tolist() for row in flags], pa.list_(pa.int64())),
-        },
-        schema=ITEMS_SCHEMA,
+    attributes = pa.array([np.flatnonzero(row).tolist() for row in flags], pa.list_(pa.int64()))
+    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), _catalogue(
+        movies["item_id"], movies["title"], attributes
     )
-    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), items
+
+
+def read_movielens_1m(path: str) -> tuple[pa.Table, pa.Table]:
+    """MovieLens-1M: ``ratings.dat`` (``user::item::rating::time``) and ``movies.dat`` (``item::title::genres``)."""
+    ratings = _read_delimited(
+        f"{path.rstrip('/')}/ratings.dat",
+        "MovieLens ratings file ratings.dat",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        delimiter="::",
+        types=_RATING_TYPES,
+        encoding="latin-1",
+    )
+    movies = _read_delimited(
+        f"{path.rstrip('/')}/movies.dat",
+        "MovieLens item file movies.dat",
+        names=["item_id", "title", "genres"],
+        delimiter="::",
+        types={"item_id": pa.int64(), "title": pa.string(), "genres": pa.string()},
+        encoding="latin-1",
+    )
+    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), _catalogue(
+        movies["item_id"], movies["title"], _genre_attributes(movies["genres"])
+    )
+
+
+def read_movielens_csv(path: str) -> tuple[pa.Table, pa.Table]:
+    """MovieLens-25M / latest: ``ratings.csv`` and ``movies.csv`` with headers, quoted titles."""
+    ratings = _read_delimited(
+        f"{path.rstrip('/')}/ratings.csv",
+        "MovieLens ratings file ratings.csv",
+        delimiter=",",
+        types={"userId": pa.string(), "movieId": pa.int64(), "rating": pa.float32(), "timestamp": pa.int64()},
+    ).rename_columns(["user_id", "item_id", "rating", "timestamp"])
+    movies = _read_delimited(
+        f"{path.rstrip('/')}/movies.csv",
+        "MovieLens item file movies.csv",
+        delimiter=",",
+        types={"movieId": pa.int64(), "title": pa.string(), "genres": pa.string()},
+        quoted=True,
+    )
+    genres = pc.if_else(pc.equal(movies["genres"], "(no genres listed)"), "", movies["genres"])
+    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), _catalogue(
+        movies["movieId"], movies["title"], _genre_attributes(genres)
+    )
 
 
 def _attributes_file(sequences_uri: str) -> str | None:
@@ -146,3 +218,68 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
         schema=ITEMS_SCHEMA,
     )
     return interactions, items_table
+
+
+class ColumnMapping(BaseModel):
+    """Which columns of a generic table hold the canonical fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user: str = Field("user_id", description="User id column (any type; pseudonymised at ingest).")
+    item: str = Field("item_id", description="Item id column (integers).")
+    timestamp: str = Field("timestamp", description="Unix seconds, a timestamp type, or ISO-8601 text.")
+    rating: str | None = Field("rating", description="Rating column; None treats every row as an implicit 1.0.")
+
+
+def _read_any_table(uri: str, columns: list[str]) -> pa.Table:
+    what = f"interaction table {uri}"
+    with _open(uri, "interaction table") as fh:
+        try:
+            table = pq.read_table(fh) if uri.endswith(".parquet") else pcsv.read_csv(fh)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise InputDataError(f"{what} cannot be parsed: {str(exc).splitlines()[0]}") from None
+    missing = [column for column in columns if column not in table.column_names]
+    if missing:
+        raise InputDataError(f"{what} has no column {', '.join(map(repr, missing))}; its columns: {table.column_names}")
+    return table
+
+
+def _unix_seconds(column: pa.ChunkedArray, uri: str, name: str) -> pa.ChunkedArray:
+    try:
+        if pa.types.is_integer(column.type):
+            return column.cast(pa.int64())
+        as_time = column if pa.types.is_timestamp(column.type) else column.cast(pa.timestamp("s"))
+        return as_time.cast(pa.timestamp("s")).cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(
+            f"column {name!r} of {uri} is neither unix seconds, a timestamp nor ISO-8601 text"
+        ) from None
+
+
+def read_table(uri: str, mapping: ColumnMapping) -> tuple[pa.Table, pa.Table]:
+    """A generic CSV (with header) or Parquet file of interactions, columns named by ``mapping``."""
+    wanted = [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else [])
+    table = _read_any_table(uri, wanted)
+    try:
+        items = table[mapping.item].cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(f"item ids in column {mapping.item!r} of {uri} must be integers") from None
+    try:
+        ratings = (
+            table[mapping.rating].cast(pa.float32()) if mapping.rating else pa.array(np.ones(len(table), np.float32))
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(f"ratings in column {mapping.rating!r} of {uri} must be numbers") from None
+    interactions = pa.table(
+        {
+            "user_id": table[mapping.user].cast(pa.string()),
+            "item_id": items,
+            "timestamp": _unix_seconds(table[mapping.timestamp], uri, mapping.timestamp),
+            "rating": ratings,
+        },
+        schema=INTERACTIONS_SCHEMA,
+    )
+    catalogue = pc.unique(items.drop_null()).sort()
+    return interactions, _catalogue(
+        catalogue, pa.nulls(len(catalogue), pa.string()), pa.array([[]] * len(catalogue), pa.list_(pa.int64()))
+    )
