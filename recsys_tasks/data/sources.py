@@ -8,6 +8,7 @@ the file; values that parse but are implausible are left for the validate stage 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import fsspec
@@ -59,9 +60,20 @@ def _read_delimited(
                 convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)),
             )
         except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
-            reason = str(exc).splitlines()[0]
             shown = "::" if delimiter == "\x1f" else delimiter
-            raise InputDataError(f"{what} at {uri} is not valid {shown!r}-separated text: {reason}") from None
+            raise InputDataError(
+                f"{what} at {uri} is not valid {shown!r}-separated text: {_parse_problem(exc)}"
+            ) from None
+
+
+def _parse_problem(exc: Exception) -> str:
+    """pyarrow's reason without the offending line: it holds a raw user id, which must not reach a log."""
+    reason = str(exc).splitlines()[0]
+    columns = re.search(r"Expected (\d+) columns, got (\d+)", reason)
+    if columns is None:
+        return reason
+    hint = " (wrong delimiter or encoding?)" if columns.group(2) == "1" else ""
+    return f"a line has {columns.group(2)} fields instead of {columns.group(1)}{hint}"
 
 
 def _genre_attributes(genres: pa.ChunkedArray) -> pa.Array:
