@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from recsys_tasks.augmentation.augment import AugmentConfig
+from recsys_tasks.data.cleaning import CleaningConfig
 from recsys_tasks.data.ingest import DataSource, IngestConfig
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticPreset
@@ -57,6 +58,11 @@ class PipelineParams(BaseModel):
     crop_ratio: float = Field(0.6, gt=0, le=1, description="Augmentation: share of a history a crop view keeps.")
     mask_ratio: float = Field(0.3, ge=0, lt=1, description="Augmentation: share of positions a mask view hides.")
     reorder_ratio: float = Field(0.3, ge=0, le=1, description="Augmentation: share a reorder view shuffles.")
+    positive_min_rating: float | None = Field(
+        None, description="Cleaning: ratings ≥ this are positives (e.g. 4); null keeps every event."
+    )
+    user_core: int = Field(3, ge=3, le=1000, description="Cleaning: fewest events per user (k-core).")
+    item_core: int = Field(1, ge=1, le=1000, description="Cleaning: fewest events per item (k-core).")
     pretrain_epochs: int = Field(10, ge=0, le=1000, description="Self-supervised pre-training epochs (0 = none).")
     finetune_epochs: int = Field(
         20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation)."
@@ -109,6 +115,9 @@ class PipelineParams(BaseModel):
             mask_ratio=self.mask_ratio,
             reorder_ratio=self.reorder_ratio,
             seed=self.seed,
+            cleaning=CleaningConfig(
+                positive_min_rating=self.positive_min_rating, user_core=self.user_core, item_core=self.item_core
+            ),
         )
 
 

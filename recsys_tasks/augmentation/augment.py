@@ -8,6 +8,8 @@ training part only, so pre-training never sees a validation or test item.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -16,8 +18,11 @@ from rich.progress import track
 
 from recsys_tasks.augmentation.views import random_view
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
+from recsys_tasks.data.cleaning import CleaningConfig, CleaningStep, clean
 from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
 from recsys_tasks.storage import RunDir
+
+log = logging.getLogger(__name__)
 
 SEQUENCES_FILE = "augment/sequences.parquet"
 VOCAB_FILE = "augment/item_vocab.parquet"
@@ -34,6 +39,7 @@ class AugmentConfig(BaseModel):
     reorder_ratio: float = Field(0.3, ge=0, le=1, description="Share of a sequence a reorder view shuffles.")
     view_pairs_per_user: int = Field(2, ge=1, le=32, description="Augmented view pairs materialised per user.")
     seed: int = Field(0, description="Seed of the augmentations.")
+    cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Labelling, de-duplication, k-core.")
 
 
 class AugmentSummary(BaseModel):
@@ -45,6 +51,7 @@ class AugmentSummary(BaseModel):
     max_length: int
     mask_index: int
     view_pairs: int
+    cleaning: list[CleaningStep]
 
 
 def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
@@ -56,18 +63,29 @@ def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.Data
 
 
 def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.DataFrame:
-    """One row per user: item indices in time order (ties broken by item id, so the order is stable)."""
+    """One row per user: item indices in time order (ties broken by item id, so the order is stable).
+
+    Cleaning's user core (≥ 3) guarantees every user a training item, a validation item and a test item.
+    """
     return (
         interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
         .sort([USER_COL, TIME_COL, ITEM_COL])
         .group_by(USER_COL, maintain_order=True)
         .agg(pl.col("index").alias("items"))
-        .filter(pl.col("items").list.len() >= 3)
     )
 
 
 def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
-    interactions = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE))
+    interactions, cleaning = clean(pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)), config.cleaning)
+    for step in cleaning:
+        log.info(
+            "%-45s %10s rows %9s users %8s items  (-%s rows)",
+            step.step,
+            f"{step.rows:,}",
+            f"{step.users:,}",
+            f"{step.items:,}",
+            f"{step.rows_removed:,}",
+        )
     items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
     vocabulary = build_vocabulary(interactions, items)
     sequences = build_sequences(interactions, vocabulary)
@@ -108,6 +126,7 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
         max_length=config.max_length,
         mask_index=mask_index,
         view_pairs=views_table.num_rows,
+        cleaning=cleaning,
     )
     run.write_json(SUMMARY_FILE, summary.model_dump())
     return summary

@@ -1,0 +1,64 @@
+"""Cleaning and labelling between the validated log and the model's sequences.
+
+Steps, in order, each recorded with what it removed:
+1. labelling: with ``positive_min_rating`` set, only ratings at or above it count as positive
+   (implicit feedback); otherwise every event is a positive;
+2. duplicates: an event repeated with the same (user, item, timestamp) is kept once;
+3. k-core: users with fewer than ``user_core`` and items with fewer than ``item_core`` events are
+   removed, repeatedly, until both hold (removing items can push a user under the bar).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+
+
+class CleaningConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    positive_min_rating: float | None = Field(None, description="Ratings ≥ this are positives; None keeps all.")
+    user_core: int = Field(3, ge=3, description="Fewest events per user (leave-one-out needs 3).")
+    item_core: int = Field(1, ge=1, description="Fewest events per item.")
+
+
+class CleaningStep(BaseModel):
+    step: str
+    rows: int
+    users: int
+    items: int
+    rows_removed: int
+
+
+def _step(name: str, frame: pl.DataFrame, rows_before: int) -> CleaningStep:
+    return CleaningStep(
+        step=name,
+        rows=frame.height,
+        users=frame[USER_COL].n_unique(),
+        items=frame[ITEM_COL].n_unique(),
+        rows_removed=rows_before - frame.height,
+    )
+
+
+def clean(interactions: pl.DataFrame, config: CleaningConfig) -> tuple[pl.DataFrame, list[CleaningStep]]:
+    steps = [_step("validated input", interactions, interactions.height)]
+    frame = interactions
+    if config.positive_min_rating is not None:
+        frame = frame.filter(pl.col(RATING_COL) >= config.positive_min_rating)
+        steps.append(_step(f"positives (rating ≥ {config.positive_min_rating:g})", frame, steps[-1].rows))
+    frame = frame.unique(subset=[USER_COL, ITEM_COL, TIME_COL], keep="first", maintain_order=True)
+    steps.append(_step("duplicate events removed", frame, steps[-1].rows))
+    rounds = 0
+    while True:
+        before = frame.height
+        frame = frame.filter(pl.len().over(ITEM_COL) >= config.item_core)
+        frame = frame.filter(pl.len().over(USER_COL) >= config.user_core)
+        rounds += 1
+        if frame.height == before:
+            break
+    steps.append(
+        _step(f"{config.user_core}-core users, {config.item_core}-core items ({rounds} rounds)", frame, steps[-1].rows)
+    )
+    return frame, steps
