@@ -38,7 +38,7 @@ def test_k_core_repeats_until_every_user_and_item_holds():
     assert set(cleaned["user_id"]) == {"c", "d"}
     assert cleaned.group_by("user_id").len()["len"].min() >= 3
     assert cleaned.group_by("item_id").len()["len"].min() >= 2
-    assert "(3 rounds)" in steps[-1].step and steps[-1].rows == cleaned.height == 6
+    assert "(3 passes)" in steps[-1].step and steps[-1].rows == cleaned.height == 6
 
 
 @pytest.mark.skipif(not AMAZON_BEAUTY.exists(), reason="Amazon Beauty is not in ../shared/data")

@@ -50,15 +50,19 @@ def clean(interactions: pl.DataFrame, config: CleaningConfig) -> tuple[pl.DataFr
         steps.append(_step(f"positives (rating ≥ {config.positive_min_rating:g})", frame, steps[-1].rows))
     frame = frame.unique(subset=[USER_COL, ITEM_COL, TIME_COL], keep="first", maintain_order=True)
     steps.append(_step("duplicate events removed", frame, steps[-1].rows))
-    rounds = 0
+    passes = 0
     while True:
         before = frame.height
         frame = frame.filter(pl.len().over(ITEM_COL) >= config.item_core)
         frame = frame.filter(pl.len().over(USER_COL) >= config.user_core)
-        rounds += 1
+        passes += 1
         if frame.height == before:
             break
     steps.append(
-        _step(f"{config.user_core}-core users, {config.item_core}-core items ({rounds} rounds)", frame, steps[-1].rows)
+        _step(
+            f"{config.user_core}-core users, {config.item_core}-core items ({passes} pass{'es' if passes > 1 else ''})",
+            frame,
+            steps[-1].rows,
+        )
     )
     return frame, steps
