@@ -1,0 +1,81 @@
+"""Ingest + validate + augment at 1M, 5M and 25M interactions; wall time and peak memory per stage.
+
+The data is the synthetic generator shaped like MovieLens-25M (162k users and 59k items at 25M
+rows, about 155 interactions per user), written to Parquet first and read through the generic
+``table`` source, so each stage runs exactly as in the pipeline, each in a fresh process whose
+peak resident memory the kernel reports (wait4).
+
+    .venv/bin/python -m benchmarks.scale [--rows 1000000 5000000 25000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from recsys_tasks.data.synthetic import SyntheticConfig, generate
+
+RESULT = Path(__file__).parent / "results" / "scale.md"
+INTERACTIONS_PER_USER = 155
+STAGES = ("ingest", "validate", "augment")
+
+
+def run_measured(command: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in GiB) of one child process; its output goes to stderr."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=sys.stderr)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return time.perf_counter() - started, usage.ru_maxrss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000, 25_000_000])
+    rows_wanted = parser.parse_args().rows
+    lines = [
+        "| rows | users | generate (s) | " + " | ".join(f"{s} (s) | {s} peak (GiB)" for s in STAGES) + " | total (s) |",
+        "|---" * (4 + 2 * len(STAGES)) + "|",
+    ]
+    for wanted in rows_wanted:
+        with tempfile.TemporaryDirectory() as scratch:
+            started = time.perf_counter()
+            config = SyntheticConfig(
+                n_users=max(10, wanted // INTERACTIONS_PER_USER),
+                n_items=59_000,
+                n_topics=200,
+                mean_length=150,
+                max_length=2_000,
+            )
+            interactions, _ = generate(config)
+            pq.write_table(interactions, f"{scratch}/interactions.parquet")
+            generated, rows = time.perf_counter() - started, interactions.num_rows
+            del interactions
+            conf = json.dumps({"data_source": "table", "data_path": f"{scratch}/interactions.parquet"})
+            env = {**os.environ, "ADAPTREC_HOME": f"{scratch}/home", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+            measured = [
+                run_measured(
+                    [sys.executable, "-m", "recsys_tasks.cli", stage, "--run-id", "scale", "--conf", conf], env
+                )
+                for stage in STAGES
+            ]
+        cells = " | ".join(f"{seconds:.1f} | {peak:.2f}" for seconds, peak in measured)
+        total = sum(seconds for seconds, _ in measured)
+        lines.append(f"| {rows:,} | {config.n_users:,} | {generated:.1f} | {cells} | {total:.1f} |")
+        print(lines[-1], flush=True)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
