@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -60,6 +61,23 @@ def _stage_command(stage: str):
 
 for _stage in STAGES:
     app.command(name=_stage)(_stage_command(_stage))
+
+
+data_app = typer.Typer(help="Public data sets (needs internet access; the loaders themselves never do).")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+def download_data(
+    name: Annotated[str, typer.Argument(help="movielens-100k, movielens-1m or movielens-25m")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to unpack into.")] = Path("data"),
+    base_url: Annotated[str, typer.Option(help="Where the archives are (a mirror).")] = "",
+) -> None:
+    """Download an official archive, check its published MD5, unpack it; print the data_path to use."""
+    from recsys_tasks.data.download import GROUPLENS_URL, download
+
+    folder = download(name, to, base_url or GROUPLENS_URL)
+    console.print(f"{name} is in {folder}: run with --set data_source={name} --set data_path={folder}")
 
 
 @app.command()

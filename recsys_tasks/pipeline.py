@@ -156,10 +156,25 @@ def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.validation.drift import SnapshotStore
-    from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, validate
+    from recsys_tasks.validation.validate import (
+        DATA_DOCS_FOLDER,
+        RESULT_FILE,
+        DriftCheck,
+        ValidationConfig,
+        validate,
+    )
 
     drift_check = DriftCheck(SnapshotStore(settings.resolved_snapshots_uri), params.dataset_key(), run_id)
-    summary = validate(run, ValidationConfig(), drift_check).model_dump()
+    tracker = _tracker(settings, run_id)
+    try:
+        summary = validate(run, ValidationConfig(), drift_check).model_dump()
+    finally:
+        # Passed or failed, the result and the Data Docs go to the run's MLflow run too.
+        if run.exists(RESULT_FILE):
+            tracker.log_dict(run.read_json(RESULT_FILE), RESULT_FILE)
+        if run.folder_is_complete(DATA_DOCS_FOLDER):
+            with run.reading_folder(DATA_DOCS_FOLDER) as docs:
+                tracker.log_artifacts(docs, DATA_DOCS_FOLDER)
     run.write_json(VALIDATION_SUMMARY_FILE, summary)
     return summary
 

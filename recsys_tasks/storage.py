@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 import pyarrow as pa
@@ -54,17 +54,27 @@ class RunDir:
     def exists(self, name: str) -> bool:
         return self.fs.exists(self.path(name))
 
-    def write_bytes(self, name: str, data: bytes) -> str:
+    @contextmanager
+    def _atomic_writer(self, name: str) -> Iterator[BinaryIO]:
+        """A binary file handle whose content appears under ``name`` only once it is complete."""
         target = self.path(name)
-        if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        else:
+        if not self.is_local:
             with self.fs.open(target, "wb") as fh:
-                fh.write(data)
+                yield fh
+            return
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def write_bytes(self, name: str, data: bytes) -> str:
+        with self._atomic_writer(name) as fh:
+            fh.write(data)
         return self.uri_of(name)
 
     def write_json(self, name: str, obj: Any) -> str:
@@ -78,9 +88,10 @@ class RunDir:
         return self.write_bytes(name, text.encode())
 
     def write_parquet(self, name: str, table: pa.Table) -> str:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        return self.write_bytes(name, sink.getvalue().to_pybytes())
+        # Streamed into the file: no second in-memory copy of a large table.
+        with self._atomic_writer(name) as fh:
+            pq.write_table(table, fh, compression="zstd")
+        return self.uri_of(name)
 
     def read_parquet(self, name: str) -> pa.Table:
         if not self.exists(name):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mlflow.tracking import MlflowClient
 
+from recsys_tasks.constants import TAG_AIRFLOW_RUN_ID
 from recsys_tasks.settings import Settings
 from recsys_tasks.validation.drift import SnapshotStore
 from tests.corrupted_inputs import CORPUS, clean_rows, run_corruption, stop_of, tab_separated, write_movielens
@@ -28,7 +30,16 @@ def test_broken_input_stops_early_with_a_named_problem(tmp_path, corruption):
     assert corruption.message in message
     assert "\t" not in message  # no raw input line (with its raw user id) is echoed
     run = settings.resolved_home / "runs" / "corrupted"
-    assert not (run / "augment").exists() and not (settings.resolved_home / "mlflow.db").exists()
+    assert not (run / "augment").exists()
+    client = MlflowClient(settings.resolved_tracking_uri)
+    assert client.search_registered_models() == []
+    if stage == "validate":  # the failed result is on the run's MLflow run, for whoever looks there
+        (mlflow_run,) = client.search_runs(
+            [client.get_experiment_by_name(settings.experiment_name).experiment_id],
+            filter_string=f"tags.`{TAG_AIRFLOW_RUN_ID}` = 'corrupted'",
+        )
+        logged = {artifact.path for artifact in client.list_artifacts(mlflow_run.info.run_id, "validation")}
+        assert logged == {"validation/result.json", "validation/data_docs"}
     after = store.load(key)
     # The accepted baseline (if the case made one) is still the clean run's, never the broken one.
     assert (after[0].run_id if after else None) == ("baseline" if corruption.needs_accepted_baseline else None)

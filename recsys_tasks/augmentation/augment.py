@@ -76,7 +76,11 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.
 
 
 def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
-    interactions, cleaning = clean(pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)), config.cleaning)
+    # Pseudonyms are 32-character strings; as a categorical each row holds a 4-byte code instead,
+    # which is what keeps 25M-row logs within a few GB through cleaning, joins and sorting.
+    log_table = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical))
+    interactions, cleaning = clean(log_table, config.cleaning)
+    del log_table
     for step in cleaning:
         log.info(
             "%-45s %10s rows %9s users %8s items  (-%s rows)",
@@ -93,10 +97,13 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
 
     rng = np.random.default_rng(config.seed)
     view_user, view_a, view_b = [], [], []
-    for row, sequence in enumerate(
-        track(sequences["items"].to_list(), description="augmenting sequences", transient=True)
-    ):
-        history = np.asarray(sequence[:-2][-config.max_length :], dtype=np.int32)
+    # Only the newest max_length training items are ever read; cutting them in polars first keeps
+    # the Python objects per user small however long the histories are.
+    training_windows = sequences.select(
+        pl.col("items").list.head(pl.col("items").list.len() - 2).list.tail(config.max_length)
+    )["items"]
+    for row, window in enumerate(track(training_windows.to_list(), description="augmenting sequences", transient=True)):
+        history = np.asarray(window, dtype=np.int32)
         for _ in range(config.view_pairs_per_user):
             view_user.append(row)
             for views in (view_a, view_b):
@@ -118,7 +125,9 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
         }
     )
     summary = AugmentSummary(
-        sequences_uri=run.write_parquet(SEQUENCES_FILE, sequences.to_arrow()),
+        sequences_uri=run.write_parquet(
+            SEQUENCES_FILE, sequences.with_columns(pl.col(USER_COL).cast(pl.String)).to_arrow()
+        ),
         vocab_uri=run.write_parquet(VOCAB_FILE, vocabulary.to_arrow()),
         views_uri=run.write_parquet(VIEWS_FILE, views_table),
         users=sequences.height,

@@ -12,14 +12,16 @@ import logging
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 from pydantic import BaseModel
 
 from recsys_tasks.constants import CHALLENGER_ALIAS, TAG_AIRFLOW_RUN_ID
 from recsys_tasks.evaluation.evaluate import MODEL, EvaluationReport
 from recsys_tasks.serving import pyfunc_model
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, MODEL_META, SequentialRecommender
+from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 # What a consumer needs to load the pyfunc, pinned to what trained it.
 _SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "numpy", "pandas", "pyarrow")
 _MODEL_ARTIFACT = "model"
+# Declared, not inferred: `k` is optional (the model's default is 10) and ids are 64-bit integers.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(Array(DataType.long), "history"), ColSpec(DataType.long, "k", required=False)]),
+    outputs=Schema([ColSpec(Array(DataType.long), "item_ids"), ColSpec(Array(DataType.double), "scores")]),
+)
 
 
 class Registration(BaseModel):
@@ -71,15 +78,14 @@ def register(
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
         artifacts = {key: str(folder / name) for key, name in ARTIFACT_FILES.items()}
         meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
-        recommender = SequentialRecommender.from_folder(folder)
-        example = pd.DataFrame({"history": [recommender.item_ids[1:4].tolist()], "k": [10]})
-        prediction = recommender.predict(None, example)
+        known_items = pd.read_parquet(folder / ARTIFACT_FILES[ITEM_VOCAB], columns=["item_id"])["item_id"]
+        example = pd.DataFrame({"history": [known_items[:3].tolist()], "k": [10]})
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name=_MODEL_ARTIFACT,
                 python_model=pyfunc_model.__file__,
                 artifacts=artifacts,
-                signature=infer_signature(example, prediction),
+                signature=SIGNATURE,
                 input_example=example,
                 pip_requirements=_requirements(),
             )

@@ -99,6 +99,9 @@ class RunTracker:
             self.run_id, metrics=[Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         )
 
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
     def log_dict(self, dictionary: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, dictionary, artifact_file)
 
