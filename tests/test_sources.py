@@ -289,3 +289,49 @@ def test_generic_table_problems_name_the_column(tmp_path: Path, text: str, mappi
     path.write_text(text)
     with pytest.raises(InputDataError, match=message):
         read_table(str(path), mapping)
+
+
+def test_event_types_count_as_the_ratings_they_are_mapped_to_and_attributes_are_collected(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "visitor": ["a", "a", "b"],
+                "product": [1, 2, 1],
+                "ts": [1_700_000_000, 1_700_000_100, 1_700_000_200],
+                "action": ["view", "purchase", "view"],
+                "category": [[7], [8, 9], [7, 6]],
+            }
+        ),
+        path,
+    )
+    mapping = ColumnMapping(
+        user="visitor",
+        item="product",
+        timestamp="ts",
+        event="action",
+        event_ratings={"view": 1, "purchase": 5},
+        attributes="category",
+    )
+    interactions, items = read_table(str(path), mapping)
+    assert interactions["rating"].to_pylist() == [1.0, 5.0, 1.0]
+    assert items.to_pylist() == [
+        {"item_id": 1, "title": None, "attributes": [6, 7]},
+        {"item_id": 2, "title": None, "attributes": [8, 9]},
+    ]
+
+
+def test_an_unmapped_event_type_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp,kind,shelf\nu,1,1700000000,view,3\nu,2,1700000001,refund,4\n")
+    mapping = ColumnMapping(event="kind", event_ratings={"view": 1}, attributes="shelf")
+    with pytest.raises(InputDataError, match=r"event types \['refund'\] in column 'kind'"):
+        read_table(str(path), mapping)
+    assert read_table(str(path), mapping.model_copy(update={"event_ratings": {"view": 1, "refund": 0}}))[1][
+        "attributes"
+    ].to_pylist() == [[3], [4]]
+
+
+def test_an_event_column_needs_its_ratings() -> None:
+    with pytest.raises(ValueError, match="an event column needs event_ratings"):
+        ColumnMapping(event="kind")

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.errors import InputDataError
@@ -241,6 +242,21 @@ class ColumnMapping(BaseModel):
     item: str = Field("item_id", description="Item id column (integers).")
     timestamp: str = Field("timestamp", description="Unix seconds, a timestamp type, or ISO-8601 text.")
     rating: str | None = Field("rating", description="Rating column; None treats every row as an implicit 1.0.")
+    event: str | None = Field(None, description="Event-type column (view, cart, ...); replaces the rating column.")
+    event_ratings: dict[str, float] = Field(
+        default_factory=dict, description="With an event column: the rating each event type counts as."
+    )
+    attributes: str | None = Field(None, description="Column of item attribute ids (an integer or a list of them).")
+
+    @model_validator(mode="after")
+    def _events_have_ratings(self) -> ColumnMapping:
+        if self.event and not self.event_ratings:
+            raise ValueError("an event column needs event_ratings, e.g. {'view': 1, 'purchase': 5}")
+        return self
+
+    def columns(self) -> list[str]:
+        label = [self.event] if self.event else [self.rating] if self.rating else []
+        return [self.user, self.item, self.timestamp, *label, *([self.attributes] if self.attributes else [])]
 
 
 def _read_any_table(uri: str, columns: list[str]) -> pa.Table:
@@ -268,30 +284,59 @@ def _unix_seconds(column: pa.ChunkedArray, uri: str, name: str) -> pa.ChunkedArr
         ) from None
 
 
+def _ratings(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.Array | pa.ChunkedArray:
+    if mapping.event:
+        events = table[mapping.event].cast(pa.string())
+        unknown = sorted(set(pc.unique(events.drop_null()).to_pylist()) - set(mapping.event_ratings))
+        if unknown:
+            raise InputDataError(f"event types {unknown} in column {mapping.event!r} of {uri} have no event_ratings")
+        types, values = zip(*mapping.event_ratings.items(), strict=True)
+        return pc.take(pa.array(values, pa.float32()), pc.index_in(events, pa.array(types)))
+    if not mapping.rating:
+        return pa.array(np.ones(len(table), np.float32))
+    try:
+        return table[mapping.rating].cast(pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(f"ratings in column {mapping.rating!r} of {uri} must be numbers") from None
+
+
+def _item_attributes(table: pa.Table, items: pa.ChunkedArray, mapping: ColumnMapping, uri: str) -> pa.Table:
+    """One row per item; its attributes are every attribute id any of its rows carries."""
+    if mapping.attributes is None:
+        catalogue = pl.DataFrame({"item_id": items}).drop_nulls().unique().sort("item_id")
+        catalogue = catalogue.with_columns(attributes=pl.lit([], pl.List(pl.Int64)))
+    else:
+        frame = pl.DataFrame({"item_id": items, "attributes": table[mapping.attributes]})
+        if frame["attributes"].dtype.is_nested():
+            frame = frame.explode("attributes")
+        try:
+            catalogue = (
+                frame.drop_nulls("item_id")
+                .group_by("item_id")
+                .agg(pl.col("attributes").drop_nulls().cast(pl.Int64).unique().sort())
+                .sort("item_id")
+            )
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError):
+            raise InputDataError(f"attribute ids in column {mapping.attributes!r} of {uri} must be integers") from None
+    return _catalogue(
+        catalogue["item_id"].to_arrow(), pa.nulls(catalogue.height, pa.string()), catalogue["attributes"].to_arrow()
+    )
+
+
 def read_table(uri: str, mapping: ColumnMapping) -> tuple[pa.Table, pa.Table]:
     """A generic CSV (with header) or Parquet file of interactions, columns named by ``mapping``."""
-    wanted = [mapping.user, mapping.item, mapping.timestamp] + ([mapping.rating] if mapping.rating else [])
-    table = _read_any_table(uri, wanted)
+    table = _read_any_table(uri, mapping.columns())
     try:
         items = table[mapping.item].cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise InputDataError(f"item ids in column {mapping.item!r} of {uri} must be integers") from None
-    try:
-        ratings = (
-            table[mapping.rating].cast(pa.float32()) if mapping.rating else pa.array(np.ones(len(table), np.float32))
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputDataError(f"ratings in column {mapping.rating!r} of {uri} must be numbers") from None
     interactions = pa.table(
         {
             "user_id": table[mapping.user].cast(pa.string()),
             "item_id": items,
             "timestamp": _unix_seconds(table[mapping.timestamp], uri, mapping.timestamp),
-            "rating": ratings,
+            "rating": _ratings(table, mapping, uri),
         },
         schema=INTERACTIONS_SCHEMA,
     )
-    catalogue = pc.unique(items.drop_null()).sort()
-    return interactions, _catalogue(
-        catalogue, pa.nulls(len(catalogue), pa.string()), pa.array([[]] * len(catalogue), pa.list_(pa.int64()))
-    )
+    return interactions, _item_attributes(table, items, mapping, uri)
