@@ -39,7 +39,8 @@ class RunDir:
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
         self.fs, self._root = fsspec.core.url_to_fs(self.uri)
-        self.is_local = self.fs.protocol in ("file", "local") or "file" in tuple(self.fs.protocol)
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        self.is_local = bool({"file", "local"} & set(protocols))
 
     @classmethod
     def for_run(cls, runs_uri: str, run_id: str) -> RunDir:

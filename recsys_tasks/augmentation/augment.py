@@ -78,9 +78,10 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.
 def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
     # Pseudonyms are 32-character strings; as a categorical each row holds a 4-byte code instead,
     # which is what keeps 25M-row logs within a few GB through cleaning, joins and sorting.
-    log_table = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical))
-    interactions, cleaning = clean(log_table, config.cleaning)
-    del log_table
+    interactions, cleaning = clean(
+        pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical)),
+        config.cleaning,
+    )
     for step in cleaning:
         log.info(
             "%-45s %10s rows %9s users %8s items  (-%s rows)",

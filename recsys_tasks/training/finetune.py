@@ -17,6 +17,7 @@ import logging
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,9 +147,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures={"user_embedding": module.user_embedding}
         )
         np.save(folder / ARTIFACT_FILES[ITEM_EMBEDDINGS], encoder.item_vectors().numpy()[: splits.n_items + 1])
-        run.read_parquet(VOCAB_FILE).select(["index", "item_id"]).to_pandas().to_parquet(
-            folder / ARTIFACT_FILES[ITEM_VOCAB]
-        )
+        pq.write_table(run.read_parquet(VOCAB_FILE).select(["index", "item_id"]), folder / ARTIFACT_FILES[ITEM_VOCAB])
         meta = {
             "max_length": splits.max_length,
             "n_items": splits.n_items,
