@@ -88,15 +88,22 @@ def _catalogue(item_ids: pa.ChunkedArray, titles: pa.ChunkedArray, attributes: p
     return pa.table({"item_id": item_ids, "title": titles, "attributes": attributes}, schema=ITEMS_SCHEMA)
 
 
+def _movielens_ratings(path: str, file_name: str, *, delimiter: str, encoding: str = "utf8") -> pa.Table:
+    """The header-less ``user item rating time`` files of MovieLens-100K and -1M, as canonical interactions."""
+    ratings = _read_delimited(
+        f"{path.rstrip('/')}/{file_name}",
+        f"MovieLens ratings file {file_name}",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        delimiter=delimiter,
+        types=_RATING_TYPES,
+        encoding=encoding,
+    )
+    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA)
+
+
 def read_movielens_100k(path: str) -> tuple[pa.Table, pa.Table]:
     """MovieLens-100K: ``u.data`` (user, item, rating, unix time; tabs) and ``u.item`` (``|``, latin-1)."""
-    ratings = _read_delimited(
-        f"{path.rstrip('/')}/u.data",
-        "MovieLens ratings file u.data",
-        names=["user_id", "item_id", "rating", "timestamp"],
-        delimiter="\t",
-        types=_RATING_TYPES,
-    )
+    ratings = _movielens_ratings(path, "u.data", delimiter="\t")
     genre_columns = [f"genre_{g}" for g in range(_MOVIELENS_GENRES)]
     movies = _read_delimited(
         f"{path.rstrip('/')}/u.item",
@@ -108,21 +115,12 @@ def read_movielens_100k(path: str) -> tuple[pa.Table, pa.Table]:
     )
     flags = np.stack([movies[c].to_numpy(zero_copy_only=False) for c in genre_columns], axis=1)
     attributes = pa.array([np.flatnonzero(row).tolist() for row in flags], pa.list_(pa.int64()))
-    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), _catalogue(
-        movies["item_id"], movies["title"], attributes
-    )
+    return ratings, _catalogue(movies["item_id"], movies["title"], attributes)
 
 
 def read_movielens_1m(path: str) -> tuple[pa.Table, pa.Table]:
     """MovieLens-1M: ``ratings.dat`` (``user::item::rating::time``) and ``movies.dat`` (``item::title::genres``)."""
-    ratings = _read_delimited(
-        f"{path.rstrip('/')}/ratings.dat",
-        "MovieLens ratings file ratings.dat",
-        names=["user_id", "item_id", "rating", "timestamp"],
-        delimiter="::",
-        types=_RATING_TYPES,
-        encoding="latin-1",
-    )
+    ratings = _movielens_ratings(path, "ratings.dat", delimiter="::", encoding="latin-1")
     movies = _read_delimited(
         f"{path.rstrip('/')}/movies.dat",
         "MovieLens item file movies.dat",
@@ -131,9 +129,7 @@ def read_movielens_1m(path: str) -> tuple[pa.Table, pa.Table]:
         types={"item_id": pa.int64(), "title": pa.string(), "genres": pa.string()},
         encoding="latin-1",
     )
-    return ratings.select(INTERACTIONS_SCHEMA.names).cast(INTERACTIONS_SCHEMA), _catalogue(
-        movies["item_id"], movies["title"], _genre_attributes(movies["genres"])
-    )
+    return ratings, _catalogue(movies["item_id"], movies["title"], _genre_attributes(movies["genres"]))
 
 
 def read_movielens_csv(path: str) -> tuple[pa.Table, pa.Table]:
