@@ -60,11 +60,11 @@ def test_ranks_are_zero_based_counts_of_better_items() -> None:
 
 
 @pytest.mark.parametrize("target", [1, 2, 7, N_ITEMS])
-def test_ties_are_broken_towards_the_lower_index(target: int) -> None:
-    # A constant scorer: after the padding column is excluded, target t has t - 1 tied items before it.
+def test_ties_are_broken_towards_the_higher_index(target: int) -> None:
+    # A constant scorer: every item with a higher index than the target is ranked before it.
     scores = exclude_seen(np.ones((1, N_ITEMS + 1)), no_history(1))
 
-    assert ranks_of_targets(scores, np.array([target]))[0] == target - 1
+    assert ranks_of_targets(scores, np.array([target]))[0] == N_ITEMS - target
 
 
 def test_a_constant_scorer_gets_no_credit_for_ties() -> None:
@@ -72,7 +72,7 @@ def test_a_constant_scorer_gets_no_credit_for_ties() -> None:
 
     metrics = evaluate_scores(constant_scorer, no_history(N_ITEMS), no_history(N_ITEMS), targets, N_ITEMS)
 
-    # Ties go to the lower index, so only targets 1..k sit in the top k.
+    # Ties go to the higher index, so only the k highest targets sit in the top k.
     assert metrics["hr_at_5"] == pytest.approx(5 / N_ITEMS)
     assert metrics["hr_at_10"] == pytest.approx(10 / N_ITEMS)
     assert metrics["mrr"] == pytest.approx(np.mean(1 / targets))

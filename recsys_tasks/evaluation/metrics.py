@@ -1,9 +1,11 @@
 """Full-ranking leave-one-out metrics.
 
 Every catalogue item is ranked for every user; the items of the user's history are removed from
-the ranking (they can never be recommended); ties are broken by item index, as ``top_k`` does,
-so a model that scores everything alike gets no credit for ties. With one held-out item per user,
-Recall@K equals HR@K; both are reported because people look for both names. Coverage counts the
+the ranking (they can never be recommended); ties are broken towards the higher item index, as
+the S3-Rec/ICLRec evaluation code does (argpartition, then a descending sort). With that rule the
+popularity baseline on Amazon Beauty gives exactly the published protocol check (HR@10 0.0137,
+NDCG@10 0.0061); and a model that scores everything alike still gets no credit for ties. With one
+held-out item per user, Recall@K equals HR@K; both are reported because people look for both names. Coverage counts the
 distinct items in the users' top 10 (ties at the 10th place are broken arbitrarily there; no rank
 metric depends on it).
 """
@@ -31,11 +33,11 @@ def exclude_seen(scores: np.ndarray, seen: np.ndarray) -> np.ndarray:
 
 
 def ranks_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each target among all items, ties broken towards the lower index."""
+    """0-based rank of each target among all items, ties broken towards the higher index."""
     rows = np.arange(len(scores))
     target_scores = scores[rows, targets][:, None]
     higher = (scores > target_scores).sum(axis=1)
-    tied_before = ((scores == target_scores) & (np.arange(scores.shape[1])[None, :] < targets[:, None])).sum(axis=1)
+    tied_before = ((scores == target_scores) & (np.arange(scores.shape[1])[None, :] > targets[:, None])).sum(axis=1)
     return higher + tied_before
 
 
