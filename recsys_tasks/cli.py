@@ -80,6 +80,65 @@ def download_data(
     console.print(f"{name} is in {folder}: run with --set data_source={name} --set data_path={folder}")
 
 
+registry_app = typer.Typer(help="The registered model's versions and its champion alias.")
+app.add_typer(registry_app, name="registry")
+VersionArgument = Annotated[str, typer.Argument(help="Model version number.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why; recorded on the version.")]
+
+
+@registry_app.command("status")
+def registry_status() -> None:
+    """Versions with aliases, gate results and test NDCG@10, newest first."""
+    from recsys_tasks.registry.operations import status
+    from recsys_tasks.registry.tracking import connect
+
+    settings = get_settings()
+    rows = status(connect(settings), settings.model_name)
+    table = Table(title=f"{settings.model_name} in {settings.resolved_tracking_uri}", title_justify="left")
+    for column in rows[0] if rows else ["version"]:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        table.add_row(*(", ".join(value) if isinstance(value, list) else str(value) for value in row.values()))
+    console.print(table)
+
+
+def _move_champion(version: str, reason: str, rollback: bool) -> None:
+    from recsys_tasks.registry.operations import move_champion
+    from recsys_tasks.registry.tracking import connect
+
+    settings = get_settings()
+    before = move_champion(connect(settings), settings.model_name, version, reason, rollback)
+    console.print(f"champion of {settings.model_name}: {before or '(none)'} → {version}")
+
+
+@registry_app.command("promote")
+def registry_promote(version: VersionArgument, reason: ReasonOption) -> None:
+    """Make VERSION the champion by hand (an operator's decision, bypassing the gate)."""
+    _move_champion(version, reason, rollback=False)
+
+
+@registry_app.command("rollback")
+def registry_rollback(version: VersionArgument, reason: ReasonOption) -> None:
+    """Move the champion back to an earlier VERSION."""
+    _move_champion(version, reason, rollback=True)
+
+
+@registry_app.command("compare")
+def registry_compare(
+    versions: Annotated[list[str], typer.Argument(help="Two or more version numbers.")],
+    run_id: Annotated[str, typer.Option("--run-id", help="Rank the test split of this run.")],
+) -> None:
+    """Rank the same test split with each version, by the evaluate stage's protocol."""
+    from recsys_tasks.pipeline import run_dir
+    from recsys_tasks.registry.operations import compare
+    from recsys_tasks.registry.tracking import connect
+    from recsys_tasks.reporting import metrics_table
+
+    settings = get_settings()
+    results = compare(connect(settings), settings.model_name, versions, run_dir(run_id, settings))
+    console.print(metrics_table({f"version {version}": values for version, values in results.items()}))
+
+
 @app.command()
 def pipeline(
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a new cli__<time> id).")] = None,

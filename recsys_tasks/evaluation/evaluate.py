@@ -60,6 +60,14 @@ def popularity_scorer(splits: LeaveOneOutSplits) -> ScoreFunction:
     return score
 
 
+def item_ids_of(run: RunDir, n_items: int) -> np.ndarray:
+    """The external item id of every item index of this run (index 0, the padding, maps to 0)."""
+    vocabulary = run.read_parquet(VOCAB_FILE)
+    item_ids = np.zeros(n_items + 1, dtype=np.int64)
+    item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
+    return item_ids
+
+
 def recommender_scorer(model: SequentialRecommender, item_ids: np.ndarray) -> ScoreFunction:
     """Score this run's item indices with a model that may know a different catalogue.
 
@@ -107,9 +115,7 @@ def evaluate(
 ) -> EvaluationReport:
     splits = LeaveOneOutSplits.load(run)
     inputs, seen, targets = splits.holdout("test")
-    vocabulary = run.read_parquet(VOCAB_FILE)
-    item_ids = np.zeros(splits.n_items + 1, dtype=np.int64)
-    item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
+    item_ids = item_ids_of(run, splits.n_items)
 
     def rank(score: ScoreFunction, model_inputs: np.ndarray = inputs) -> dict[str, float]:
         return evaluate_scores(score, model_inputs, seen, targets, splits.n_items, config.batch_size)

@@ -1,0 +1,87 @@
+"""Registry operations for people: see the versions, move ``champion`` by hand, compare two versions.
+
+Every manual move is recorded on the versions involved (who asked why, and when), so the registry
+itself tells the story of the champion alias.
+"""
+
+from __future__ import annotations
+
+import getpass
+from datetime import UTC, datetime
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from recsys_tasks.constants import CHAMPION_ALIAS, TAG_AIRFLOW_RUN_ID, TAG_GATE_STATUS
+from recsys_tasks.errors import RegistryError
+from recsys_tasks.evaluation.evaluate import item_ids_of, recommender_scorer
+from recsys_tasks.evaluation.metrics import evaluate_scores
+from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.storage import RunDir
+from recsys_tasks.training.datasets import LeaveOneOutSplits
+
+TAG_MANUAL_MOVE = "adaptrec.champion.manual_move"
+
+
+def status(client: MlflowClient, model_name: str) -> list[dict]:
+    """Every version, newest first, with its aliases, gate result and test NDCG@10."""
+    try:
+        aliases = client.get_registered_model(model_name).aliases
+    except MlflowException as exc:
+        raise RegistryError(f"no registered model {model_name!r}: {exc.message.splitlines()[0]}") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    return [
+        {
+            "version": str(version.version),
+            "aliases": sorted(by_version.get(str(version.version), [])),
+            "gate": version.tags.get(TAG_GATE_STATUS, "not judged"),
+            "ndcg_at_10": version.tags.get("adaptrec.test.ndcg_at_10", ""),
+            "airflow_run_id": version.tags.get(TAG_AIRFLOW_RUN_ID, ""),
+            "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            "manual_move": version.tags.get(TAG_MANUAL_MOVE, ""),
+        }
+        for version in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]
+
+
+def move_champion(client: MlflowClient, model_name: str, version: str, reason: str, rollback: bool) -> str | None:
+    """Point ``champion`` at ``version``; return the version it pointed at before.
+
+    A rollback must go to an older version than the current champion. Nothing changes on refusal.
+    """
+    if not reason.strip():
+        raise RegistryError("a manual champion move needs a --reason, recorded on the version")
+    try:
+        client.get_model_version(model_name, version)
+    except MlflowException:
+        raise RegistryError(f"{model_name} has no version {version}") from None
+    current = version_with_alias(client, model_name)
+    before = str(current.version) if current else None
+    if before == str(version):
+        raise RegistryError(f"version {version} of {model_name} already holds {CHAMPION_ALIAS}")
+    if rollback and (before is None or int(version) >= int(before)):
+        raise RegistryError(f"rollback goes to an older version than the champion ({before}); use promote instead")
+    record = f"{'rollback' if rollback else 'promote'} from {before} by {getpass.getuser()} at "
+    record += f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}: {reason.strip()}"
+    client.set_model_version_tag(model_name, version, TAG_MANUAL_MOVE, record)
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    return before
+
+
+def compare(client: MlflowClient, model_name: str, versions: list[str], run: RunDir) -> dict[str, dict[str, float]]:
+    """Rank the test split of ``run`` with each version, by the evaluate stage's protocol."""
+    splits = LeaveOneOutSplits.load(run)
+    _, seen, targets = splits.holdout("test")
+    item_ids = item_ids_of(run, splits.n_items)
+    results = {}
+    for version in versions:
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
+        except MlflowException:
+            raise RegistryError(f"{model_name} has no loadable version {version}") from None
+        results[version] = evaluate_scores(recommender_scorer(model, item_ids), seen, seen, targets, splits.n_items)
+    return results

@@ -1,0 +1,83 @@
+"""recsys registry: status, manual promote and rollback with a recorded reason, compare two versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.errors import RegistryError
+from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+from recsys_tasks.pipeline import run_dir, run_stage
+from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.registry.operations import TAG_MANUAL_MOVE, compare, move_champion, status
+from recsys_tasks.registry.register import register
+from recsys_tasks.registry.tracking import RunTracker
+from recsys_tasks.settings import Settings
+from tests.conftest import run_command
+
+TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    """One trained run registered twice (as two nightly runs would), champion on version 2."""
+    settings = Settings(home=tmp_path_factory.mktemp("operations-home"))
+    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate"):
+        run_stage(stage, TINY, "night-1", settings)
+    run = run_dir("night-1", settings)
+    report = EvaluationReport(**run.read_json(REPORT_FILE))
+    tracker = RunTracker.for_airflow_run(settings, "night-1")
+    for airflow_run in ("night-1", "night-2"):
+        register(run, tracker.client, settings.model_name, tracker.run_id, airflow_run, report)
+    tracker.client.set_registered_model_alias(settings.model_name, CHAMPION_ALIAS, "2")
+    return settings, tracker.client, run, report
+
+
+def test_status_lists_versions_newest_first_with_aliases(two_versions):
+    settings, client, _, _ = two_versions
+    rows = status(client, settings.model_name)
+    assert [row["version"] for row in rows] == ["2", "1"]
+    assert rows[0]["aliases"] == ["challenger", "champion"] and rows[1]["aliases"] == []
+    assert rows[0]["airflow_run_id"] == "night-2" and rows[1]["gate"] == "not judged"
+
+
+def test_refused_moves_change_nothing(two_versions):
+    settings, client, _, _ = two_versions
+    for version, reason, rollback, message in [
+        ("9", "typo", False, "has no version 9"),
+        ("1", "  ", True, "needs a --reason"),
+        ("2", "again", False, "already holds champion"),
+    ]:
+        with pytest.raises(RegistryError, match=message):
+            move_champion(client, settings.model_name, version, reason, rollback)
+    assert str(version_with_alias(client, settings.model_name).version) == "2"
+
+
+def test_rollback_records_why_and_a_rollback_forward_is_refused(two_versions):
+    settings, client, _, _ = two_versions
+    assert move_champion(client, settings.model_name, "1", "v2 broke the carousel", rollback=True) == "2"
+    champion = version_with_alias(client, settings.model_name)
+    assert str(champion.version) == "1"
+    assert (
+        "rollback from 2" in champion.tags[TAG_MANUAL_MOVE]
+        and "v2 broke the carousel" in champion.tags[TAG_MANUAL_MOVE]
+    )
+    with pytest.raises(RegistryError, match="older version"):
+        move_champion(client, settings.model_name, "2", "undo", rollback=True)
+    assert move_champion(client, settings.model_name, "2", "fixed upstream", rollback=False) == "1"
+
+
+def test_compare_ranks_the_run_test_split_like_the_evaluate_stage(two_versions):
+    settings, client, run, report = two_versions
+    results = compare(client, settings.model_name, ["1", "2"], run)
+    assert results["1"] == results["2"]  # the same model registered twice
+    assert results["1"]["ndcg_at_10"] == pytest.approx(report.metrics["model"]["ndcg_at_10"], abs=1e-6)
+
+
+def test_the_cli_shows_status_and_refuses_with_one_line(two_versions):
+    settings, *_ = two_versions
+    env = {"ADAPTREC_HOME": str(settings.resolved_home)}
+    shown = run_command("recsys", "registry", "status", env=env)
+    assert shown.returncode == 0 and "night-2" in shown.stdout, shown.stderr
+    refused = run_command("recsys", "registry", "rollback", "7", "--reason", "x", env=env)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith("has no version 7")
