@@ -125,7 +125,7 @@ def registry_rollback(version: VersionArgument, reason: ReasonOption) -> None:
 
 @registry_app.command("compare")
 def registry_compare(
-    versions: Annotated[list[str], typer.Argument(help="Two or more version numbers.")],
+    versions: Annotated[list[str], typer.Argument(help="Version numbers to rank.")],
     run_id: Annotated[str, typer.Option("--run-id", help="Rank the test split of this run.")],
 ) -> None:
     """Rank the same test split with each version, by the evaluate stage's protocol."""
@@ -161,11 +161,11 @@ def report(run_id: Annotated[str | None, typer.Option(help="Run id (default: the
 
     settings = get_settings()
     if run_id is None:
-        runs = sorted(RunDir(settings.resolved_runs_uri).fs.glob(f"{settings.resolved_runs_uri}/*/{SUMMARY_FILE}"))
-        if not runs:
-            raise ConfigError(f"no finished run under {settings.resolved_runs_uri}: run the pipeline first (make run)")
-        newest = max(runs, key=lambda path: RunDir(settings.resolved_runs_uri).fs.modified(path))
-        summary = json.loads(RunDir(settings.resolved_runs_uri).fs.read_text(newest))
+        runs = RunDir(settings.resolved_runs_uri)
+        finished = runs.fs.glob(runs.path(f"*/{SUMMARY_FILE}"))
+        if not finished:
+            raise ConfigError(f"no finished run under {runs.uri}: run the pipeline first (make run)")
+        summary = json.loads(runs.fs.read_text(max(finished, key=runs.fs.modified)))
     else:
         from recsys_tasks.pipeline import run_dir
 

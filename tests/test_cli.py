@@ -45,3 +45,7 @@ def test_a_stage_prints_its_summary_as_json(adaptrec_home):
     assert result.returncode == 0, result.stderr
     assert '"source": "synthetic"' in result.stdout
     assert (adaptrec_home / "runs" / "cli-test" / "data" / "interactions.parquet").is_file()
+
+
+def test_report_without_a_finished_run_says_what_to_do(adaptrec_home):
+    assert_one_line_error(run_command("recsys", "report"), "no finished run under", "make run")
