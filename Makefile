@@ -26,7 +26,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -34,6 +34,7 @@ help:
 	@echo "make report    print the newest run's summary again"
 	@echo "make recommend HISTORY=1,2,3   ask the champion for recommendations"
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
+	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -69,6 +70,11 @@ recommend: install
 
 test: install
 	$(BIN)/python -m pytest
+
+DATASET ?= amazon-beauty
+ABLATIONS ?=
+bench-quality: install
+	$(BIN)/python -m benchmarks.quality --dataset $(DATASET) $(if $(ABLATIONS),--ablations)
 
 lint: install
 	$(BIN)/ruff check .

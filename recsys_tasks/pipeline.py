@@ -26,6 +26,7 @@ from recsys_tasks.errors import ConfigError
 from recsys_tasks.models.config import FinetuneMode, ModelSize
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
+from recsys_tasks.training.accelerator import AcceleratorConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,19 @@ class PipelineParams(BaseModel):
     finetune_epochs: int = Field(
         20, ge=0, le=1000, description="Most fine-tuning epochs (early stopping on validation)."
     )
-    finetune_mode: FinetuneMode = Field("full", description="full: all weights; frozen: adapters + head only.")
+    finetune_mode: FinetuneMode = Field(
+        "full",
+        description="full: all weights; frozen: adapters + heads; lora: low-rank attention updates + heads; "
+        "head: heads only.",
+    )
+    ranking_weight: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Multi-task: weight of the ranking head (ratings, or clicks) next to retrieval; 0 = off.",
+    )
+    mixed_precision: bool | None = Field(None, description="float16 compute; null = on where a GPU is visible.")
+    xla: bool | None = Field(None, description="XLA-compile training steps; null = on where a GPU is visible.")
     min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Gate: absolute floor on test NDCG@10.")
     min_lift_over_popularity: float = Field(
         0.1, ge=0, le=100, description="Gate: required relative gain over popularity."
@@ -107,6 +120,9 @@ class PipelineParams(BaseModel):
             synthetic_size=self.synthetic_size,
             seed=self.seed,
         )
+
+    def accelerator(self) -> AcceleratorConfig:
+        return AcceleratorConfig(mixed_precision=self.mixed_precision, xla=self.xla)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig(
@@ -194,14 +210,22 @@ def _tracker(settings: Settings, run_id: str):
 def _pretrain(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.training.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(model_size=params.model_size, epochs=params.pretrain_epochs, seed=params.seed)
+    config = PretrainConfig(
+        model_size=params.model_size, epochs=params.pretrain_epochs, seed=params.seed, accelerator=params.accelerator()
+    )
     return pretrain(run, config, _tracker(settings, run_id)).model_dump()
 
 
 def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.training.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(mode=params.finetune_mode, epochs=params.finetune_epochs, seed=params.seed)
+    config = FinetuneConfig(
+        mode=params.finetune_mode,
+        epochs=params.finetune_epochs,
+        ranking_weight=params.ranking_weight,
+        seed=params.seed,
+        accelerator=params.accelerator(),
+    )
     return finetune(run, config, _tracker(settings, run_id)).model_dump()
 
 

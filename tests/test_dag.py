@@ -54,7 +54,7 @@ def test_params_offer_the_documented_choices(dag):
     params = dag.params
     assert params["data_source"] == "synthetic"
     assert params.get_param("model_size").schema["enum"] == ["tiny", "small", "base", "large"]
-    assert params.get_param("finetune_mode").schema["enum"] == ["full", "frozen"]
+    assert params.get_param("finetune_mode").schema["enum"] == ["full", "frozen", "lora", "head"]
     assert params.get_param("pretrain_epochs").schema["minimum"] == 0
 
 

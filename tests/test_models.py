@@ -1,4 +1,4 @@
-"""Encoder layers: config/weight round trips, SavedModel export, attention masking and freezing."""
+"""Encoder layers: config/weight round trips, SavedModel export, attention masking, attributes, freezing."""
 
 from __future__ import annotations
 
@@ -14,13 +14,24 @@ import tensorflow as tf
 
 from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.encoder import SequenceEncoder
-from recsys_tasks.models.layers import BottleneckAdapter, TransformerBlock
-from recsys_tasks.models.retrieval import QueryHead
+from recsys_tasks.models.layers import BottleneckAdapter, ItemRepresentation, LoRADense, SelfAttention, TransformerBlock
+from recsys_tasks.models.retrieval import QueryHead, RankingHead
 
 D_MODEL = 16
 LENGTH = 6
 N_ITEMS = 40
 CONFIG = EncoderConfig(n_items=N_ITEMS, max_length=LENGTH, d_model=D_MODEL, n_layers=2, n_heads=2, dropout=0.1)
+N_ATTRIBUTES = 5
+WITH_ATTRIBUTES = CONFIG.model_copy(update={"n_attributes": N_ATTRIBUTES, "max_attributes": 2})
+
+
+def attribute_table() -> np.ndarray:
+    """Item i carries attributes (i mod 5) + 1 and, for even i, also 5; padding and [MASK] none."""
+    table = np.zeros((N_ITEMS + 2, 2), np.int32)
+    items = np.arange(1, N_ITEMS + 1)
+    table[items, 0] = items % N_ATTRIBUTES + 1
+    table[items, 1] = np.where(items % 2 == 0, N_ATTRIBUTES, 0)
+    return table
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +59,8 @@ def causal_mask() -> tf.Tensor:
 
 def encoder(config: EncoderConfig = CONFIG) -> SequenceEncoder:
     model = SequenceEncoder(config)
+    if config.n_attributes:
+        model.set_item_attributes(attribute_table())
     model(histories())
     return model
 
@@ -62,7 +75,17 @@ LAYER_CASES = {
         lambda: TransformerBlock(D_MODEL, 4, 24, 0.0, name="plain_block"),
         lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
     ),
+    "transformer_block_with_lora": (
+        lambda: TransformerBlock(D_MODEL, 2, 32, 0.1, lora_rank=2, name="lora_block"),
+        lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
+    ),
+    "self_attention": (
+        lambda: SelfAttention(D_MODEL, 4, 0.0, lora_rank=3, name="attention"),
+        lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
+    ),
+    "lora_dense": (lambda: LoRADense(8, rank=2, alpha=4.0, name="projection"), lambda layer, x: layer(x)),
     "query_head": (lambda: QueryHead(name="query_head"), lambda layer, x: layer(x)),
+    "ranking_head": (lambda: RankingHead(8, initial_score=3.5, name="ranking_head"), lambda layer, x: layer(x, x)),
 }
 
 
@@ -85,14 +108,34 @@ def test_layer_round_trips_through_config_and_weights(case: str) -> None:
     assert not np.allclose(before_restore, expected), "fresh weights must differ, or the test proves nothing"
 
 
-def test_encoder_round_trips_through_config_and_weights() -> None:
-    original = encoder(CONFIG.model_copy(update={"adapter_dim": 4}))
+def test_item_representation_round_trips_with_its_attribute_table() -> None:
+    original = ItemRepresentation(N_ITEMS + 2, D_MODEL, N_ATTRIBUTES, 2, name="items")
+    original.set_item_attributes(attribute_table())
+    randomise_weights(original)
+    original.set_item_attributes(attribute_table())  # randomising must not leave a random lookup table
+
+    copy = ItemRepresentation.from_config(original.get_config())
+    copy(histories())
+    copy.set_weights(original.get_weights())
+
+    assert copy.get_config() == original.get_config()
+    np.testing.assert_array_equal(copy.item_attributes.numpy(), attribute_table())
+    np.testing.assert_array_equal(copy(histories()).numpy(), original(histories()).numpy())
+
+
+@pytest.mark.parametrize("update", [{"adapter_dim": 4}, {"lora_rank": 2, "n_attributes": 5, "max_attributes": 2}])
+def test_encoder_round_trips_through_config_and_weights(update: dict) -> None:
+    original = encoder(CONFIG.model_copy(update=update))
     randomise_weights(original)
     expected = original(histories()).numpy()
 
     copy = SequenceEncoder.from_config(original.get_config())
     copy(histories())
     copy.set_weights(original.get_weights())
+    if copy.config.n_attributes:
+        original.set_item_attributes(attribute_table())
+        copy.set_item_attributes(attribute_table())
+        expected = original(histories()).numpy()
 
     assert copy.config == original.config
     np.testing.assert_array_equal(copy(histories()).numpy(), expected)
@@ -110,8 +153,9 @@ class _QueryModule(tf.Module):
 
 
 def test_saved_model_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
-    original = encoder()
+    original = encoder(WITH_ATTRIBUTES.model_copy(update={"lora_rank": 2}))
     randomise_weights(original)
+    original.set_item_attributes(attribute_table())
     module = _QueryModule(original)
     expected = original(histories(), causal=True).numpy()
 
@@ -146,9 +190,9 @@ def test_padding_embedding_does_not_reach_real_positions(causal: bool) -> None:
     padded = tf.constant([[0, 0, 5, 6, 7, 8]], tf.int32)
     before = model(padded, causal=causal).numpy()
 
-    table = model.item_embedding.embeddings.numpy()
+    table = model.items.id_embedding.embeddings.numpy()
     table[0] = np.random.default_rng(3).normal(scale=5.0, size=D_MODEL)
-    model.item_embedding.embeddings.assign(table)
+    model.items.id_embedding.embeddings.assign(table)
     after = model(padded, causal=causal).numpy()
 
     np.testing.assert_allclose(after[:, 2:], before[:, 2:], atol=1e-5)
@@ -190,9 +234,58 @@ def test_freeze_backbone_leaves_only_adapters_trainable() -> None:
     assert trainable, "adapters must stay trainable"
     assert all("adapter" in name for name in trainable), sorted(trainable)
     assert {name for name in all_names if "adapter" in name} == trainable
-    assert any("item_embedding" in w.name for w in model.non_trainable_weights)
+    assert any("id_embedding" in w.name for w in model.non_trainable_weights)
     # Per block: two adapters, each a down and an up projection with kernel and bias.
     assert len(trainable) == CONFIG.n_layers * 2 * 4
+
+
+def test_freeze_backbone_with_lora_leaves_only_the_low_rank_factors_trainable() -> None:
+    model = encoder(WITH_ATTRIBUTES.model_copy(update={"lora_rank": 2}))
+
+    model.freeze_backbone()
+
+    trainable = sorted(w.name for w in model.trainable_weights)
+    # Per block: query, key, value and output projections, each with a down and an up factor.
+    assert len(trainable) == CONFIG.n_layers * 4 * 2, trainable
+    assert all("lora_" in name for name in trainable), trainable
+
+
+def test_inserting_lora_leaves_the_pretrained_function_unchanged(tmp_path: Path) -> None:
+    plain = encoder(WITH_ATTRIBUTES)
+    randomise_weights(plain)
+    plain.set_item_attributes(attribute_table())
+    checkpoint = tf.train.Checkpoint(encoder=plain).write(str(tmp_path / "encoder"))
+    with_lora = SequenceEncoder(WITH_ATTRIBUTES.model_copy(update={"lora_rank": 2}))
+    with_lora(histories())
+
+    tf.train.Checkpoint(encoder=with_lora).read(checkpoint).assert_nontrivial_match()
+
+    np.testing.assert_array_equal(with_lora.items.item_attributes.numpy(), attribute_table())
+    np.testing.assert_allclose(with_lora(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
+
+
+def test_trimming_shared_left_padding_changes_no_output() -> None:
+    model = encoder(WITH_ATTRIBUTES)
+    randomise_weights(model)
+    model.set_item_attributes(attribute_table())
+    full = histories()[:1]  # [[0, 0, 5, 6, 7, 8]]
+
+    np.testing.assert_allclose(model(full[:, 2:]).numpy(), model(full).numpy()[:, 2:], atol=1e-5)
+
+
+def test_attributes_give_an_item_never_trained_a_representation_shared_with_its_kind() -> None:
+    model = encoder(WITH_ATTRIBUTES)
+    randomise_weights(model)
+    model.set_item_attributes(attribute_table())
+    table = model.items.id_embedding.embeddings.numpy()
+    table[[7, 12]] = 0.0  # two items whose id embeddings learnt nothing; 7 and 12 share attribute 3
+    model.items.id_embedding.embeddings.assign(table)
+
+    vectors = model.item_vectors().numpy()
+
+    assert np.abs(vectors[7]).sum() > 0
+    np.testing.assert_allclose(vectors[7], model.items.attribute_embedding.embeddings.numpy()[3], atol=1e-6)
+    assert not np.allclose(vectors[12], vectors[7]), "item 12 also carries attribute 5"
 
 
 def test_item_vectors_are_the_embedding_table() -> None:

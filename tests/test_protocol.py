@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_tasks.evaluation.evaluate import popularity_scorer
+from recsys_tasks.evaluation.baselines import popularity_scorer
 from recsys_tasks.evaluation.metrics import evaluate_scores
 from recsys_tasks.pipeline import run_dir, run_stage
 from recsys_tasks.settings import Settings

@@ -139,7 +139,9 @@ def test_pretrain_retried_after_its_last_epoch_republishes_the_same_encoder(
         np.testing.assert_array_equal(published, republished)
 
 
-@pytest.mark.parametrize("loss", ["pretrain_cloze_loss", "pretrain_contrastive_loss", "pretrain_loss"])
+@pytest.mark.parametrize(
+    "loss", ["pretrain_cloze_loss", "pretrain_attribute_loss", "pretrain_contrastive_loss", "pretrain_loss"]
+)
 def test_pretraining_losses_fall(pretrained: Pretrained, loss: str) -> None:
     first_epoch, last_epoch = pretrained.first.losses[loss], pretrained.resumed.losses[loss]
 
@@ -185,6 +187,41 @@ def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path
     assert summary.mode == "frozen"
     assert 0 < summary.trainable_parameters < 0.25 * summary.total_parameters
     np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+
+
+def test_lora_finetuning_trains_low_rank_factors_and_head_only(pretrained: Pretrained, tmp_path: Path) -> None:
+    run, summary = finetuned(pretrained, tmp_path, mode="lora", epochs=2, lora_rank=2)
+
+    d_model = load_pretrained_encoder(run).config.d_model
+    n_layers = load_pretrained_encoder(run).config.n_layers
+    # Per layer: query, key, value, output, each 2 · rank · d_model; the query head d_model² + d_model.
+    assert summary.trainable_parameters == n_layers * 4 * 2 * 2 * d_model + d_model * d_model + d_model
+    np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+
+
+def test_head_only_finetuning_leaves_the_encoder_as_pretrained(pretrained: Pretrained, tmp_path: Path) -> None:
+    run, summary = finetuned(pretrained, tmp_path, mode="head", epochs=3)
+
+    d_model = load_pretrained_encoder(run).config.d_model
+    assert summary.trainable_parameters == d_model * d_model + d_model
+    assert summary.best_epoch > 0, "a trained head must beat the identity head on the planted data"
+    np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+
+
+def test_multitask_finetuning_exports_a_rating_head(pretrained: Pretrained, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    run, summary = finetuned(pretrained, tmp_path, mode="full", epochs=2, ranking_weight=1.0)
+
+    splits = LeaveOneOutSplits.load(run)
+    inputs, _, targets = splits.holdout("validation")
+    rating = tf.saved_model.load(f"{run.path(EXPORTED_MODEL_DIR)}/saved_model").signatures["rating"]
+    predicted = next(iter(rating(history=tf.constant(inputs), item=tf.constant(targets, tf.int32)).values())).numpy()
+    actual = np.asarray([ratings[-2] for ratings in splits.ratings])
+
+    assert summary.trainable_parameters > summary.total_parameters * 0.9
+    # The synthetic ratings spread about 1 around their mean; a trained head must do better than that.
+    assert np.sqrt(np.mean((predicted - actual) ** 2)) < np.std(actual)
 
 
 def test_exported_model_reproduces_the_reported_validation_metrics(
@@ -281,3 +318,33 @@ def test_predict_rejects_k_out_of_range(
 
     with pytest.raises(MlflowException, match=f"k={k} is outside 1..{recommender.n_items - len(history)}"):
         recommender.predict(None, pd.DataFrame({"history": [history], "k": [k]}))
+
+
+# ---------------------------------------------------------------- accelerator
+
+
+def test_cpu_defaults_leave_mixed_precision_and_xla_off() -> None:
+    import tensorflow as tf
+
+    from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+
+    assert not tf.config.list_physical_devices("GPU"), "this test describes a machine without a GPU"
+    assert configure_accelerator(AcceleratorConfig()) is False
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_mixed_precision_and_xla_train_when_switched_on(pretrained: Pretrained, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from recsys_tasks.training.accelerator import AcceleratorConfig
+
+    try:
+        run, summary = finetuned(
+            pretrained, tmp_path, epochs=1, accelerator=AcceleratorConfig(mixed_precision=True, xla=True)
+        )
+        assert tf.keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+    assert np.isfinite(list(summary.validation.values())).all()
+    assert exported_item_embeddings(run).dtype == np.float32

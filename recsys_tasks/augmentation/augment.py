@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import track
 
 from recsys_tasks.augmentation.views import random_view
-from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
+from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.data.cleaning import CleaningConfig, CleaningStep, clean
 from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
 from recsys_tasks.storage import RunDir
@@ -63,7 +63,8 @@ def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.Data
 
 
 def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.DataFrame:
-    """One row per user: item indices in time order (ties broken by item id, so the order is stable).
+    """One row per user: item indices in time order (ties broken by item id, so the order is stable),
+    and the rating of each (null for implicit feedback).
 
     Cleaning's user core (≥ 3) guarantees every user a training item, a validation item and a test item.
     """
@@ -71,7 +72,7 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.
         interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
         .sort([USER_COL, TIME_COL, ITEM_COL])
         .group_by(USER_COL, maintain_order=True)
-        .agg(pl.col("index").alias("items"))
+        .agg(pl.col("index").alias("items"), pl.col(RATING_COL).alias("ratings"))
     )
 
 

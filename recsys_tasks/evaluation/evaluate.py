@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.augmentation.augment import VOCAB_FILE
+from recsys_tasks.evaluation.baselines import popularity_scorer
 from recsys_tasks.evaluation.metrics import ScoreFunction, evaluate_scores
 from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.registry.tracking import RunTracker
@@ -46,18 +47,6 @@ class EvaluationReport(BaseModel):
     items: int
     report_uri: str = ""
     plot_uri: str = ""
-
-
-def popularity_scorer(splits: LeaveOneOutSplits) -> ScoreFunction:
-    """Counts over everything but the test items (train + validation), so nothing leaks."""
-    counts = np.zeros(splits.n_items + 1)
-    for sequence in splits.sequences:
-        np.add.at(counts, sequence[:-1], 1)
-
-    def score(inputs: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(counts, (len(inputs), len(counts)))
-
-    return score
 
 
 def item_ids_of(run: RunDir, n_items: int) -> np.ndarray:

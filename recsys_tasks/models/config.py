@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelSize = Literal["tiny", "small", "base", "large"]
-FinetuneMode = Literal["full", "frozen"]
+FinetuneMode = Literal["full", "frozen", "lora", "head"]
 
 MODEL_SIZES: dict[str, dict] = {
     "tiny": dict(d_model=32, n_layers=1, n_heads=2),
@@ -29,6 +29,9 @@ class EncoderConfig(BaseModel):
     ffn_multiplier: int = Field(4, ge=1, description="Feed-forward width = ffn_multiplier × d_model.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, attention and feed-forward.")
     adapter_dim: int = Field(0, ge=0, description="Bottleneck adapter width per block; 0 means no adapters.")
+    lora_rank: int = Field(0, ge=0, description="Rank of LoRA updates on the attention projections; 0 means none.")
+    n_attributes: int = Field(0, ge=0, description="Item attribute ids 1..n_attributes (brands, genres); 0 means none.")
+    max_attributes: int = Field(0, ge=0, description="Most attributes one item carries.")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> EncoderConfig:

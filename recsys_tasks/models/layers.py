@@ -2,7 +2,157 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
+
+from recsys_tasks.constants import PAD_INDEX
+
+
+def _initializer() -> tf.keras.initializers.Initializer:
+    return tf.keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+class ItemRepresentation(tf.keras.layers.Layer):
+    """Item vector = id embedding + mean of the item's attribute embeddings.
+
+    The attribute table (brands, categories, genres) is shared by every item that carries the
+    attribute, so an item the id embedding has barely seen, or never, still lands near its
+    kind. The item → attributes lookup is a non-trainable weight: it is saved with the model and
+    restored from a checkpoint, so a loaded model needs no side files.
+    """
+
+    def __init__(self, vocabulary_size: int, width: int, n_attributes: int = 0, max_attributes: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size, self.width = vocabulary_size, width
+        self.n_attributes, self.max_attributes = n_attributes, max_attributes
+        self.id_embedding = tf.keras.layers.Embedding(
+            vocabulary_size, width, embeddings_initializer=_initializer(), name="id_embedding"
+        )
+        self.attribute_embedding = (
+            tf.keras.layers.Embedding(
+                n_attributes + 1, width, embeddings_initializer=_initializer(), name="attribute_embedding"
+            )
+            if self.uses_attributes
+            else None
+        )
+
+    @property
+    def uses_attributes(self) -> bool:
+        return self.n_attributes > 0 and self.max_attributes > 0
+
+    def build(self, input_shape=None):
+        with tf.name_scope("id_embedding"):
+            self.id_embedding.build(None)
+        if self.uses_attributes:
+            with tf.name_scope("attribute_embedding"):
+                self.attribute_embedding.build(None)
+            # item_attributes[i] = attribute ids of item i, 1-based, 0-padded (index 0 of the table is padding).
+            self.item_attributes = self.add_weight(
+                name="item_attributes",
+                shape=(self.vocabulary_size, self.max_attributes),
+                dtype=tf.int32,
+                initializer="zeros",
+                trainable=False,
+            )
+        super().build(input_shape)
+
+    def set_item_attributes(self, item_attributes: np.ndarray) -> None:
+        """Load the item → attribute-id table ([vocabulary_size, max_attributes], ids 1-based, 0 pads)."""
+        if not self.built:
+            self(tf.zeros((1, 1), tf.int32))  # builds the weights inside this layer's name scope
+        self.item_attributes.assign(item_attributes.astype(np.int32))
+
+    def all_items(self) -> tf.Tensor:
+        """The vector of every index [vocabulary_size, width]."""
+        vectors = self.id_embedding.embeddings
+        if self.uses_attributes:
+            attributes = tf.gather(self.attribute_embedding.embeddings, self.item_attributes)
+            present = tf.cast(tf.not_equal(self.item_attributes, PAD_INDEX), vectors.dtype)[..., tf.newaxis]
+            mean = tf.reduce_sum(attributes * present, axis=1) / tf.maximum(tf.reduce_sum(present, axis=1), 1.0)
+            vectors = vectors + mean
+        return vectors
+
+    def call(self, item_ids):
+        return tf.gather(self.all_items(), item_ids)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "width": self.width,
+            "n_attributes": self.n_attributes,
+            "max_attributes": self.max_attributes,
+        }
+
+
+class LoRADense(tf.keras.layers.Layer):
+    """A dense projection with an optional low-rank update: W x + (alpha / rank) · B A x (Hu et al., 2021).
+
+    ``base`` holds the pre-trained weight; ``lora_down``/``lora_up`` are the rank-r factors, the
+    up-projection starting at zero so inserting them does not change the function. Freezing
+    ``base`` leaves only 2 · rank · width parameters per projection to train.
+    """
+
+    def __init__(self, units: int, rank: int = 0, alpha: float = 16.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.rank, self.alpha = units, rank, alpha
+        self.base = tf.keras.layers.Dense(units, kernel_initializer=_initializer(), name="base")
+        if rank:
+            self.lora_down = tf.keras.layers.Dense(
+                rank, use_bias=False, kernel_initializer=_initializer(), name="lora_down"
+            )
+            self.lora_up = tf.keras.layers.Dense(units, use_bias=False, kernel_initializer="zeros", name="lora_up")
+
+    def call(self, inputs):
+        outputs = self.base(inputs)
+        if self.rank:
+            outputs += (self.alpha / self.rank) * self.lora_up(self.lora_down(inputs))
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "rank": self.rank, "alpha": self.alpha}
+
+
+class SelfAttention(tf.keras.layers.Layer):
+    """Multi-head scaled dot-product self-attention with LoRA-able query/key/value/output projections."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, lora_rank: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.n_heads, self.dropout_rate, self.lora_rank = d_model, n_heads, dropout, lora_rank
+        self.query, self.key, self.value, self.output_projection = (
+            LoRADense(d_model, lora_rank, name=name) for name in ("query", "key", "value", "output")
+        )
+        self.attention_dropout = tf.keras.layers.Dropout(dropout)
+
+    def _split_heads(self, tensor):
+        batch, length = tf.shape(tensor)[0], tf.shape(tensor)[1]
+        heads = tf.reshape(tensor, [batch, length, self.n_heads, self.d_model // self.n_heads])
+        return tf.transpose(heads, [0, 2, 1, 3])  # [B, heads, L, head width]
+
+    def call(self, inputs, attention_mask, training=False):
+        query, key, value = (self._split_heads(projection(inputs)) for projection in (self.query, self.key, self.value))
+        scores = tf.matmul(query, key, transpose_b=True) / tf.math.sqrt(
+            tf.cast(self.d_model // self.n_heads, query.dtype)
+        )
+        # attention_mask [B, L, L]: False where a query must not see a key. A row with no visible key
+        # (a padding position) gets uniform weights over masked keys; its output is never read.
+        scores = tf.where(attention_mask[:, tf.newaxis], scores, scores.dtype.min)
+        weights = self.attention_dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        attended = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
+        batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        return self.output_projection(tf.reshape(attended, [batch, length, self.d_model]))
+
+    def base_layers(self) -> list[tf.keras.layers.Layer]:
+        return [projection.base for projection in (self.query, self.key, self.value, self.output_projection)]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "n_heads": self.n_heads,
+            "dropout": self.dropout_rate,
+            "lora_rank": self.lora_rank,
+        }
 
 
 class BottleneckAdapter(tf.keras.layers.Layer):
@@ -30,19 +180,28 @@ class BottleneckAdapter(tf.keras.layers.Layer):
 
 
 class TransformerBlock(tf.keras.layers.Layer):
-    """Pre-norm self-attention block: x + Attn(LN(x)), then x + FFN(LN(x)); optional adapters."""
+    """Pre-norm self-attention block: x + Attn(LN(x)), then x + FFN(LN(x)); optional adapters and LoRA."""
 
-    def __init__(self, d_model: int, n_heads: int, ffn_width: int, dropout: float, adapter_dim: int = 0, **kwargs):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        ffn_width: int,
+        dropout: float,
+        adapter_dim: int = 0,
+        lora_rank: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.d_model, self.n_heads, self.ffn_width = d_model, n_heads, ffn_width
-        self.dropout_rate, self.adapter_dim = dropout, adapter_dim
+        self.dropout_rate, self.adapter_dim, self.lora_rank = dropout, adapter_dim, lora_rank
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.attention = tf.keras.layers.MultiHeadAttention(
-            num_heads=n_heads, key_dim=d_model // n_heads, dropout=dropout, name="attention"
-        )
+        self.attention = SelfAttention(d_model, n_heads, dropout, lora_rank, name="attention")
         self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
-        self.ffn_in = tf.keras.layers.Dense(ffn_width, activation="gelu", name="ffn_in")
-        self.ffn_out = tf.keras.layers.Dense(d_model, name="ffn_out")
+        self.ffn_in = tf.keras.layers.Dense(
+            ffn_width, activation="gelu", kernel_initializer=_initializer(), name="ffn_in"
+        )
+        self.ffn_out = tf.keras.layers.Dense(d_model, kernel_initializer=_initializer(), name="ffn_out")
         self.dropout = tf.keras.layers.Dropout(dropout)
         self.adapters = (
             [
@@ -54,8 +213,7 @@ class TransformerBlock(tf.keras.layers.Layer):
         )
 
     def call(self, inputs, attention_mask, training=False):
-        normed = self.attention_norm(inputs)
-        attended = self.attention(normed, normed, attention_mask=attention_mask, training=training)
+        attended = self.attention(self.attention_norm(inputs), attention_mask, training=training)
         if self.adapters:
             attended = self.adapters[0](attended)
         hidden = inputs + self.dropout(attended, training=training)
@@ -65,7 +223,8 @@ class TransformerBlock(tf.keras.layers.Layer):
         return hidden + self.dropout(transformed, training=training)
 
     def backbone_layers(self) -> list[tf.keras.layers.Layer]:
-        return [self.attention_norm, self.attention, self.ffn_norm, self.ffn_in, self.ffn_out]
+        """The pre-trained weights; adapters and LoRA factors are not among them."""
+        return [self.attention_norm, *self.attention.base_layers(), self.ffn_norm, self.ffn_in, self.ffn_out]
 
     def get_config(self):
         return {
@@ -75,4 +234,5 @@ class TransformerBlock(tf.keras.layers.Layer):
             "ffn_width": self.ffn_width,
             "dropout": self.dropout_rate,
             "adapter_dim": self.adapter_dim,
+            "lora_rank": self.lora_rank,
         }

@@ -6,17 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from recsys_tasks.augmentation.augment import SEQUENCES_FILE, SUMMARY_FILE, VIEWS_FILE, AugmentSummary
+from recsys_tasks.augmentation.augment import SEQUENCES_FILE, SUMMARY_FILE, VIEWS_FILE, VOCAB_FILE, AugmentSummary
 from recsys_tasks.constants import PAD_INDEX
 from recsys_tasks.storage import RunDir
 
 
-def left_pad(sequences: list, length: int) -> np.ndarray:
+def left_pad(sequences: list, length: int, dtype=np.int32) -> np.ndarray:
     """Keep the newest ``length`` items of each sequence, right-aligned, 0-padded on the left."""
-    padded = np.full((len(sequences), length), PAD_INDEX, dtype=np.int32)
+    padded = np.full((len(sequences), length), PAD_INDEX, dtype=dtype)
     for row, sequence in enumerate(sequences):
-        tail = np.asarray(sequence[-length:], dtype=np.int32)
+        tail = np.asarray(sequence[-length:], dtype=dtype)
         if len(tail):
             padded[row, length - len(tail) :] = tail
     return padded
@@ -31,21 +32,32 @@ class LeaveOneOutSplits:
     n_items: int
     max_length: int
     mask_index: int
+    ratings: list[list[float]] | None = None
+    """The rating of every sequence item, aligned with ``sequences``; None for implicit feedback."""
 
     @classmethod
     def load(cls, run: RunDir) -> LeaveOneOutSplits:
         summary = AugmentSummary(**run.read_json(SUMMARY_FILE))
         table = run.read_parquet(SEQUENCES_FILE)
+        explicit = "ratings" in table.column_names and pc.all(pc.is_valid(pc.list_flatten(table["ratings"]))).as_py()
         return cls(
             user_ids=table["user_id"].to_pylist(),
             sequences=table["items"].to_pylist(),
             n_items=summary.items,
             max_length=summary.max_length,
             mask_index=summary.mask_index,
+            ratings=table["ratings"].to_pylist() if explicit else None,
         )
 
     def train_histories(self) -> list[list[int]]:
         return [sequence[:-2] for sequence in self.sequences]
+
+    def mean_training_rating(self) -> float:
+        """Mean rating over the training histories (0 for implicit feedback)."""
+        if self.ratings is None:
+            return 0.0
+        training = [rating for ratings in self.ratings for rating in ratings[:-2]]
+        return float(np.mean(training)) if training else 0.0
 
     def item_frequencies(self) -> np.ndarray:
         """Interactions per item index in the training histories (index 0 and [MASK] stay 0)."""
@@ -55,12 +67,23 @@ class LeaveOneOutSplits:
         return counts
 
     def next_item_pairs(self) -> dict[str, np.ndarray]:
-        """Inputs h[:-1] and aligned targets h[1:] for every training history h."""
-        histories = self.train_histories()
-        return {
-            "inputs": left_pad([h[:-1] for h in histories], self.max_length),
-            "targets": left_pad([h[1:] for h in histories], self.max_length),
-        }
+        """Inputs h[:-1] and aligned targets h[1:] of every training history h (and their ratings, if any).
+
+        A history longer than the window is cut into consecutive windows, newest first, so every
+        item of it is a training target once, not only the newest ``max_length``.
+        """
+        inputs, targets, ratings = [], [], []
+        for row, history in enumerate(self.train_histories()):
+            for end in range(len(history) - 1, 0, -self.max_length):
+                start = max(0, end - self.max_length)
+                inputs.append(history[start:end])
+                targets.append(history[start + 1 : end + 1])
+                if self.ratings is not None:
+                    ratings.append(self.ratings[row][start + 1 : end + 1])
+        pairs = {"inputs": left_pad(inputs, self.max_length), "targets": left_pad(targets, self.max_length)}
+        if self.ratings is not None:
+            pairs["ratings"] = left_pad(ratings, self.max_length, np.float32)
+        return pairs
 
     def holdout(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(model inputs, items to exclude from the ranking, targets) for ``validation`` or ``test``."""
@@ -94,3 +117,59 @@ def contrastive_views(run: RunDir, max_length: int) -> tuple[np.ndarray, np.ndar
         left_pad(views["view_a"].to_pylist(), max_length),
         left_pad(views["view_b"].to_pylist(), max_length),
     )
+
+
+def item_attribute_table(run: RunDir, n_items: int) -> tuple[np.ndarray, int]:
+    """(item index → attribute ids [n_items + 2, most attributes per item], number of attributes).
+
+    Source attribute ids are renumbered 1..n in sorted order (0 pads); padding, [MASK] and items
+    without attributes get an all-zero row. Without any attributes the table has zero columns.
+    """
+    vocabulary = run.read_parquet(VOCAB_FILE)
+    attributes = vocabulary["attributes"].to_pylist() if "attributes" in vocabulary.column_names else []
+    distinct = sorted({attribute for item in attributes if item for attribute in item})
+    renumbered = {attribute: position + 1 for position, attribute in enumerate(distinct)}
+    widest = max((len(item) for item in attributes if item), default=0)
+    table = np.zeros((n_items + 2, widest), dtype=np.int32)
+    for index, item in zip(vocabulary["index"].to_pylist(), attributes, strict=True):
+        if item:
+            table[index, : len(item)] = [renumbered[attribute] for attribute in item]
+    return table, len(distinct)
+
+
+def _real_lengths(padded: np.ndarray) -> np.ndarray:
+    """Columns from each row's first non-zero entry to the end (0 for an all-padding row)."""
+    has_value = padded != 0
+    return np.where(has_value.any(axis=1), padded.shape[1] - has_value.argmax(axis=1), 0)
+
+
+def length_bucketed_batches(
+    arrays: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator, pool_batches: int = 64
+):
+    """One epoch of shuffled batches of similar-length rows, each trimmed to its longest row.
+
+    Histories are mostly far shorter than the model's window (Amazon Beauty: 9 items in a window
+    of 50), so full-width batches spend most of the encoder's time on padding. Rows are shuffled,
+    sorted by length within pools of ``pool_batches`` batches, cut into batches, and the batches
+    shuffled again; every array is left-padded in the same columns, and the encoder's positions
+    count from the newest item, so trimming changes no result.
+    """
+    import tensorflow as tf
+
+    lengths = np.max([_real_lengths(array) for array in arrays.values()], axis=0)
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size))
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+
+    def generate():
+        for rows in batches:
+            width = max(int(lengths[rows].max()), 1)
+            yield {name: array[rows, -width:] for name, array in arrays.items()}
+
+    signature = {name: tf.TensorSpec((None, None), tf.as_dtype(array.dtype)) for name, array in arrays.items()}
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

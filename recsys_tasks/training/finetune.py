@@ -1,9 +1,14 @@
 """Finetune stage: adapt the pre-trained encoder to next-item retrieval with TFRS.
 
-Modes:
+Modes (the trainable-parameter count of each is logged):
 - ``full``: every weight trains.
-- ``frozen``: the pre-trained backbone (embeddings, attention, feed-forward) is frozen; only
-  bottleneck adapters inside each block and the query head train.
+- ``frozen``: the pre-trained backbone (item and position embeddings, attention, feed-forward) is
+  frozen; only bottleneck adapters inside each block and the heads train.
+- ``lora``: the backbone is frozen; low-rank updates of the attention projections and the heads train.
+- ``head``: the whole encoder is frozen; only the heads train (a linear probe of the pre-trained model).
+
+With ``ranking_weight`` > 0 a ranking head trains alongside retrieval (multi-task, see
+models.retrieval); it predicts ratings where the data has them, clicks otherwise.
 
 After every epoch the model is ranked against the whole catalogue on the validation split;
 the best epoch by NDCG@10 is kept and training stops after ``patience`` epochs without gain.
@@ -24,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys_tasks.augmentation.augment import VOCAB_FILE
 from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, evaluate_scores
 from recsys_tasks.models.config import EncoderConfig, FinetuneMode
-from recsys_tasks.models.encoder import SequenceEncoder
-from recsys_tasks.models.retrieval import NextItemRetrievalModel
+from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
+from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
 from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META, SAVED_MODEL
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
+from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+from recsys_tasks.training.datasets import LeaveOneOutSplits, length_bucketed_batches
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE, PRETRAINED_ENCODER_DIR
 
 log = logging.getLogger(__name__)
@@ -40,13 +46,17 @@ EXPORTED_MODEL_DIR = "finetune/model"
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: FinetuneMode = Field("full", description="Which weights train: all, or adapters + head only.")
+    mode: FinetuneMode = Field("full", description="Which weights train: all, adapters, LoRA, or heads only.")
+    loss: RetrievalLoss = Field("full_softmax", description="Softmax over the whole catalogue, or in-batch negatives.")
     epochs: int = Field(20, ge=0, description="Most fine-tuning epochs; 0 exports the pre-trained model as is.")
-    batch_size: int = Field(128, ge=1, description="Users per batch; every position of each is a training pair.")
+    batch_size: int = Field(256, ge=1, description="Users per batch; every position of each is a training pair.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
+    lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
+    ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
     seed: int = Field(0, description="Seed of initialisation and shuffling.")
+    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
 
 class FinetuneSummary(BaseModel):
@@ -66,36 +76,64 @@ class _ServingModule(tf.Module):
     def __init__(self, model: NextItemRetrievalModel, max_length: int):
         super().__init__()
         self.model = model
+        history = tf.TensorSpec([None, max_length], tf.int32, name="history")
         self.user_embedding = tf.function(
-            lambda history: model.query_vectors(history, training=False),
-            input_signature=[tf.TensorSpec([None, max_length], tf.int32, name="history")],
+            lambda history: tf.cast(model.query_vectors(history, training=False), tf.float32),
+            input_signature=[history],
         )
+        if model.ranking_weight:
+            self.rating = tf.function(
+                model.predict_ratings, input_signature=[history, tf.TensorSpec([None], tf.int32, name="item")]
+            )
+
+    def signatures(self) -> dict:
+        return {name: getattr(self, name) for name in ("user_embedding", "rating") if hasattr(self, name)}
 
 
-def _count(variables) -> int:
-    return int(sum(np.prod(v.shape) for v in variables))
-
-
-def load_pretrained_encoder(run: RunDir, adapter_dim: int = 0) -> SequenceEncoder:
+def load_pretrained_encoder(run: RunDir, adapter_dim: int = 0, lora_rank: int = 0) -> SequenceEncoder:
     with run.reading_folder(PRETRAINED_ENCODER_DIR) as folder:
         config = EncoderConfig.model_validate_json((folder / ENCODER_CONFIG_FILE).read_text())
-        encoder = SequenceEncoder(config.model_copy(update={"adapter_dim": adapter_dim}))
+        encoder = SequenceEncoder(config.model_copy(update={"adapter_dim": adapter_dim, "lora_rank": lora_rank}))
         encoder(tf.zeros((1, config.max_length), tf.int32))
-        # Adapters are new and absent from the checkpoint; everything else must match.
+        # Adapters and LoRA factors are new and absent from the checkpoint; everything else must match.
         tf.train.Checkpoint(encoder=encoder).read(str(folder / ENCODER_CHECKPOINT)).assert_nontrivial_match()
     return encoder
 
 
+def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) -> NextItemRetrievalModel:
+    """The pre-trained encoder with the mode's extra weights, inside the retrieval (+ ranking) model."""
+    encoder = load_pretrained_encoder(
+        run,
+        adapter_dim=config.adapter_dim if config.mode == "frozen" else 0,
+        lora_rank=config.lora_rank if config.mode == "lora" else 0,
+    )
+    model = NextItemRetrievalModel(
+        encoder,
+        splits.item_frequencies(),
+        loss=config.loss,
+        ranking_weight=config.ranking_weight,
+        ranking_target="rating" if splits.ratings is not None else "click",
+        mean_rating=splits.mean_training_rating(),
+    )
+    model.query_vectors(tf.zeros((1, splits.max_length), tf.int32))
+    if config.ranking_weight:
+        model.predict_ratings(tf.zeros((1, splits.max_length), tf.int32), tf.ones((1,), tf.int32))
+    if config.mode in ("frozen", "lora"):
+        encoder.freeze_backbone()
+    elif config.mode == "head":
+        encoder.trainable = False
+    return model
+
+
 def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
     tf.keras.utils.set_random_seed(config.seed)
+    jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
-    encoder = load_pretrained_encoder(run, adapter_dim=config.adapter_dim if config.mode == "frozen" else 0)
-    model = NextItemRetrievalModel(encoder, splits.item_frequencies())
-    model.query_vectors(tf.zeros((1, splits.max_length), tf.int32))
-    if config.mode == "frozen":
-        encoder.freeze_backbone()
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
-    trainable, total = _count(model.trainable_variables), _count(model.variables)
+    model = build_model(run, splits, config)
+    encoder = model.encoder
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
+    trainable = count_parameters(model.trainable_variables)
+    total = count_parameters(model.parameters())
     log.info("fine-tuning (%s): %s of %s parameters trainable", config.mode, f"{trainable:,}", f"{total:,}")
     if tracker:
         tracker.log_params(config.model_dump(), prefix="finetune")
@@ -105,7 +143,8 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
 
     def validate() -> dict[str, float]:
         def score(inputs):
-            return (model.query_vectors(inputs) @ tf.transpose(encoder.item_vectors())).numpy()[:, : splits.n_items + 1]
+            scores = tf.matmul(model.query_vectors(inputs), encoder.item_vectors(), transpose_b=True)
+            return tf.cast(scores, tf.float32).numpy()[:, : splits.n_items + 1]
 
         return evaluate_scores(score, validation_inputs, validation_seen, validation_targets, splits.n_items)
 
@@ -114,11 +153,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
-        dataset = (
-            tf.data.Dataset.from_tensor_slices(pairs)
-            .shuffle(len(pairs["inputs"]), seed=config.seed + epoch)
-            .batch(config.batch_size)
-        )
+        dataset = length_bucketed_batches(pairs, config.batch_size, np.random.default_rng([config.seed, epoch]))
         loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
         metrics = validate()
         epochs_run = epoch
@@ -143,10 +178,9 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
 
     with run.writing_folder(EXPORTED_MODEL_DIR) as folder:
         module = _ServingModule(model, splits.max_length)
-        tf.saved_model.save(
-            module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures={"user_embedding": module.user_embedding}
-        )
-        np.save(folder / ARTIFACT_FILES[ITEM_EMBEDDINGS], encoder.item_vectors().numpy()[: splits.n_items + 1])
+        tf.saved_model.save(module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures=module.signatures())
+        item_vectors = tf.cast(encoder.item_vectors(), tf.float32).numpy()[: splits.n_items + 1]
+        np.save(folder / ARTIFACT_FILES[ITEM_EMBEDDINGS], item_vectors)
         pq.write_table(run.read_parquet(VOCAB_FILE).select(["index", "item_id"]), folder / ARTIFACT_FILES[ITEM_VOCAB])
         meta = {
             "max_length": splits.max_length,

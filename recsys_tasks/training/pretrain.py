@@ -15,11 +15,19 @@ import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.models.config import EncoderConfig, ModelSize
-from recsys_tasks.models.encoder import SequenceEncoder
+from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.pretraining import PretrainingModel
 from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits, cloze_inputs, contrastive_views, left_pad
+from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+from recsys_tasks.training.datasets import (
+    LeaveOneOutSplits,
+    cloze_inputs,
+    contrastive_views,
+    item_attribute_table,
+    left_pad,
+    length_bucketed_batches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +41,19 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_size: ModelSize = Field("small", description="Encoder size preset (see models.config.MODEL_SIZES).")
-    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate of the encoder.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout rate of the encoder.")
+    use_attributes: bool = Field(True, description="Fuse item-attribute embeddings into the item vectors.")
     epochs: int = Field(10, ge=0, description="Pre-training epochs; 0 keeps the random initialisation.")
     batch_size: int = Field(128, ge=2, description="View pairs per batch (the contrastive negatives).")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     mask_probability: float = Field(0.2, gt=0, lt=1, description="Share of history positions hidden for Cloze.")
     cloze_weight: float = Field(1.0, ge=0, description="Weight of the masked-item loss.")
+    attribute_weight: float = Field(0.2, ge=0, description="Weight of masked attribute prediction (needs attributes).")
+    autoregressive_weight: float = Field(1.0, ge=0, description="Weight of next-item prediction on augmented views.")
     contrastive_weight: float = Field(0.1, ge=0, description="Weight of the contrastive loss.")
     temperature: float = Field(0.2, gt=0, description="Softmax temperature of the contrastive loss.")
     seed: int = Field(0, description="Seed of initialisation, masking and shuffling.")
+    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
 
 class PretrainSummary(BaseModel):
@@ -55,18 +67,30 @@ class PretrainSummary(BaseModel):
 
 def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = None) -> PretrainSummary:
     tf.keras.utils.set_random_seed(config.seed)
+    jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
+    attributes, n_attributes = item_attribute_table(run, splits.n_items)
+    if not config.use_attributes:
+        attributes, n_attributes = attributes[:, :0], 0
     encoder_config = EncoderConfig.of_size(
-        config.model_size, n_items=splits.n_items, max_length=splits.max_length, dropout=config.dropout
+        config.model_size,
+        n_items=splits.n_items,
+        max_length=splits.max_length,
+        dropout=config.dropout,
+        n_attributes=n_attributes,
+        max_attributes=attributes.shape[1],
     )
     encoder = SequenceEncoder(encoder_config)
+    encoder.set_item_attributes(attributes)
     model = PretrainingModel(
         encoder,
         cloze_weight=config.cloze_weight,
         contrastive_weight=config.contrastive_weight,
+        attribute_weight=config.attribute_weight,
+        autoregressive_weight=config.autoregressive_weight,
         temperature=config.temperature,
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
     if tracker:
         tracker.log_params(encoder_config.model_dump(), prefix="encoder")
         tracker.log_params(config.model_dump(), prefix="pretrain")
@@ -88,26 +112,27 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         masked, labels = cloze_inputs(
             histories, config.mask_probability, splits.mask_index, np.random.default_rng([config.seed, current])
         )
-        dataset = (
-            tf.data.Dataset.from_tensor_slices({"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b})
-            .shuffle(len(masked), seed=config.seed + current)
-            .batch(config.batch_size, drop_remainder=len(masked) >= config.batch_size)
+        dataset = length_bucketed_batches(
+            {"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b},
+            config.batch_size,
+            np.random.default_rng([config.seed, current, 1]),
         )
         history = model.fit(dataset, epochs=1, verbose=0)
         losses = {
-            "pretrain_loss": history.history["loss"][-1],
-            "pretrain_cloze_loss": history.history["cloze_loss"][-1],
-            "pretrain_contrastive_loss": history.history["contrastive_loss"][-1],
+            f"pretrain_{name}": values[-1]
+            for name, values in history.history.items()
+            # "total_loss" repeats "loss"; an objective with weight 0 never runs and stays at 0.
+            if name == "loss" or (name != "total_loss" and values[-1] > 0)
         }
         epoch.assign(current + 1)
         manager.save(checkpoint_number=current + 1)
         if tracker:
             tracker.log_metrics(losses, step=current + 1)
         log.info(
-            "pretrain epoch %d/%d  loss %.4f  cloze %.4f  contrastive %.4f",
+            "pretrain epoch %d/%d  %s",
             current + 1,
             config.epochs,
-            *losses.values(),
+            "  ".join(f"{name.removeprefix('pretrain_')} {value:.4f}" for name, value in losses.items()),
         )
 
     with run.writing_folder(PRETRAINED_ENCODER_DIR) as folder:
@@ -119,6 +144,6 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         epochs=config.epochs,
         resumed_from_epoch=resumed_from,
         losses=losses,
-        parameters=int(sum(np.prod(v.shape) for v in encoder.weights)),
+        parameters=count_parameters(encoder.weights),
         seconds=round(time.perf_counter() - started, 2),
     )

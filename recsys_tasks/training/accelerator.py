@@ -1,0 +1,34 @@
+"""Mixed precision and XLA: switched on by configuration, by default only where a GPU is visible.
+
+On CPU both usually cost more than they save (float16 matmuls are emulated; XLA recompiles for
+every new ragged batch shape), so the defaults leave them off there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+
+class AcceleratorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mixed_precision: bool | None = Field(
+        None, description="float16 compute with float32 weights; null = on with a GPU."
+    )
+    xla: bool | None = Field(None, description="Compile the train step with XLA; null = on with a GPU.")
+
+
+def configure_accelerator(config: AcceleratorConfig) -> bool:
+    """Set the global Keras precision policy; return whether to jit-compile the train step."""
+    import tensorflow as tf  # here, not at import: Params (parsed by Airflow) include this config
+
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    mixed = has_gpu if config.mixed_precision is None else config.mixed_precision
+    xla = has_gpu if config.xla is None else config.xla
+    tf.keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    log.info("accelerator: %s, mixed precision %s, XLA %s", "GPU" if has_gpu else "CPU", mixed, xla)
+    return xla
