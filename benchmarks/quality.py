@@ -9,8 +9,9 @@ multi-task retrieval + ranking). With ``--ablations`` also pre-training with few
 without attribute fusion. On ml-100k, protocol 2 (the TFRS tutorials' random 80/20 split,
 top-K accuracy and rating RMSE) as well.
 
-Every model uses the package's default hyper-parameters; only the epoch budget is set here, the
-same for every data set. Fine-tuning stops on the validation split; each test number is read once.
+Every model uses the package's default hyper-parameters. The budget is set here in optimizer steps,
+the same for every data set (an epoch of MovieLens-100K is 10 steps, of Amazon Beauty 90), and
+turned into epochs per data set. Fine-tuning stops on the validation split; each test number is read once.
 Writes benchmarks/results/<dataset>.json and .md, and the README's table for the data set.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -51,7 +53,8 @@ PUBLISHED = {
 }
 TUTORIAL_PROTOCOL_2 = {"TFRS basic retrieval tutorial": {"top_100": 0.23}, "TFRS multitask tutorial": {"rmse": 1.11}}
 
-console = Console()
+# Piped into a log file, rich would wrap the tables at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Bench:
@@ -122,11 +125,39 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
     }
 
 
-def _protocol_1(bench: Bench, pretrain_epochs: int, finetune_epochs: int, ablations: bool) -> dict[str, dict]:
-    from recsys_tasks.evaluation.baselines import popularity_scorer, tuned_ease
+def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps: int):
+    """(pre-training config, fine-tuning config) with the step budget turned into this data set's epochs."""
+    import math
+
     from recsys_tasks.training.datasets import LeaveOneOutSplits
     from recsys_tasks.training.finetune import FinetuneConfig
     from recsys_tasks.training.pretrain import PretrainConfig
+
+    pretrain, finetune = PretrainConfig(), FinetuneConfig()
+    view_pairs = run.read_json("augment/summary.json")["view_pairs"]
+    windows = len(LeaveOneOutSplits.load(run).next_item_pairs()["inputs"])
+    pretrain_epoch = math.ceil(view_pairs / pretrain.batch_size)
+    finetune_epoch = math.ceil(windows / finetune.batch_size)
+    epochs = {
+        "pretrain": math.ceil(pretrain_steps / pretrain_epoch),
+        "finetune": math.ceil(finetune_steps / finetune_epoch),
+        "patience": max(3, math.ceil(patience_steps / finetune_epoch)),
+    }
+    console.print(f"steps per epoch: pre-training {pretrain_epoch}, fine-tuning {finetune_epoch} → {epochs}")
+    return (
+        pretrain.model_copy(update={"epochs": epochs["pretrain"]}),
+        finetune.model_copy(update={"epochs": epochs["finetune"], "patience": epochs["patience"]}),
+    )
+
+
+def _save_partial(bench: Bench, rows: dict) -> None:
+    """Rows so far, so that an interrupted benchmark keeps what it measured."""
+    (Path(bench.settings.resolved_home) / "partial.json").write_text(json.dumps(rows, indent=2))
+
+
+def _protocol_1(bench: Bench, steps: tuple[int, int, int], ablations: bool) -> dict[str, dict]:
+    from recsys_tasks.evaluation.baselines import popularity_scorer, tuned_ease
+    from recsys_tasks.training.datasets import LeaveOneOutSplits
 
     bench.prepare("prepared")
     prepared = bench.run("prepared")
@@ -146,8 +177,7 @@ def _protocol_1(bench: Bench, pretrain_epochs: int, finetune_epochs: int, ablati
         "validation_ndcg_at_10_by_l2": validation,
     }
 
-    pretrain = PretrainConfig(epochs=pretrain_epochs)
-    finetune = FinetuneConfig(epochs=finetune_epochs, patience=5)
+    pretrain, finetune = _epoch_budget(prepared, *steps)
     variants = {
         "transformer from scratch (full)": (pretrain.model_copy(update={"epochs": 0}), finetune, None),
         "pre-trained + full": (pretrain, finetune, None),
@@ -189,14 +219,15 @@ def _protocol_1(bench: Bench, pretrain_epochs: int, finetune_epochs: int, ablati
             bench, run_ids[name], pretrain_config, finetune_config, run_ids[encoder_from] if encoder_from else None
         )
         _print_rows({name: rows[name]})
+        _save_partial(bench, rows)
     return rows
 
 
-def _protocol_2(bench: Bench, pretrain_epochs: int, finetune_epochs: int) -> dict[str, dict]:
+def _protocol_2(bench: Bench, steps: tuple[int, int, int]) -> dict[str, dict]:
     from recsys_tasks.evaluation.tfrs_protocol import evaluate_tfrs_protocol, popularity_top_k, split_ratings
     from recsys_tasks.pipeline import run_stage
-    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, FinetuneConfig, finetune
-    from recsys_tasks.training.pretrain import PretrainConfig, pretrain
+    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, finetune
+    from recsys_tasks.training.pretrain import pretrain
 
     console.rule("protocol 2: random 80/20 split of the ratings")
     bench.prepare("prepared")
@@ -206,8 +237,9 @@ def _protocol_2(bench: Bench, pretrain_epochs: int, finetune_epochs: int) -> dic
     settings = bench.settings.model_copy(update={"snapshots_uri": str(Path(bench.run("protocol-2").uri) / "snapshots")})
     for stage in ("validate", "augment"):
         run_stage(stage, bench.params, "protocol-2", settings)
-    pretrained = pretrain(run, PretrainConfig(epochs=pretrain_epochs))
-    tuned = finetune(run, FinetuneConfig(epochs=finetune_epochs, patience=5, ranking_weight=1.0))
+    pretrain_config, finetune_config = _epoch_budget(run, *steps)
+    pretrained = pretrain(run, pretrain_config)
+    tuned = finetune(run, finetune_config.model_copy(update={"ranking_weight": 1.0}))
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
         metrics = evaluate_tfrs_protocol(run, folder)
     return {
@@ -301,12 +333,25 @@ def _update_readme(dataset: str, markdown: str) -> None:
     README.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
 
 
+def _show_progress() -> None:
+    """Stage, epoch and EASE progress lines from the package's loggers, through rich."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_path=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    for noisy in ("tensorflow", "absl", "great_expectations", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(
     dataset: Annotated[str, typer.Option(help="amazon-beauty or ml-100k")] = "amazon-beauty",
     data_root: Annotated[Path, typer.Option(help="Folder holding the data sets")] = SHARED_DATA,
     work: Annotated[Path, typer.Option(help="Where the runs go")] = ROOT / ".adaptrec" / "bench",
-    pretrain_epochs: Annotated[int, typer.Option()] = 20,
-    finetune_epochs: Annotated[int, typer.Option()] = 50,
+    pretrain_steps: Annotated[int, typer.Option(help="Pre-training optimizer steps")] = 1_200,
+    finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 4_500,
+    patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 400,
     ablations: Annotated[
         bool, typer.Option(help="Also pre-train with fewer objectives, and without attributes")
     ] = False,
@@ -317,11 +362,14 @@ def main(
     data_path = data_root / source["data_path"]
     if not data_path.exists():
         raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
+    _show_progress()
     started = time.perf_counter()
     bench = Bench(work / dataset, {**source, "data_path": str(data_path)})
-    result = {"dataset": dataset, "protocol_1": _protocol_1(bench, pretrain_epochs, finetune_epochs, ablations)}
+    steps = (pretrain_steps, finetune_steps, patience_steps)
+    result = {"dataset": dataset, "steps": dict(zip(("pretrain", "finetune", "patience"), steps, strict=True))}
+    result["protocol_1"] = _protocol_1(bench, steps, ablations)
     if dataset == "ml-100k":
-        result["protocol_2"] = _protocol_2(bench, pretrain_epochs, finetune_epochs)
+        result["protocol_2"] = _protocol_2(bench, steps)
     from recsys_tasks.augmentation.augment import SUMMARY_FILE
 
     summary = bench.run("prepared").read_json(SUMMARY_FILE)

@@ -140,7 +140,14 @@ def test_pretrain_retried_after_its_last_epoch_republishes_the_same_encoder(
 
 
 @pytest.mark.parametrize(
-    "loss", ["pretrain_cloze_loss", "pretrain_attribute_loss", "pretrain_contrastive_loss", "pretrain_loss"]
+    "loss",
+    [
+        "pretrain_cloze_loss",
+        "pretrain_attribute_loss",
+        "pretrain_autoregressive_loss",
+        "pretrain_contrastive_loss",
+        "pretrain_loss",
+    ],
 )
 def test_pretraining_losses_fall(pretrained: Pretrained, loss: str) -> None:
     first_epoch, last_epoch = pretrained.first.losses[loss], pretrained.resumed.losses[loss]

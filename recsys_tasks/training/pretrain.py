@@ -44,7 +44,7 @@ class PretrainConfig(BaseModel):
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout rate of the encoder.")
     use_attributes: bool = Field(True, description="Fuse item-attribute embeddings into the item vectors.")
     epochs: int = Field(10, ge=0, description="Pre-training epochs; 0 keeps the random initialisation.")
-    batch_size: int = Field(128, ge=2, description="View pairs per batch (the contrastive negatives).")
+    batch_size: int = Field(256, ge=2, description="View pairs per batch (the contrastive negatives).")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     mask_probability: float = Field(0.2, gt=0, lt=1, description="Share of history positions hidden for Cloze.")
     cloze_weight: float = Field(1.0, ge=0, description="Weight of the masked-item loss.")
