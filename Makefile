@@ -73,8 +73,9 @@ test: install
 
 DATASET ?= amazon-beauty
 ABLATIONS ?=
+BENCH_ARGS ?=
 bench-quality: install
-	$(BIN)/python -m benchmarks.quality --dataset $(DATASET) $(if $(ABLATIONS),--ablations)
+	$(BIN)/python -m benchmarks.quality --dataset $(DATASET) $(if $(ABLATIONS),--ablations) $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -378,7 +378,7 @@ def main(
         "items": summary["items"],
         "seconds": round(time.perf_counter() - started, 1),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU",
-        "command": f"make bench-quality DATASET={dataset}" + (" ABLATIONS=1" if ablations else ""),
+        "command": " ".join([".venv/bin/python -m benchmarks.quality", *sys.argv[1:]]),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
