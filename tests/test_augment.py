@@ -190,7 +190,10 @@ def test_sequences_list_each_users_items_in_time_order(augmented: tuple[RunDir, 
     )
     expected = as_dict(chronological, "user_id", "item_id")
 
-    decoded = {user: [item_of_index[index] for index in items] for user, items in sequences.iter_rows()}
+    decoded = {
+        user: [item_of_index[index] for index in items]
+        for user, items in sequences.select("user_id", "items").iter_rows()
+    }
 
     assert decoded == expected
     assert summary.users == sequences.height == len(expected)

@@ -58,6 +58,8 @@ class ItemRepresentation(tf.keras.layers.Layer):
 
     def set_item_attributes(self, item_attributes: np.ndarray) -> None:
         """Load the item → attribute-id table ([vocabulary_size, max_attributes], ids 1-based, 0 pads)."""
+        if not self.uses_attributes:
+            return  # data without attributes: an item is its id embedding alone
         if not self.built:
             self(tf.zeros((1, 1), tf.int32))  # builds the weights inside this layer's name scope
         self.item_attributes.assign(item_attributes.astype(np.int32))
