@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
 README = ROOT / "README.md"
+RESULT_FILE = "bench_result.json"
 DATASETS = {
     "amazon-beauty": {"data_source": "sequence", "data_path": "amazon-beauty/Beauty.txt"},
     "ml-100k": {"data_source": "movielens-100k", "data_path": "ml-100k"},
@@ -102,8 +103,10 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
     from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, finetune
     from recsys_tasks.training.pretrain import pretrain
 
-    bench.fork("prepared", run_id, ("data", "augment"))
     run = bench.run(run_id)
+    if run.exists(RESULT_FILE):  # measured by an earlier, interrupted invocation: not trained again
+        return run.read_json(RESULT_FILE)
+    bench.fork("prepared", run_id, ("data", "augment"))
     if encoder_from is None:
         pretrained = pretrain(run, pretrain_config)
         pretrain_seconds = pretrained.seconds
@@ -113,7 +116,7 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
     tuned = finetune(run, finetune_config)
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
         metrics = _test_metrics(run, folder)
-    return {
+    result = {
         "test": metrics,
         "validation": tuned.validation,
         "trainable_parameters": tuned.trainable_parameters,
@@ -123,6 +126,8 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
         "finetune_epochs": tuned.epochs_run,
         "best_epoch": tuned.best_epoch,
     }
+    run.write_json(RESULT_FILE, result)
+    return result
 
 
 def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps: int):
