@@ -196,6 +196,14 @@ def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path
     np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
 
 
+def test_in_batch_retrieval_loss_trains_too(pretrained: Pretrained, untrained, tmp_path: Path) -> None:
+    _, baseline = untrained
+
+    _, summary = finetuned(pretrained, tmp_path, mode="full", epochs=3, loss="in_batch")
+
+    assert summary.validation["ndcg_at_10"] > baseline.validation["ndcg_at_10"]
+
+
 def test_lora_finetuning_trains_low_rank_factors_and_head_only(pretrained: Pretrained, tmp_path: Path) -> None:
     run, summary = finetuned(pretrained, tmp_path, mode="lora", epochs=2, lora_rank=2)
 
