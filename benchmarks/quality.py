@@ -70,19 +70,19 @@ class Bench:
 
         return run_dir(run_id, self.settings)
 
-    def prepare(self, run_id: str, params: dict | None = None) -> None:
+    def prepare(self, run_id: str) -> None:
         from recsys_tasks.pipeline import run_stage
 
         if self.run(run_id).exists("augment/summary.json"):
             return
         for stage in ("ingest", "validate", "augment"):
-            run_stage(stage, params or self.params, run_id, self.settings)
+            run_stage(stage, self.params, run_id, self.settings)
 
-    def fork(self, source: str, run_id: str, folders: tuple[str, ...] = ("data", "augment")) -> None:
-        """A fresh run holding copies of ``folders`` of ``source`` (and nothing it trained before)."""
+    def fork(self, source: str, run_id: str) -> None:
+        """A fresh run holding copies of the data and sequences of ``source`` (and nothing trained before)."""
         target = Path(self.run(run_id).uri)
         shutil.rmtree(target, ignore_errors=True)
-        for folder in folders:
+        for folder in ("data", "augment"):
             shutil.copytree(Path(self.run(source).uri) / folder, target / folder)
 
 
@@ -106,7 +106,7 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
     run = bench.run(run_id)
     if run.exists(RESULT_FILE):  # measured by an earlier, interrupted invocation: not trained again
         return run.read_json(RESULT_FILE)
-    bench.fork("prepared", run_id, ("data", "augment"))
+    bench.fork("prepared", run_id)
     if encoder_from is None:
         pretrained = pretrain(run, pretrain_config)
         pretrain_seconds = pretrained.seconds
