@@ -71,10 +71,14 @@ def evaluate_tfrs_protocol(run: RunDir, model_folder, batch_size: int = 512) -> 
     histories = left_pad(splits.sequences, splits.max_length)
     seen = left_pad(splits.sequences, max(len(s) for s in splits.sequences))
 
+    # One query per user, not per test rating: a user has about 20 test ratings on MovieLens-100K.
+    user_scores = np.concatenate(
+        [model.score_indices(histories[start : start + batch_size]) for start in range(0, len(histories), batch_size)]
+    )
     ranks = {"all": [], "unseen": []}
     for start in range(0, len(targets), batch_size):
         rows, batch_targets = user_rows[start : start + batch_size], targets[start : start + batch_size]
-        scores = model.score_indices(histories[rows]).astype(np.float64)
+        scores = user_scores[rows].astype(np.float64)
         scores[:, 0] = -np.inf
         for key, ranked in (("all", scores), ("unseen", exclude_seen(scores, seen[rows]))):
             # A movie unknown to the model (index 0) is ranked last: a miss at every K.
