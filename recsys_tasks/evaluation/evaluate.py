@@ -13,15 +13,18 @@ import logging
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.augmentation.augment import VOCAB_FILE
 from recsys_tasks.evaluation.baselines import popularity_scorer
-from recsys_tasks.evaluation.metrics import ScoreFunction, evaluate_scores
+from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, ScoreFunction, evaluate_scores
 from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.registry.tracking import RunTracker
-from recsys_tasks.serving.pyfunc_model import SequentialRecommender
+from recsys_tasks.serving.latency import latency_percentiles
+from recsys_tasks.serving.pyfunc_model import VARIANTS, SequentialRecommender
+from recsys_tasks.serving.quantize import variant_sizes
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import LeaveOneOutSplits
 from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "evaluate/report.json"
 PLOT_FILE = "evaluate/comparison.png"
-MODEL, POPULARITY, CHAMPION = "model", "popularity", "champion"
+MODEL, MODEL_INT8, POPULARITY, CHAMPION = "model", "model_int8", "popularity", "champion"
 
 
 class EvaluateConfig(BaseModel):
@@ -38,6 +41,16 @@ class EvaluateConfig(BaseModel):
 
     batch_size: int = Field(1024, ge=1, description="Users ranked per batch (bounds memory: batch × catalogue).")
     compare_with_champion: bool = Field(True, description="Also rank the current champion on this test split.")
+    latency_calls: int = Field(200, ge=1, description="Timed top-10 requests (batch 1) per serving variant.")
+
+
+class VariantReport(BaseModel):
+    """One serving variant of the new model: what it costs to ship and to call, and what it loses."""
+
+    size_bytes: int
+    ndcg_at_10: float
+    ndcg_change_vs_float32: float
+    latency_ms: dict[str, float]
 
 
 class EvaluationReport(BaseModel):
@@ -45,6 +58,7 @@ class EvaluationReport(BaseModel):
     champion_version: str | None
     users: int
     items: int
+    variants: dict[str, VariantReport] = {}
     report_uri: str = ""
     plot_uri: str = ""
 
@@ -72,6 +86,27 @@ def recommender_scorer(model: SequentialRecommender, item_ids: np.ndarray) -> Sc
         return np.where(known[None, :], own_scores[:, own_index], -np.inf)
 
     return score
+
+
+def _variant_reports(
+    candidates: dict[str, SequentialRecommender],
+    sizes: dict[str, int],
+    metrics: dict[str, dict[str, float]],
+    history: np.ndarray,
+    latency_calls: int,
+) -> dict[str, VariantReport]:
+    """Size, test NDCG@10 and top-10 latency (batch 1, through the pyfunc's predict) of each variant."""
+    request = pd.DataFrame({"history": [history.tolist()], "k": [10]})
+    ndcg = {"float32": metrics[MODEL][PRIMARY_METRIC], "int8": metrics[MODEL_INT8][PRIMARY_METRIC]}
+    return {
+        variant: VariantReport(
+            size_bytes=sizes[variant],
+            ndcg_at_10=ndcg[variant],
+            ndcg_change_vs_float32=ndcg[variant] - ndcg["float32"],
+            latency_ms=latency_percentiles(lambda model=model: model.predict(None, request), latency_calls),
+        )
+        for variant, model in candidates.items()
+    }
 
 
 def _plot(metrics: dict[str, dict[str, float]]):
@@ -110,8 +145,14 @@ def evaluate(
         return evaluate_scores(score, model_inputs, seen, targets, splits.n_items, config.batch_size)
 
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
-        candidate = SequentialRecommender.from_folder(folder)
-        metrics = {MODEL: rank(candidate.score_indices), POPULARITY: rank(popularity_scorer(splits))}
+        candidates = {variant: SequentialRecommender.from_folder(folder, variant) for variant in VARIANTS}
+        sizes = variant_sizes(folder)
+    metrics = {
+        MODEL: rank(candidates["float32"].score_indices),
+        MODEL_INT8: rank(candidates["int8"].score_indices),
+        POPULARITY: rank(popularity_scorer(splits)),
+    }
+    variants = _variant_reports(candidates, sizes, metrics, item_ids[seen[0][seen[0] > 0]], config.latency_calls)
 
     champion = version_with_alias(client, model_name) if config.compare_with_champion else None
     if champion is not None:
@@ -126,6 +167,7 @@ def evaluate(
         champion_version=str(champion.version) if champion else None,
         users=len(targets),
         items=splits.n_items,
+        variants=variants,
     )
     figure = _plot(metrics)
     png = io.BytesIO()
@@ -134,6 +176,13 @@ def evaluate(
     report.report_uri = run.write_json(REPORT_FILE, report.model_dump())
     if tracker:
         tracker.log_metrics({f"{name}_test_{k}": v for name, values in metrics.items() for k, v in values.items()})
+        tracker.log_metrics(
+            {
+                f"serving_{variant}_{key}": value
+                for variant, variant_report in variants.items()
+                for key, value in {"size_bytes": variant_report.size_bytes, **variant_report.latency_ms}.items()
+            }
+        )
         tracker.log_figure(figure, "evaluation/comparison.png")
         tracker.log_dict(report.model_dump(), "evaluation/report.json")
     return report

@@ -51,7 +51,8 @@ class SequenceEncoder(tf.keras.Model):
         ]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
-    def call(self, item_ids, causal: bool = True, training: bool = False):
+    def call(self, item_ids, causal: bool = True, training: bool = False, return_attention: bool = False):
+        """Hidden states [B, L, d]; with ``return_attention`` also the last block's weights [B, heads, L, L]."""
         length = tf.shape(item_ids)[1]
         # Positions count from the newest item (always max_length - 1), so a batch whose left padding
         # was trimmed to its longest history computes exactly what the full-width batch would.
@@ -66,8 +67,9 @@ class SequenceEncoder(tf.keras.Model):
         if causal:
             mask = tf.logical_and(mask, tf.cast(tf.linalg.band_part(tf.ones((length, length)), -1, 0), tf.bool))
         for block in self.blocks:
-            hidden = block(hidden, attention_mask=mask, training=training)
-        return self.final_norm(hidden)
+            hidden, attention = block(hidden, attention_mask=mask, training=training, return_attention=True)
+        hidden = self.final_norm(hidden)
+        return (hidden, attention) if return_attention else hidden
 
     def set_item_attributes(self, item_attributes: np.ndarray) -> None:
         self.items.set_item_attributes(item_attributes)

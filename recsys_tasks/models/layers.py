@@ -64,18 +64,24 @@ class ItemRepresentation(tf.keras.layers.Layer):
             self(tf.zeros((1, 1), tf.int32))  # builds the weights inside this layer's name scope
         self.item_attributes.assign(item_attributes.astype(np.int32))
 
+    def _fuse(self, id_vectors: tf.Tensor, attribute_ids: tf.Tensor) -> tf.Tensor:
+        """id vectors [..., width] + the mean embedding of their attribute ids [..., max_attributes]."""
+        if not self.uses_attributes:
+            return id_vectors
+        attributes = tf.gather(self.attribute_embedding.embeddings, attribute_ids)
+        present = tf.cast(tf.not_equal(attribute_ids, PAD_INDEX), id_vectors.dtype)[..., tf.newaxis]
+        return id_vectors + tf.reduce_sum(attributes * present, axis=-2) / tf.maximum(
+            tf.reduce_sum(present, axis=-2), 1.0
+        )
+
     def all_items(self) -> tf.Tensor:
         """The vector of every index [vocabulary_size, width]."""
-        vectors = self.id_embedding.embeddings
-        if self.uses_attributes:
-            attributes = tf.gather(self.attribute_embedding.embeddings, self.item_attributes)
-            present = tf.cast(tf.not_equal(self.item_attributes, PAD_INDEX), vectors.dtype)[..., tf.newaxis]
-            mean = tf.reduce_sum(attributes * present, axis=1) / tf.maximum(tf.reduce_sum(present, axis=1), 1.0)
-            vectors = vectors + mean
-        return vectors
+        return self._fuse(self.id_embedding.embeddings, self.item_attributes if self.uses_attributes else None)
 
     def call(self, item_ids):
-        return tf.gather(self.all_items(), item_ids)
+        # Only the requested items are fused: serving a 50-item history must not touch the whole catalogue.
+        attribute_ids = tf.gather(self.item_attributes, item_ids) if self.uses_attributes else None
+        return self._fuse(tf.gather(self.id_embedding.embeddings, item_ids), attribute_ids)
 
     def get_config(self):
         return {
@@ -131,7 +137,8 @@ class SelfAttention(tf.keras.layers.Layer):
         heads = tf.reshape(tensor, [batch, length, self.n_heads, self.d_model // self.n_heads])
         return tf.transpose(heads, [0, 2, 1, 3])  # [B, heads, L, head width]
 
-    def call(self, inputs, attention_mask, training=False):
+    def call(self, inputs, attention_mask, training=False, return_attention=False):
+        """Attended values [B, L, d]; with ``return_attention`` also the weights [B, heads, L, L]."""
         query, key, value = (self._split_heads(projection(inputs)) for projection in (self.query, self.key, self.value))
         scores = tf.matmul(query, key, transpose_b=True) / tf.math.sqrt(
             tf.cast(self.d_model // self.n_heads, query.dtype)
@@ -139,10 +146,12 @@ class SelfAttention(tf.keras.layers.Layer):
         # attention_mask [B, L, L]: False where a query must not see a key. A row with no visible key
         # (a padding position) gets uniform weights over masked keys; its output is never read.
         scores = tf.where(attention_mask[:, tf.newaxis], scores, scores.dtype.min)
-        weights = self.attention_dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        probabilities = tf.nn.softmax(scores, axis=-1)
+        weights = self.attention_dropout(probabilities, training=training)
         attended = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
         batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
-        return self.output_projection(tf.reshape(attended, [batch, length, self.d_model]))
+        outputs = self.output_projection(tf.reshape(attended, [batch, length, self.d_model]))
+        return (outputs, probabilities) if return_attention else outputs
 
     def base_layers(self) -> list[tf.keras.layers.Layer]:
         return [projection.base for projection in (self.query, self.key, self.value, self.output_projection)]
@@ -214,15 +223,18 @@ class TransformerBlock(tf.keras.layers.Layer):
             else []
         )
 
-    def call(self, inputs, attention_mask, training=False):
-        attended = self.attention(self.attention_norm(inputs), attention_mask, training=training)
+    def call(self, inputs, attention_mask, training=False, return_attention=False):
+        attended, attention = self.attention(
+            self.attention_norm(inputs), attention_mask, training=training, return_attention=True
+        )
         if self.adapters:
             attended = self.adapters[0](attended)
         hidden = inputs + self.dropout(attended, training=training)
         transformed = self.ffn_out(self.ffn_in(self.ffn_norm(hidden)))
         if self.adapters:
             transformed = self.adapters[1](transformed)
-        return hidden + self.dropout(transformed, training=training)
+        outputs = hidden + self.dropout(transformed, training=training)
+        return (outputs, attention) if return_attention else outputs
 
     def backbone_layers(self) -> list[tf.keras.layers.Layer]:
         """The pre-trained weights; adapters and LoRA factors are not among them."""

@@ -112,9 +112,19 @@ class NextItemRetrievalModel(tfrs.models.Model):
         """One query vector per history: the encoder's output at the newest position."""
         return self.head(self.encoder(histories, causal=True, training=training)[:, -1])
 
+    def query_vectors_with_attention(self, histories):
+        """Query vectors [B, d] and how much the newest position attends to each history position [B, L].
+
+        The attention is the last block's, averaged over heads: the weights that mixed the history
+        into the query, which is what "because you viewed X" explanations read.
+        """
+        hidden, attention = self.encoder(histories, causal=True, training=False, return_attention=True)
+        return self.head(hidden[:, -1]), tf.reduce_mean(attention[:, :, -1, :], axis=1)
+
     def predict_ratings(self, histories, items):
         """The ranking head's score of ``items`` [B] after ``histories`` [B, L] (a rating, or a click logit)."""
-        return self.ranking_head(self.query_vectors(histories), tf.gather(self.encoder.item_vectors(), items))
+        item_vectors = tf.cast(self.encoder.items(items), self.encoder.compute_dtype)
+        return self.ranking_head(self.query_vectors(histories), item_vectors)
 
     def compute_loss(self, features, training=False):
         targets = features["targets"]

@@ -28,12 +28,24 @@ from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 log = logging.getLogger(__name__)
 
 # What a consumer needs to load the pyfunc, pinned to what trained it.
-_SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "numpy", "pandas", "pyarrow")
+_SERVING_REQUIREMENTS = ("mlflow", "tensorflow", "ai-edge-litert", "numpy", "pandas", "pyarrow")
 _MODEL_ARTIFACT = "model"
-# Declared, not inferred: `k` is optional (the model's default is 10) and ids are 64-bit integers.
+# Declared, not inferred: `k` and `exclude` are optional (the model's default k is 10) and ids are 64-bit integers.
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec(Array(DataType.long), "history"), ColSpec(DataType.long, "k", required=False)]),
-    outputs=Schema([ColSpec(Array(DataType.long), "item_ids"), ColSpec(Array(DataType.double), "scores")]),
+    inputs=Schema(
+        [
+            ColSpec(Array(DataType.long), "history"),
+            ColSpec(DataType.long, "k", required=False),
+            ColSpec(Array(DataType.long), "exclude", required=False),
+        ]
+    ),
+    outputs=Schema(
+        [
+            ColSpec(Array(DataType.long), "item_ids"),
+            ColSpec(Array(DataType.double), "scores"),
+            ColSpec(Array(DataType.long), "because"),
+        ]
+    ),
 )
 
 
@@ -79,7 +91,7 @@ def register(
         artifacts = {key: str(folder / name) for key, name in ARTIFACT_FILES.items()}
         meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
         known_items = pd.read_parquet(folder / ARTIFACT_FILES[ITEM_VOCAB], columns=["item_id"])["item_id"]
-        example = pd.DataFrame({"history": [known_items[:3].tolist()], "k": [10]})
+        example = pd.DataFrame({"history": [known_items[:3].tolist()], "k": [10], "exclude": [known_items[3:4].tolist()]})
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name=_MODEL_ARTIFACT,

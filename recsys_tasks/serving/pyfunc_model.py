@@ -1,16 +1,24 @@
 """The registered model, as MLflow "models from code": this file is logged with the model.
 
-It is self-contained on purpose: it imports only numpy, pandas, TensorFlow and MLflow, never
+It is self-contained on purpose: it imports only numpy, pandas, MLflow and TensorFlow (or LiteRT), never
 ``recsys_tasks``, and loads a TF SavedModel plus plain arrays; no Python object of the training
 process is pickled. A consumer needs only the pinned requirements logged with the model.
 
-Input: a DataFrame with ``history`` (list of item ids, oldest first) and optionally ``k``.
-Output: per row, ``item_ids`` (k ids, best first, none from the history) and their ``scores``.
+Input: a DataFrame with ``history`` (list of item ids, oldest first), optionally ``k`` and
+``exclude`` (item ids never to recommend, besides the history).
+Output: per row, ``item_ids`` (k ids, best first), their ``scores``, and ``because``: for each
+recommended item, the history item that contributed most to it (the newest position's attention
+to that history item, times how close the two items are), so a page can say "because you viewed X".
+
+Two variants ship in every version, chosen at load time with
+``mlflow.pyfunc.load_model(uri, model_config={"variant": "int8"})``: ``float32`` (the default)
+and ``int8``, a TFLite encoder with int8 weights plus an int8 item table with one scale per item.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import mlflow
 import numpy as np
@@ -20,36 +28,73 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 DEFAULT_K = 10
 SAVED_MODEL, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META = "saved_model", "item_embeddings", "item_vocab", "model_meta"
+INT8_ENCODER, INT8_ITEM_EMBEDDINGS = "int8_encoder", "int8_item_embeddings"
 ARTIFACT_FILES = {
     SAVED_MODEL: "saved_model",
     ITEM_EMBEDDINGS: "item_embeddings.npy",
     ITEM_VOCAB: "item_vocab.parquet",
     MODEL_META: "model_meta.json",
+    INT8_ENCODER: "user_embedding_int8.tflite",
+    INT8_ITEM_EMBEDDINGS: "item_embeddings_int8.npz",
 }
+# The SavedModel's serving signature and its outputs.
+USER_EMBEDDING_SIGNATURE = "user_embedding"
+USER_EMBEDDING_OUTPUT, HISTORY_ATTENTION_OUTPUT = "user_embedding", "history_attention"
+VARIANTS = ("float32", "int8")
+
+
+def _refuse(message: str) -> MlflowException:
+    return MlflowException(message, INVALID_PARAMETER_VALUE)
 
 
 class SequentialRecommender(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        self.load_artifacts(context.artifacts)
+        variant = (context.model_config or {}).get("variant", VARIANTS[0])
+        self.load_artifacts(context.artifacts, variant)
 
     @classmethod
-    def from_folder(cls, folder) -> SequentialRecommender:
+    def from_folder(cls, folder, variant: str = VARIANTS[0]) -> SequentialRecommender:
         """Load an exported model folder directly (what the evaluate stage scores)."""
         model = cls()
-        model.load_artifacts({key: f"{folder}/{name}" for key, name in ARTIFACT_FILES.items()})
+        model.load_artifacts({key: f"{folder}/{name}" for key, name in ARTIFACT_FILES.items()}, variant)
         return model
 
-    def load_artifacts(self, artifacts: dict[str, str]) -> None:
-        import tensorflow as tf
+    def load_artifacts(self, artifacts: dict[str, str], variant: str = VARIANTS[0]) -> None:
+        if variant not in VARIANTS:
+            raise _refuse(f"unknown model variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        self.variant = variant
+        if variant == "int8":
+            self._load_int8(artifacts)
+        else:
+            import tensorflow as tf
 
-        self._user_embedding = tf.saved_model.load(artifacts[SAVED_MODEL]).signatures["user_embedding"]
-        self.item_vectors = np.load(artifacts[ITEM_EMBEDDINGS])
+            self._user_embedding = tf.saved_model.load(artifacts[SAVED_MODEL]).signatures[USER_EMBEDDING_SIGNATURE]
+            self.item_vectors = np.load(artifacts[ITEM_EMBEDDINGS])
         vocabulary = pd.read_parquet(artifacts[ITEM_VOCAB], columns=["index", "item_id"])
         self.item_ids = np.zeros(len(self.item_vectors), dtype=np.int64)
         self.item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
         self.index_of = dict(zip(vocabulary["item_id"].tolist(), vocabulary["index"].tolist()))
         with open(artifacts[MODEL_META]) as fh:
             self.max_length = int(json.load(fh)["max_length"])
+        norms = np.linalg.norm(self.item_vectors, axis=1, keepdims=True)
+        self._unit_item_vectors = self.item_vectors / np.maximum(norms, 1e-12)
+
+    def _load_int8(self, artifacts: dict[str, str]) -> None:
+        # LiteRT, TensorFlow Lite's successor: the int8 variant serves without TensorFlow at all.
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=artifacts[INT8_ENCODER], num_threads=1)
+        runner = interpreter.get_signature_runner(USER_EMBEDDING_SIGNATURE)
+        lock = threading.Lock()  # a TFLite interpreter serves one call at a time
+
+        def user_embedding(history):
+            with lock:
+                return runner(history=np.asarray(history, dtype=np.int32))
+
+        self._user_embedding = user_embedding
+        with np.load(artifacts[INT8_ITEM_EMBEDDINGS]) as table:
+            # Stored as int8 (a quarter of the size); scored in float32, which NumPy multiplies fastest.
+            self.item_vectors = table["values"].astype(np.float32) * table["scales"][:, None]
 
     @property
     def n_items(self) -> int:
@@ -67,41 +112,64 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
                 padded[row, -len(tail) :] = tail
         return padded
 
+    def encode(self, padded_histories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """User vectors [B, d] and the newest position's attention over each history position [B, max_length]."""
+        outputs = self._user_embedding(history=padded_histories)
+        return np.asarray(outputs[USER_EMBEDDING_OUTPUT]), np.asarray(outputs[HISTORY_ATTENTION_OUTPUT])
+
     def score_indices(self, padded_histories: np.ndarray) -> np.ndarray:
         """Scores [B, n_items + 1] of every item index for padded index histories [B, max_length]."""
-        import tensorflow as tf
+        return self.encode(padded_histories)[0] @ self.item_vectors.T
 
-        outputs = self._user_embedding(history=tf.constant(padded_histories, tf.int32))
-        users = next(iter(outputs.values())).numpy()
-        return users @ self.item_vectors.T
+    def because(self, padded_history: np.ndarray, attention: np.ndarray, recommended: np.ndarray) -> np.ndarray:
+        """For each recommended index, the history index that contributed most to it.
+
+        Contribution = attention of the newest position to the history item × the cosine of the
+        two items, floored at 0; an item close to nothing in the history falls back to the most
+        attended history item.
+        """
+        present = padded_history != 0
+        history, weights = padded_history[present], attention[present]
+        closeness = self._unit_item_vectors[recommended] @ self._unit_item_vectors[history].T  # [k, history]
+        contribution = weights[None, :] * np.maximum(closeness, 0.0)
+        best = np.where(contribution.max(axis=1) > 0, contribution.argmax(axis=1), weights.argmax())
+        return history[best]
+
+    def _parse_rows(self, frame: pd.DataFrame, default_k: int) -> list[tuple[list[int], list[int], int]]:
+        """(history indices, excluded indices, k) per row, refusing a row the model cannot answer."""
+        ks = frame["k"].fillna(default_k).astype(int).tolist() if "k" in frame else [default_k] * len(frame)
+        exclusions = frame["exclude"].tolist() if "exclude" in frame else [None] * len(frame)
+        rows = []
+        for row, (history, k, exclude) in enumerate(zip(frame["history"], ks, exclusions)):
+            indices = self.to_indices([int(item) for item in history])
+            if not indices:
+                raise _refuse(f"row {row}: history has no item this model knows")
+            excluded = self.to_indices([int(item) for item in exclude]) if exclude is not None else []
+            available = self.n_items - len(set(indices) | set(excluded))
+            if not 1 <= k <= available:
+                raise _refuse(f"row {row}: k={k} is outside 1..{available}")
+            rows.append((indices, excluded, k))
+        return rows
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "history" not in frame:
-            raise MlflowException("input needs a 'history' column of item id lists", INVALID_PARAMETER_VALUE)
-        default_k = int((params or {}).get("k", DEFAULT_K))
-        ks = frame["k"].fillna(default_k).astype(int).tolist() if "k" in frame else [default_k] * len(frame)
-        histories = []
-        for row, (history, k) in enumerate(zip(frame["history"], ks)):
-            indices = self.to_indices([int(item) for item in history])
-            if not indices:
-                raise MlflowException(f"row {row}: history has no item this model knows", INVALID_PARAMETER_VALUE)
-            if not 1 <= k <= self.n_items - len(set(indices)):
-                raise MlflowException(
-                    f"row {row}: k={k} is outside 1..{self.n_items - len(set(indices))}", INVALID_PARAMETER_VALUE
-                )
-            histories.append(indices)
-
-        scores = self.score_indices(self.pad(histories)).astype(np.float64)
+            raise _refuse("input needs a 'history' column of item id lists")
+        rows = self._parse_rows(frame, int((params or {}).get("k", DEFAULT_K)))
+        padded = self.pad([history for history, _, _ in rows])
+        users, attention = self.encode(padded)
+        scores = (users @ self.item_vectors.T).astype(np.float64)
         scores[:, 0] = -np.inf
-        recommended_ids, recommended_scores = [], []
-        for row, (history, k) in enumerate(zip(histories, ks)):
+        recommended_ids, recommended_scores, because_ids = [], [], []
+        for row, (history, excluded, k) in enumerate(rows):
             scores[row, history] = -np.inf
+            scores[row, excluded] = -np.inf
             best = np.argpartition(-scores[row], k - 1)[:k]
             best = best[np.argsort(-scores[row, best], kind="stable")]
             recommended_ids.append(self.item_ids[best].tolist())
             recommended_scores.append(scores[row, best].tolist())
-        return pd.DataFrame({"item_ids": recommended_ids, "scores": recommended_scores})
+            because_ids.append(self.item_ids[self.because(padded[row], attention[row], best)].tolist())
+        return pd.DataFrame({"item_ids": recommended_ids, "scores": recommended_scores, "because": because_ids})
 
 
 mlflow.models.set_model(SequentialRecommender())

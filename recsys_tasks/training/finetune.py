@@ -32,7 +32,16 @@ from recsys_tasks.models.config import EncoderConfig, FinetuneMode
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
 from recsys_tasks.registry.tracking import RunTracker
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META, SAVED_MODEL
+from recsys_tasks.serving.pyfunc_model import (
+    ARTIFACT_FILES,
+    HISTORY_ATTENTION_OUTPUT,
+    ITEM_EMBEDDINGS,
+    ITEM_VOCAB,
+    MODEL_META,
+    SAVED_MODEL,
+    USER_EMBEDDING_OUTPUT,
+)
+from recsys_tasks.serving.quantize import export_int8
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
 from recsys_tasks.training.datasets import LeaveOneOutSplits, length_bucketed_batches
@@ -71,16 +80,21 @@ class FinetuneSummary(BaseModel):
 
 
 class _ServingModule(tf.Module):
-    """What the SavedModel exposes: item-index histories → query vectors."""
+    """What the SavedModel exposes: item-index histories → query vectors and their attention over the history."""
 
     def __init__(self, model: NextItemRetrievalModel, max_length: int):
         super().__init__()
         self.model = model
         history = tf.TensorSpec([None, max_length], tf.int32, name="history")
-        self.user_embedding = tf.function(
-            lambda history: tf.cast(model.query_vectors(history, training=False), tf.float32),
-            input_signature=[history],
-        )
+
+        def user_embedding(history):
+            queries, attention = model.query_vectors_with_attention(history)
+            return {
+                USER_EMBEDDING_OUTPUT: tf.cast(queries, tf.float32),
+                HISTORY_ATTENTION_OUTPUT: tf.cast(attention, tf.float32),
+            }
+
+        self.user_embedding = tf.function(user_embedding, input_signature=[history])
         if model.ranking_weight:
             self.rating = tf.function(
                 model.predict_ratings, input_signature=[history, tf.TensorSpec([None], tf.int32, name="item")]
@@ -181,6 +195,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
         tf.saved_model.save(module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures=module.signatures())
         item_vectors = tf.cast(encoder.item_vectors(), tf.float32).numpy()[: splits.n_items + 1]
         np.save(folder / ARTIFACT_FILES[ITEM_EMBEDDINGS], item_vectors)
+        export_int8(folder)
         pq.write_table(run.read_parquet(VOCAB_FILE).select(["index", "item_id"]), folder / ARTIFACT_FILES[ITEM_VOCAB])
         meta = {
             "max_length": splits.max_length,
