@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -27,6 +27,13 @@ from recsys_tasks.models.config import FinetuneMode, ModelSize
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig
+
+if TYPE_CHECKING:  # heavy modules: imported by the stage runners only
+    from mlflow.tracking import MlflowClient
+
+    from recsys_tasks.evaluation.evaluate import EvaluationReport
+    from recsys_tasks.registry.promote import GateDecision
+    from recsys_tasks.registry.register import Registration
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +252,38 @@ def _register(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     report = EvaluationReport(**run.read_json(REPORT_FILE))
     registration = register(run, tracker.client, settings.model_name, tracker.run_id, run_id, report)
     run.write_json(REGISTRATION_FILE, registration.model_dump())
+    _publish_model_card(params, run, tracker.client, run_id, registration, report, decision=None)
     return registration.model_dump()
+
+
+def _publish_model_card(
+    params: PipelineParams,
+    run: RunDir,
+    client: MlflowClient,
+    run_id: str,
+    registration: Registration,
+    report: EvaluationReport,
+    decision: GateDecision | None,
+) -> None:
+    """The version's model card, from what this run's stages wrote."""
+    from recsys_tasks.augmentation.augment import SUMMARY_FILE as AUGMENT_SUMMARY_FILE
+    from recsys_tasks.data.schema import INTERACTIONS_FILE
+    from recsys_tasks.registry.model_card import build_model_card, publish_model_card
+    from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, MODEL_META
+    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
+
+    validation, augmented = run.read_json(VALIDATION_SUMMARY_FILE), run.read_json(AUGMENT_SUMMARY_FILE)
+    data = {
+        "data set": params.dataset_key(),
+        "snapshot": run.uri_of(INTERACTIONS_FILE),
+        "users × items after cleaning": f"{augmented['users']:,} × {augmented['items']:,}",
+        "expectations": f"{validation['evaluated']} evaluated, "
+        + ("all passed" if validation["success"] else f"{len(validation['failed'])} failed"),
+        "drift": validation["drift_baseline"],
+    }
+    model_meta = run.read_json(f"{EXPORTED_MODEL_DIR}/{ARTIFACT_FILES[MODEL_META]}")
+    card = build_model_card(registration, run_id, model_meta, data, report, decision)
+    publish_model_card(client, card, registration.mlflow_run_id)
 
 
 def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
@@ -259,13 +297,13 @@ def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: st
         min_lift_over_popularity=params.min_lift_over_popularity,
         max_regression_vs_champion=params.max_regression_vs_champion,
     )
-    decision = promote(
-        run,
+    client, registration, report = (
         connect(settings),
         Registration(**run.read_json(REGISTRATION_FILE)),
         EvaluationReport(**run.read_json(REPORT_FILE)),
-        gate,
     )
+    decision = promote(run, client, registration, report, gate)
+    _publish_model_card(params, run, client, run_id, registration, report, decision)
     return decision.model_dump()
 
 

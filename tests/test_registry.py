@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import mlflow
 import pytest
 
 from recsys_tasks import constants
@@ -11,6 +12,7 @@ from recsys_tasks.errors import RegistryError
 from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
 from recsys_tasks.pipeline import REGISTRATION_FILE, run_dir, run_stage
 from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.registry.model_card import TAG_MODEL_CARD
 from recsys_tasks.registry.promote import DECISION_FILE, GateConfig, gate_checks, promote
 from recsys_tasks.registry.register import Registration, register
 from recsys_tasks.registry.tracking import RunTracker, connect
@@ -105,3 +107,17 @@ def test_an_unreachable_tracking_server_is_one_clear_line(tmp_path):
     with pytest.raises(RegistryError, match=rf"127.0.0.1:{port} cannot be reached") as raised:
         connect(settings)
     assert "\n" not in str(raised.value)
+
+
+def test_every_version_carries_a_model_card_with_the_gate_decision(trained_run):
+    settings = trained_run
+    run_stage("promote", TINY, RUN_ID, settings)  # a retried promote task republishes the same card
+    client = connect(settings)
+    version = client.get_model_version(settings.model_name, "1")
+    card = mlflow.artifacts.load_text(version.tags[TAG_MODEL_CARD])
+
+    assert card.startswith(f"# {settings.model_name} version 1")
+    assert "**passed**" in card and "lift_over_popularity" in card
+    report = EvaluationReport(**run_dir(RUN_ID, settings).read_json(REPORT_FILE))
+    assert f"{report.metrics['model']['ndcg_at_10']:.4f}" in card
+    assert "| int8 |" in card and "synthetic-tiny-seed0" in card

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from recsys_tasks.constants import CHALLENGER_ALIAS, TAG_AIRFLOW_RUN_ID
 from recsys_tasks.evaluation.evaluate import MODEL, EvaluationReport
 from recsys_tasks.serving import pyfunc_model
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META
+from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, VARIANTS
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 
@@ -91,7 +91,9 @@ def register(
         artifacts = {key: str(folder / name) for key, name in ARTIFACT_FILES.items()}
         meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
         known_items = pd.read_parquet(folder / ARTIFACT_FILES[ITEM_VOCAB], columns=["item_id"])["item_id"]
-        example = pd.DataFrame({"history": [known_items[:3].tolist()], "k": [10], "exclude": [known_items[3:4].tolist()]})
+        example = pd.DataFrame(
+            {"history": [known_items[:3].tolist()], "k": [10], "exclude": [known_items[3:4].tolist()]}
+        )
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name=_MODEL_ARTIFACT,
@@ -99,6 +101,8 @@ def register(
                 artifacts=artifacts,
                 signature=SIGNATURE,
                 input_example=example,
+                # Declared so that consumers may pick {"variant": "int8"} at load time.
+                model_config={"variant": VARIANTS[0]},
                 pip_requirements=_requirements(),
             )
     version = mlflow.register_model(

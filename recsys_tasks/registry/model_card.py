@@ -1,0 +1,130 @@
+"""The model card of a registered version: what it was trained on, how good it is, what it costs.
+
+Written when the version is registered (gate pending) and again when the gate decides, as
+``model_card/model_card.{md,json}`` in the version's MLflow run; the version's
+``adaptrec.model_card`` tag points at the markdown. Everything in it is read from the run
+directory and the evaluation report, so the card says exactly what the pipeline measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from recsys_tasks.evaluation.evaluate import EvaluationReport
+from recsys_tasks.registry.promote import GateDecision
+from recsys_tasks.registry.register import Registration
+
+MODEL_CARD_FOLDER = "model_card"
+TAG_MODEL_CARD = "adaptrec.model_card"
+_SHOWN_METRICS = ("hr_at_10", "ndcg_at_10", "recall_at_20", "mrr")
+
+
+class ModelCard(BaseModel):
+    model_name: str
+    version: str
+    airflow_run_id: str
+    data: dict[str, Any]
+    training: dict[str, Any]
+    trainable_parameters: int
+    total_parameters: int
+    metrics: dict[str, dict[str, float]]
+    variants: dict[str, dict[str, Any]]
+    gate: dict[str, Any]
+
+
+def build_model_card(
+    registration: Registration,
+    airflow_run_id: str,
+    model_meta: dict[str, Any],
+    data: dict[str, Any],
+    report: EvaluationReport,
+    decision: GateDecision | None,
+) -> ModelCard:
+    """The card of ``registration``; ``decision`` is None until the promote stage has run the gate."""
+    gate = (
+        {"status": "passed" if decision.passed else "rejected", "reasons": decision.reasons}
+        if decision
+        else {"status": "pending", "reasons": []}
+    )
+    return ModelCard(
+        model_name=registration.model_name,
+        version=registration.version,
+        airflow_run_id=airflow_run_id,
+        data=data,
+        training={"encoder": model_meta["encoder"], "finetune": model_meta["finetune"]},
+        trainable_parameters=model_meta["trainable_parameters"],
+        total_parameters=model_meta["total_parameters"],
+        metrics=report.metrics,
+        variants={name: variant.model_dump() for name, variant in report.variants.items()},
+        gate=gate,
+    )
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def render_markdown(card: ModelCard) -> str:
+    encoder, finetune = card.training["encoder"], card.training["finetune"]
+    lines = [
+        f"# {card.model_name} version {card.version}",
+        "",
+        f"Trained by Airflow run `{card.airflow_run_id}`. Load it with "
+        f"`mlflow.pyfunc.load_model('models:/{card.model_name}/{card.version}')`; add "
+        "`model_config={'variant': 'int8'}` for the quantised variant.",
+        "",
+        "## Gate",
+        f"**{card.gate['status']}**",
+        *(f"- {reason}" for reason in card.gate["reasons"]),
+        "",
+        "## Data",
+        *(f"- {key}: {value}" for key, value in card.data.items()),
+        "",
+        "## Model",
+        f"- transformer: {encoder['n_layers']} layers, {encoder['n_heads']} heads, width {encoder['d_model']}, "
+        f"history length {encoder['max_length']}, {encoder['n_items']:,} items, {encoder['n_attributes']} attributes",
+        f"- fine-tuning: mode `{finetune['mode']}`, loss `{finetune['loss']}`, "
+        f"ranking weight {finetune['ranking_weight']}",
+        f"- parameters: {card.trainable_parameters:,} trainable of {card.total_parameters:,}",
+        "",
+        "## Test metrics (leave-one-out, full ranking, history excluded)",
+        _row(["model", *_SHOWN_METRICS]),
+        _row(["---"] * (len(_SHOWN_METRICS) + 1)),
+        *(_row([name, *(f"{values[m]:.4f}" for m in _SHOWN_METRICS)]) for name, values in card.metrics.items()),
+        "",
+        "## Serving variants (top-10, batch 1, through the pyfunc)",
+        _row(["variant", "size", "NDCG@10", "change vs float32", "p50 ms", "p99 ms"]),
+        _row(["---"] * 6),
+        *(
+            _row(
+                [
+                    name,
+                    f"{variant['size_bytes'] / 1e6:.2f} MB",
+                    f"{variant['ndcg_at_10']:.4f}",
+                    f"{variant['ndcg_change_vs_float32']:+.4f}",
+                    f"{variant['latency_ms']['p50_ms']:.2f}",
+                    f"{variant['latency_ms']['p99_ms']:.2f}",
+                ]
+            )
+            for name, variant in card.variants.items()
+        ),
+        "",
+        "## Intended use and limits",
+        "- Next-item retrieval from a user's recent item history (external item ids, oldest first).",
+        "- Items absent from the training window are unknown to this version and are never recommended.",
+        "- `because` names the history item that contributed most to each recommendation "
+        "(attention × item similarity): an explanation of the model, not a causal claim.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish_model_card(client: MlflowClient, card: ModelCard, mlflow_run_id: str) -> str:
+    """Log the card to the version's run (replacing an earlier one) and tag the version with where it is."""
+    client.log_dict(mlflow_run_id, card.model_dump(), f"{MODEL_CARD_FOLDER}/model_card.json")
+    client.log_text(mlflow_run_id, render_markdown(card), f"{MODEL_CARD_FOLDER}/model_card.md")
+    location = f"runs:/{mlflow_run_id}/{MODEL_CARD_FOLDER}/model_card.md"
+    client.set_model_version_tag(card.model_name, card.version, TAG_MODEL_CARD, location)
+    return location
