@@ -3,13 +3,16 @@
 
 Keeps the transformer recommender adapted to fresh behaviour, every night or on demand:
 
-`ingest → validate → augment → pretrain → finetune → evaluate → register → promote → report`
+`ingest → validate → augment → pretrain → finetune → evaluate → register → promote → report`,
+and `promote → batch_recommend` (on with the `batch_recommendations` Param).
 
 * **validate** (Great Expectations) stops the run on bad data; nothing downstream runs.
 * **pretrain / finetune / evaluate** run in the `gpu` pool on the training queue, with retries and
   back-off; pre-training resumes from its last checkpoint.
 * **promote** moves the `champion` alias only when the metric gates pass; a rejected model is a
   decision recorded on the model version, not a failure.
+* **batch_recommend** writes top-k for every known user from the newly crowned champion to
+  `batch/recommendations.parquet`; it is skipped when the Param is off or the gate rejected the model.
 
 Trigger with Params to change the data source, model size, epochs, fine-tune mode or gates.
 Artifacts: `$ADAPTREC_HOME/runs/<run id>/`. Consumers load `models:/<name>@champion` from MLflow.
@@ -55,6 +58,7 @@ def stage(name: str, **task_arguments):
     default_args={"owner": "adaptrec", "retries": 0},
 )
 def recsys_nightly_retrain():
+    promote = stage("promote", **RETRY_WITH_BACKOFF)
     chain(
         stage("ingest", retries=1),
         stage("validate"),
@@ -63,9 +67,10 @@ def recsys_nightly_retrain():
         stage("finetune", **TRAINING),
         stage("evaluate", **TRAINING),
         stage("register", **RETRY_WITH_BACKOFF),
-        stage("promote", **RETRY_WITH_BACKOFF),
+        promote,
         stage("report"),
     )
+    promote >> stage("batch_recommend", **RETRY_WITH_BACKOFF)
 
 
 recsys_nightly_retrain()

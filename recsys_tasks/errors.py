@@ -24,3 +24,7 @@ class RegistryError(AdaptRecError):
     """The MLflow tracking server or model registry cannot be used as asked."""
 
     retryable = True
+
+
+class StageSkipped(AdaptRecError):
+    """The stage has nothing to do in this run (switched off, or its precondition did not hold)."""

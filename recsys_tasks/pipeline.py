@@ -22,7 +22,7 @@ from recsys_tasks.data.cleaning import CleaningConfig
 from recsys_tasks.data.ingest import DataSource, IngestConfig
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticPreset
-from recsys_tasks.errors import ConfigError
+from recsys_tasks.errors import ConfigError, StageSkipped
 from recsys_tasks.models.config import FinetuneMode, ModelSize
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
@@ -88,6 +88,10 @@ class PipelineParams(BaseModel):
     )
     mixed_precision: bool | None = Field(None, description="float16 compute; null = on where a GPU is visible.")
     xla: bool | None = Field(None, description="XLA-compile training steps; null = on where a GPU is visible.")
+    batch_recommendations: bool = Field(
+        False, description="After a promotion, write top-k for every known user from the new champion to Parquet."
+    )
+    batch_k: int = Field(10, ge=1, le=1000, description="Batch recommendations: items per user.")
     min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Gate: absolute floor on test NDCG@10.")
     min_lift_over_popularity: float = Field(
         0.1, ge=0, le=100, description="Gate: required relative gain over popularity."
@@ -307,6 +311,22 @@ def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: st
     return decision.model_dump()
 
 
+def _batch_recommend(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.registry.promote import DECISION_FILE, GateDecision
+    from recsys_tasks.registry.tracking import connect
+    from recsys_tasks.serving.batch import BatchRecommendConfig, batch_recommend
+
+    if not params.batch_recommendations:
+        raise StageSkipped("batch_recommendations is off for this run")
+    decision = GateDecision(**run.read_json(DECISION_FILE))
+    if not decision.passed:
+        raise StageSkipped(f"the gate rejected version {decision.version}: the champion did not change")
+    connect(settings)
+    # By version: exactly the champion this run crowned, even if the alias has moved on since.
+    model_uri = f"models:/{decision.model_name}/{decision.version}"
+    return batch_recommend(run, model_uri, BatchRecommendConfig(k=params.batch_k)).model_dump()
+
+
 def _report(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.reporting import build_summary, render_summary
 
@@ -325,6 +345,7 @@ STAGES: dict[str, Callable[[PipelineParams, RunDir, Settings, str], dict]] = {
     "evaluate": _evaluate,
     "register": _register,
     "promote": _promote,
+    "batch_recommend": _batch_recommend,
     "report": _report,
 }
 
@@ -359,12 +380,14 @@ def _settings_with_airflow_secrets() -> Settings:
 
 def run_stage_in_airflow(stage: str, context: Mapping[str, Any]) -> dict:
     """Airflow entry point: bad input fails the task at once; an outage is left to the task's retries."""
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from recsys_tasks.errors import AdaptRecError
 
     try:
         return run_stage(stage, context["params"], context["run_id"], _settings_with_airflow_secrets())
+    except StageSkipped as exc:
+        raise AirflowSkipException(f"{stage}: {exc}") from None
     except AdaptRecError as exc:
         if exc.retryable:
             raise

@@ -25,10 +25,20 @@ def dag(airflow_database):
     return bag.get_dag(constants.DAG_ID)
 
 
+MAIN_CHAIN = [stage for stage in STAGES if stage != "batch_recommend"]
+
+
 def test_tasks_run_in_stage_order(dag):
-    assert [task.task_id for task in dag.topological_sort()] == list(STAGES)
-    for upstream, downstream in zip(STAGES, list(STAGES)[1:]):
-        assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    assert [task.task_id for task in dag.topological_sort() if task.task_id in MAIN_CHAIN] == MAIN_CHAIN
+    for upstream, downstream in zip(MAIN_CHAIN, MAIN_CHAIN[1:]):
+        expected = {downstream, "batch_recommend"} if upstream == "promote" else {downstream}
+        assert dag.get_task(upstream).downstream_task_ids == expected
+
+
+def test_the_batch_consumer_hangs_off_promote_and_blocks_nothing(dag):
+    batch = dag.get_task("batch_recommend")
+    assert batch.upstream_task_ids == {"promote"} and batch.downstream_task_ids == set()
+    assert dag.params["batch_recommendations"] is False
 
 
 def test_schedule_and_run_policy(dag):

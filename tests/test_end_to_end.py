@@ -60,7 +60,7 @@ def first_run(registry):
     connection = json.dumps({"conn_type": "generic", "password": AIRFLOW_KEY})
     run_id, log = trigger(
         "2026-01-01",
-        {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15},
+        {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15, "batch_recommendations": True},
         env={"AIRFLOW_CONN_ADAPTREC_PSEUDONYMISATION": connection},
     )
     assert "DagRun Finished" in log and "state=success" in log.split("DagRun Finished")[-1], log[-3000:]
@@ -74,17 +74,9 @@ def champion_version(client: MlflowClient) -> str:
 def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
     settings, client = registry
     run_id, log = first_run
-    assert task_ends(log) == [
-        "ingest",
-        "validate",
-        "augment",
-        "pretrain",
-        "finetune",
-        "evaluate",
-        "register",
-        "promote",
-        "report",
-    ]
+    ends = task_ends(log)
+    assert ends[:8] == ["ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote"]
+    assert sorted(ends[8:]) == ["batch_recommend", "report"]
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags[constants.TAG_GATE_STATUS] == "passed"
@@ -96,6 +88,20 @@ def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
     recommended = model.predict(pd.DataFrame({"history": [history], "k": [10]}))["item_ids"][0]
     assert len(recommended) == len(set(recommended)) == 10
     assert not set(recommended) & set(history)
+
+
+def test_the_batch_consumer_writes_top_k_for_every_user_from_the_new_champion(registry, first_run):
+    settings, _ = registry
+    run = run_dir(first_run[0], settings)
+    recommendations = run.read_parquet("batch/recommendations.parquet").to_pandas()
+    histories = run.read_parquet("augment/sequences.parquet").to_pandas()
+    vocabulary = run.read_parquet("augment/item_vocab.parquet").to_pandas().set_index("index")["item_id"]
+
+    assert recommendations["user_id"].nunique() == len(histories) == 400
+    assert (recommendations.groupby("user_id")["rank"].apply(list) == [list(range(1, 11))] * 400).all()
+    user, items = histories.iloc[0]["user_id"], set(vocabulary[histories.iloc[0]["items"]])
+    mine = recommendations[recommendations["user_id"] == user]
+    assert not set(mine["item_id"]) & items and set(mine["because"]) <= items
 
 
 def test_the_model_beats_popularity_by_a_wide_margin(registry, first_run):
@@ -153,4 +159,5 @@ def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_r
     assert validation["drift"]["item_popularity_psi"] == pytest.approx(0.0)
     decision = run_dir(run_id, settings).read_json("promote/decision.json")
     assert decision["passed"] is False and decision["champion_after"] == "1"
+    assert not run_dir(run_id, settings).exists("batch/recommendations.parquet")
     assert champion_version(client) == "1"
