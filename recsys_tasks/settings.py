@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     pseudonymisation_key: SecretStr | None = Field(default=None, description="HMAC key for user ids.")
     schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
     training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="MLflow UI that the Airflow plugin links to (`make mlflow-ui` serves the default).",
+    )
 
     @cached_property
     def resolved_home(self) -> Path:

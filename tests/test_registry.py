@@ -12,7 +12,6 @@ from recsys_tasks.errors import RegistryError
 from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
 from recsys_tasks.pipeline import REGISTRATION_FILE, run_dir, run_stage
 from recsys_tasks.registry.champion import version_with_alias
-from recsys_tasks.registry.model_card import TAG_MODEL_CARD
 from recsys_tasks.registry.promote import DECISION_FILE, GateConfig, gate_checks, promote
 from recsys_tasks.registry.register import Registration, register
 from recsys_tasks.registry.tracking import RunTracker, connect
@@ -114,7 +113,7 @@ def test_every_version_carries_a_model_card_with_the_gate_decision(trained_run):
     run_stage("promote", TINY, RUN_ID, settings)  # a retried promote task republishes the same card
     client = connect(settings)
     version = client.get_model_version(settings.model_name, "1")
-    card = mlflow.artifacts.load_text(version.tags[TAG_MODEL_CARD])
+    card = mlflow.artifacts.load_text(version.tags[constants.TAG_MODEL_CARD])
 
     assert card.startswith(f"# {settings.model_name} version 1")
     assert "**passed**" in card and "lift_over_popularity" in card

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.constants import CHAMPION_ALIAS, TAG_MANUAL_MOVE
 from recsys_tasks.errors import RegistryError
 from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
 from recsys_tasks.pipeline import run_dir, run_stage
 from recsys_tasks.registry.champion import version_with_alias
-from recsys_tasks.registry.operations import TAG_MANUAL_MOVE, compare, move_champion, status
+from recsys_tasks.registry.operations import compare, move_champion, status
 from recsys_tasks.registry.register import register
 from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.settings import Settings

@@ -13,12 +13,12 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from recsys_tasks.constants import TAG_MODEL_CARD
 from recsys_tasks.evaluation.evaluate import EvaluationReport
 from recsys_tasks.registry.promote import GateDecision
 from recsys_tasks.registry.register import Registration
 
 MODEL_CARD_FOLDER = "model_card"
-TAG_MODEL_CARD = "adaptrec.model_card"
 _SHOWN_METRICS = ("hr_at_10", "ndcg_at_10", "recall_at_20", "mrr")
 
 

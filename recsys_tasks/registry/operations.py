@@ -13,15 +13,19 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from recsys_tasks.constants import CHAMPION_ALIAS, TAG_AIRFLOW_RUN_ID, TAG_GATE_STATUS
+from recsys_tasks.constants import (
+    CHAMPION_ALIAS,
+    TAG_AIRFLOW_RUN_ID,
+    TAG_GATE_STATUS,
+    TAG_MANUAL_MOVE,
+    TAG_TEST_METRIC_PREFIX,
+)
 from recsys_tasks.errors import RegistryError
 from recsys_tasks.evaluation.evaluate import item_ids_of, recommender_scorer
 from recsys_tasks.evaluation.metrics import evaluate_scores
 from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import LeaveOneOutSplits
-
-TAG_MANUAL_MOVE = "adaptrec.champion.manual_move"
 
 
 def status(client: MlflowClient, model_name: str) -> list[dict]:
@@ -39,7 +43,7 @@ def status(client: MlflowClient, model_name: str) -> list[dict]:
             "version": str(version.version),
             "aliases": sorted(by_version.get(str(version.version), [])),
             "gate": version.tags.get(TAG_GATE_STATUS, "not judged"),
-            "ndcg_at_10": version.tags.get("adaptrec.test.ndcg_at_10", ""),
+            "ndcg_at_10": version.tags.get(f"{TAG_TEST_METRIC_PREFIX}ndcg_at_10", ""),
             "airflow_run_id": version.tags.get(TAG_AIRFLOW_RUN_ID, ""),
             "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
             "manual_move": version.tags.get(TAG_MANUAL_MOVE, ""),

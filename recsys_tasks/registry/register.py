@@ -18,7 +18,13 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 from pydantic import BaseModel
 
-from recsys_tasks.constants import CHALLENGER_ALIAS, TAG_AIRFLOW_RUN_ID
+from recsys_tasks.constants import (
+    CHALLENGER_ALIAS,
+    TAG_AIRFLOW_RUN_ID,
+    TAG_FINETUNE_MODE,
+    TAG_TEST_METRIC_PREFIX,
+    TAG_TRAINABLE_PARAMETERS,
+)
 from recsys_tasks.evaluation.evaluate import MODEL, EvaluationReport
 from recsys_tasks.serving import pyfunc_model
 from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, VARIANTS
@@ -110,9 +116,9 @@ def register(
         model_name,
         tags={
             TAG_AIRFLOW_RUN_ID: airflow_run_id,
-            "adaptrec.finetune_mode": meta["finetune"]["mode"],
-            "adaptrec.trainable_parameters": str(meta["trainable_parameters"]),
-            **{f"adaptrec.test.{k}": f"{v:.5f}" for k, v in report.metrics[MODEL].items()},
+            TAG_FINETUNE_MODE: meta["finetune"]["mode"],
+            TAG_TRAINABLE_PARAMETERS: str(meta["trainable_parameters"]),
+            **{f"{TAG_TEST_METRIC_PREFIX}{k}": f"{v:.5f}" for k, v in report.metrics[MODEL].items()},
         },
     )
     client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
