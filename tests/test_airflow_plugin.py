@@ -77,7 +77,6 @@ SEEDED_VERSIONS = (
 
 def seed_registry() -> dict[str, str]:
     """Register the versions above the way the pipeline does; return the MLflow run id of each Airflow run."""
-    from recsys_tasks.registry import dashboard
     from recsys_tasks.registry.tracking import RunTracker
     from recsys_tasks.settings import get_settings
 
@@ -97,9 +96,9 @@ def seed_registry() -> dict[str, str]:
             run_id=run_id,
             tags={
                 constants.TAG_AIRFLOW_RUN_ID: seeded["airflow_run_id"],
-                dashboard.TAG_FINETUNE_MODE: seeded["finetune_mode"],
-                dashboard.TAG_TRAINABLE_PARAMETERS: str(seeded["trainable_parameters"]),
-                **{f"{dashboard.TEST_METRIC_TAG_PREFIX}{k}": f"{v:.5f}" for k, v in seeded["metrics"].items()},
+                constants.TAG_FINETUNE_MODE: seeded["finetune_mode"],
+                constants.TAG_TRAINABLE_PARAMETERS: str(seeded["trainable_parameters"]),
+                **{f"{constants.TAG_TEST_METRIC_PREFIX}{k}": f"{v:.5f}" for k, v in seeded["metrics"].items()},
             },
         ).version
         client.set_registered_model_alias(settings.model_name, constants.CHALLENGER_ALIAS, version)
@@ -111,7 +110,7 @@ def seed_registry() -> dict[str, str]:
         )
         if seeded["gate"] == "passed":
             client.set_registered_model_alias(settings.model_name, constants.CHAMPION_ALIAS, version)
-    client.set_model_version_tag(settings.model_name, "2", dashboard.TAG_MANUAL_MOVE, MANUAL_MOVE_NOTE)
+    client.set_model_version_tag(settings.model_name, "2", constants.TAG_MANUAL_MOVE, MANUAL_MOVE_NOTE)
     return mlflow_runs
 
 
