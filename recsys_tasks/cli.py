@@ -195,6 +195,30 @@ def recommend(
     console.print(table)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    alias: Annotated[str, typer.Option(envvar="ADAPTREC_SERVING_ALIAS", help="Registry alias to serve.")] = "champion",
+    poll_seconds: Annotated[
+        float, typer.Option(envvar="ADAPTREC_SERVING_POLL_SECONDS", help="How often to check whether the alias moved.")
+    ] = 10.0,
+) -> None:
+    """Serve recommendations over HTTP from the version holding ALIAS, switching versions when it moves.
+
+    Clients send Authorization: Bearer $ADAPTREC_SERVING_TOKEN; see recsys_tasks/serving/app.py.
+    """
+    import uvicorn
+
+    from recsys_tasks.serving.app import create_app, serving_config
+
+    config = serving_config(alias=alias, poll_seconds=poll_seconds)
+    # Progress bars of every model download would bury the server's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # log_config=None: uvicorn's lines go through the same handler as everything else.
+    uvicorn.run(create_app(get_settings(), config), host=host, port=port, log_config=None)
+
+
 def main() -> None:
     # MLflow's database-migration chatter would bury a one-line error; its warnings still show.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,304 @@
+"""The serving app over real HTTP: a tiny model trained and promoted through the pipeline, uvicorn on
+loopback, httpx as the client. Auth, validation, limits, readiness, metrics and hot reload."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import mlflow
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.errors import ConfigError
+from recsys_tasks.pipeline import run_stage
+from recsys_tasks.registry.champion import model_uri, version_with_alias
+from recsys_tasks.registry.tracking import connect
+from recsys_tasks.serving.app import ServingConfig, create_app, serving_config
+from recsys_tasks.serving.schemas import MAX_HISTORY_LENGTH, MAX_K
+from recsys_tasks.settings import Settings
+from tests.conftest import run_command
+
+TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}
+RUN_ID = "serving-app-run"
+STAGES = ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote")
+TOKEN = "test-token-0123456789abcdef"
+AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
+MAX_BATCH = 8
+UNKNOWN_IDS = [987_654_321, 987_654_322]
+RECOMMENDATIONS = "/v1/recommendations"
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory) -> Settings:
+    """A tiny model trained, registered and promoted to champion in its own home."""
+    settings = Settings(home=tmp_path_factory.mktemp("serving-app-home"))
+    for stage in STAGES:
+        run_stage(stage, TINY, RUN_ID, settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def known_ids(champion) -> list[int]:
+    """Every item id the champion knows (the whole tiny catalogue), ascending."""
+    connect(champion)
+    return sorted(mlflow.pyfunc.load_model(model_uri(champion.model_name)).unwrap_python_model().index_of)
+
+
+def wait_until(condition: Callable[[], object], what: str, still_trying: Callable[[], bool] = lambda: True):
+    deadline = time.monotonic() + 60
+    while not (result := condition()):
+        assert still_trying() and time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` under uvicorn in a background thread, on a loopback port of its own; yields the base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, "uvicorn to start", still_trying=thread.is_alive)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def ready_version(http: httpx.Client) -> str | None:
+    response = http.get("/readyz")
+    return response.json()["model"]["version"] if response.status_code == 200 else None
+
+
+def metric(http: httpx.Client, sample: str, **labels: str) -> float:
+    """The value /metrics gives for ``sample`` with exactly ``labels`` (0 when it has none)."""
+    families = text_string_to_metric_families(http.get("/metrics").text)
+    return sum(
+        found.value for family in families for found in family.samples if (found.name, found.labels) == (sample, labels)
+    )
+
+
+@pytest.fixture(scope="module")
+def server(champion) -> Iterator[str]:
+    """The URL of a server with the champion loaded; it polls too rarely to see the alias move meanwhile."""
+    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=3600, max_batch=MAX_BATCH))
+    with serving(app) as url, httpx.Client(base_url=url) as probe:
+        wait_until(lambda: ready_version(probe), "the champion to load")
+        yield url
+
+
+@pytest.fixture
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, headers=AUTHORISED, timeout=30) as http:
+        yield http
+
+
+def recommend(http: httpx.Client, *users: dict, **options) -> httpx.Response:
+    return http.post(RECOMMENDATIONS, json={"users": list(users), **options})
+
+
+def one_line_detail(response: httpx.Response) -> str:
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail, detail
+    return detail
+
+
+def test_a_batch_gets_k_new_items_per_user_best_first_with_a_reason_from_the_history(client, champion, known_ids):
+    alice = {"user_id": "alice", "history": known_ids[:5], "k": 7, "exclude": known_ids[5:15]}
+    bob = {"history": known_ids[20:22], "k": 3}
+    response = recommend(client, alice, bob)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    version = str(version_with_alias(connect(champion), champion.model_name).version)
+    assert body["model"] == {
+        "name": champion.model_name,
+        "version": version,
+        "alias": CHAMPION_ALIAS,
+        "variant": "float32",
+    }
+    for user, answer in zip((alice, bob), body["recommendations"], strict=True):
+        items = [item["item_id"] for item in answer["items"]]
+        scores = [item["score"] for item in answer["items"]]
+        assert answer["user_id"] == user.get("user_id")
+        assert len(set(items)) == len(items) == user["k"]
+        assert not set(items) & (set(user["history"]) | set(user.get("exclude", [])))
+        assert scores == sorted(scores, reverse=True)
+        assert {item["because"] for item in answer["items"]} <= set(user["history"])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no token"),
+        pytest.param({"Authorization": "Bearer not-the-token-0123456789"}, id="wrong token"),
+        pytest.param({"Authorization": f"Basic {TOKEN}"}, id="not bearer"),
+    ],
+)
+def test_recommendations_need_the_bearer_token_and_probes_do_not(server, known_ids, headers):
+    with httpx.Client(base_url=server, headers=headers) as anonymous:
+        refused = recommend(anonymous, {"history": known_ids[:2]})
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+        one_line_detail(refused)
+        assert all(anonymous.get(probe).status_code == 200 for probe in ("/healthz", "/readyz", "/metrics"))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "named"),
+    [
+        pytest.param({"users": [{"history": []}]}, 422, "users.0.history", id="empty history"),
+        pytest.param({"users": [{"history": [1], "k": 0}]}, 422, "users.0.k", id="k=0"),
+        pytest.param({"users": [{"history": [1], "k": MAX_K + 1}]}, 422, "users.0.k", id="k too large"),
+        pytest.param({"users": [{"history": ["1"]}]}, 422, "users.0.history.0", id="id as text"),
+        pytest.param({"users": [{"history": [-1]}]}, 422, "users.0.history.0", id="negative id"),
+        pytest.param({"users": [{"history": [1] * (MAX_HISTORY_LENGTH + 1)}]}, 422, "users.0.history", id="long"),
+        pytest.param({"users": [{"histroy": [1]}]}, 422, "users.0.histroy", id="misspelt field"),
+        pytest.param({"users": []}, 422, "users", id="no users"),
+        pytest.param({"users": [{"history": [1]}] * (MAX_BATCH + 1)}, 422, f"at most {MAX_BATCH}", id="big batch"),
+        pytest.param([1, 2], 422, "body", id="not an object"),
+        pytest.param(b'{"users": [{"history": [1,', 400, "not valid JSON", id="malformed JSON"),
+        pytest.param(b"", 422, "body", id="no body"),
+    ],
+)
+def test_a_bad_request_gets_a_one_line_4xx_and_the_server_carries_on(client, body, status, named):
+    if isinstance(body, bytes):
+        response = client.post(RECOMMENDATIONS, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = client.post(RECOMMENDATIONS, json=body)
+    assert response.status_code == status, response.text
+    assert named in one_line_detail(response)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_unknown_item_ids_are_named_unless_the_client_asks_to_skip_them(client, known_ids):
+    user = {"history": [known_ids[0], UNKNOWN_IDS[0], known_ids[1], UNKNOWN_IDS[1]], "k": 4}
+
+    refused = recommend(client, user)
+    assert refused.status_code == 422
+    assert all(str(item) in one_line_detail(refused) for item in UNKNOWN_IDS)
+
+    skipped = recommend(client, user, ignore_unknown=True)
+    assert skipped.status_code == 200, skipped.text
+    assert {item["because"] for item in skipped.json()["recommendations"][0]["items"]} <= set(known_ids[:2])
+
+    nothing_left = recommend(client, {"history": UNKNOWN_IDS}, ignore_unknown=True)
+    assert nothing_left.status_code == 422 and "no item this model knows" in one_line_detail(nothing_left)
+
+
+def test_k_beyond_what_is_left_of_the_catalogue_is_refused(client, known_ids):
+    left = 3
+    response = recommend(client, {"history": known_ids[:-left], "k": left + 1})
+    assert response.status_code == 422 and f"k={left + 1}" in one_line_detail(response)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_huge_body_is_refused_with_413_before_it_is_parsed(client, chunked):
+    huge = b'{"users": [' + b" " * (2 * 1024 * 1024) + b"]}"
+    content = (huge[start : start + 65536] for start in range(0, len(huge), 65536)) if chunked else huge
+    response = client.post(RECOMMENDATIONS, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "larger than" in one_line_detail(response)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_by_endpoint_and_status_and_name_the_version_served(client, known_ids):
+    recommend(client, {"history": known_ids[:3]})
+    recommend(client, {"history": []})
+    with httpx.Client(base_url=client.base_url) as anonymous:
+        recommend(anonymous, {"history": known_ids[:3]})
+
+    for status in ("200", "422", "401"):
+        assert metric(client, "adaptrec_serving_requests_total", endpoint=RECOMMENDATIONS, status=status) >= 1
+    assert metric(client, "adaptrec_serving_request_duration_seconds_count", endpoint=RECOMMENDATIONS) >= 3
+    model = client.get("/readyz").json()["model"]
+    assert metric(client, "adaptrec_serving_model_info", **model) == 1
+    for outcome, count in {"loaded": 1, "load_failed": 0, "poll_failed": 0}.items():
+        assert metric(client, "adaptrec_serving_model_reloads_total", outcome=outcome) == count
+
+
+def test_without_a_champion_the_app_is_alive_but_not_ready(tmp_path, caplog, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an empty registry of its own, not the champion's
+    with caplog.at_level(logging.WARNING, logger="recsys_tasks.serving.app"):
+        app = create_app(Settings(home=tmp_path), ServingConfig(token=None, poll_seconds=0.1))
+    assert "without authentication" in caplog.text
+
+    with serving(app) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/healthz").status_code == 200
+        wait_until(lambda: "no 'champion' version" in http.get("/readyz").text, "the registry to be asked")
+        assert http.get("/readyz").status_code == 503
+        # Auth is off, so the request is refused for want of a model, not of a token.
+        unready = recommend(http, {"history": [1]})
+        assert unready.status_code == 503 and unready.headers["Retry-After"] == "1"
+        assert "no model loaded yet" in one_line_detail(unready)
+
+
+def test_production_mode_refuses_to_serve_without_a_token(tmp_path, monkeypatch):
+    production = Settings(home=tmp_path, mode="production")
+    with pytest.raises(ConfigError, match="set ADAPTREC_SERVING_TOKEN"):
+        create_app(production, ServingConfig(token=None))
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        serving_config(token="short")
+    monkeypatch.setenv("ADAPTREC_SERVING_TOKEN", TOKEN)
+    assert serving_config().token.get_secret_value() == TOKEN
+    create_app(production)
+
+    no_token = {"ADAPTREC_MODE": "production", "ADAPTREC_SERVING_TOKEN": ""}
+    result = run_command("recsys", "serve", "--port", "0", env=no_token, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().startswith("error:") and "\n" not in result.stderr.strip()
+    assert "set ADAPTREC_SERVING_TOKEN" in result.stderr
+
+
+def test_the_app_follows_champion_to_a_new_version_and_keeps_serving_through_a_broken_one(
+    champion, known_ids, tmp_path
+):
+    registry = connect(champion)
+    first = version_with_alias(registry, champion.model_name)
+
+    def promote_new_version(source: str, run_id: str | None = None) -> str:
+        version = str(registry.create_model_version(champion.model_name, source, run_id).version)
+        registry.set_registered_model_alias(champion.model_name, CHAMPION_ALIAS, version)
+        return version
+
+    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=0.2))
+    try:
+        with serving(app) as url, httpx.Client(base_url=url, headers=AUTHORISED, timeout=30) as http:
+            wait_until(lambda: ready_version(http) == str(first.version), "the first champion to load")
+
+            # The same trained model registered again, as the next nightly run would, and promoted.
+            second = promote_new_version(first.source, first.run_id)
+            wait_until(lambda: ready_version(http) == second, f"version {second} to replace {first.version}")
+            assert recommend(http, {"history": known_ids[:3]}).json()["model"]["version"] == second
+
+            # A version without a loadable model (an empty folder): counted, and the version serving stays.
+            promote_new_version(tmp_path.as_uri())
+            failures = "adaptrec_serving_model_reloads_total"
+            wait_until(lambda: metric(http, failures, outcome="load_failed") >= 1, "the broken version to fail")
+            assert ready_version(http) == second
+            assert recommend(http, {"history": known_ids[:3]}).json()["model"]["version"] == second
+    finally:
+        registry.set_registered_model_alias(champion.model_name, CHAMPION_ALIAS, first.version)
+
+
+def test_the_int8_variant_serves_the_same_version_when_configured(champion, known_ids):
+    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=3600, variant="int8"))
+    with serving(app) as url, httpx.Client(base_url=url, headers=AUTHORISED, timeout=30) as http:
+        wait_until(lambda: ready_version(http), "the int8 variant to load")
+        response = recommend(http, {"history": known_ids[:4], "k": 5})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["variant"] == "int8"
+    items = response.json()["recommendations"][0]["items"]
+    assert len({item["item_id"] for item in items}) == 5 and not {item["item_id"] for item in items} & set(
+        known_ids[:4]
+    )
