@@ -18,7 +18,6 @@ Writes benchmarks/results/<dataset>.json and .md, and the README's table for the
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import sys
 import time
@@ -26,15 +25,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from benchmarks.common import RESULTS, ROOT, SHARED_DATA, console, machine, show_progress, update_readme
 from recsys_tasks.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
-README = ROOT / "README.md"
 RESULT_FILE = "bench_result.json"
 DATASETS = {
     "amazon-beauty": {"data_source": "sequence", "data_path": "amazon-beauty/Beauty.txt"},
@@ -53,9 +48,6 @@ PUBLISHED = {
     "ml-100k": {},
 }
 TUTORIAL_PROTOCOL_2 = {"TFRS basic retrieval tutorial": {"top_100": 0.23}, "TFRS multitask tutorial": {"rmse": 1.11}}
-
-# Piped into a log file, rich would wrap the tables at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class Bench:
@@ -329,27 +321,6 @@ def _markdown(dataset: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _update_readme(dataset: str, markdown: str) -> None:
-    begin, end = f"<!-- bench-quality:{dataset}:begin -->", f"<!-- bench-quality:{dataset}:end -->"
-    text = README.read_text()
-    if begin not in text:
-        return
-    before, rest = text.split(begin, 1)
-    README.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
-
-
-def _show_progress() -> None:
-    """Stage, epoch and EASE progress lines from the package's loggers, through rich."""
-    import logging
-
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=console, show_path=False)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
-    for noisy in ("tensorflow", "absl", "great_expectations", "mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def main(
     dataset: Annotated[str, typer.Option(help="amazon-beauty or ml-100k")] = "amazon-beauty",
     data_root: Annotated[Path, typer.Option(help="Folder holding the data sets")] = SHARED_DATA,
@@ -367,7 +338,7 @@ def main(
     data_path = data_root / source["data_path"]
     if not data_path.exists():
         raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
-    _show_progress()
+    show_progress()
     started = time.perf_counter()
     bench = Bench(work / dataset, {**source, "data_path": str(data_path)})
     steps = (pretrain_steps, finetune_steps, patience_steps)
@@ -382,14 +353,14 @@ def main(
         "users": summary["users"],
         "items": summary["items"],
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU",
+        "machine": machine(),
         "command": " ".join([".venv/bin/python -m benchmarks.quality", *sys.argv[1:]]),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = _markdown(dataset, result)
     (RESULTS / f"{dataset}.md").write_text(markdown)
-    _update_readme(dataset, markdown)
+    update_readme(f"bench-quality:{dataset}", markdown)
     _print_rows(result["protocol_1"])
 
 

@@ -1,0 +1,42 @@
+"""What every benchmark script shares: where results go, the README tables, progress lines, the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+RESULTS = Path(__file__).parent / "results"
+README = ROOT / "README.md"
+
+# Piped into a log file, rich would wrap the tables at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
+
+
+def update_readme(tag: str, markdown: str) -> None:
+    """Replace the README text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->``, if present."""
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    text = README.read_text()
+    if begin not in text:
+        return
+    before, rest = text.split(begin, 1)
+    README.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
+
+
+def show_progress() -> None:
+    """Stage and epoch lines from the package's loggers, through rich."""
+    handler = RichHandler(console=console, show_path=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    for noisy in ("tensorflow", "absl", "great_expectations", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
