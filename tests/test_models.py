@@ -14,7 +14,14 @@ import tensorflow as tf
 
 from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.encoder import SequenceEncoder
-from recsys_tasks.models.layers import BottleneckAdapter, ItemRepresentation, LoRADense, SelfAttention, TransformerBlock
+from recsys_tasks.models.layers import (
+    BottleneckAdapter,
+    EmbeddingLoRA,
+    ItemRepresentation,
+    LoRADense,
+    SelfAttention,
+    TransformerBlock,
+)
 from recsys_tasks.models.retrieval import QueryHead, RankingHead
 
 D_MODEL = 16
@@ -85,6 +92,10 @@ LAYER_CASES = {
     ),
     "lora_dense": (lambda: LoRADense(8, rank=2, alpha=4.0, name="projection"), lambda layer, x: layer(x)),
     "query_head": (lambda: QueryHead(name="query_head"), lambda layer, x: layer(x)),
+    "embedding_lora": (
+        lambda: EmbeddingLoRA(10, D_MODEL, rank=2, name="item_lora"),
+        lambda layer, x: layer(tf.constant([[1, 2, 9], [0, 3, 3]])),
+    ),
     "ranking_head": (lambda: RankingHead(8, initial_score=3.5, name="ranking_head"), lambda layer, x: layer(x, x)),
 }
 
@@ -262,6 +273,26 @@ def test_inserting_lora_leaves_the_pretrained_function_unchanged(tmp_path: Path)
 
     np.testing.assert_array_equal(with_lora.items.item_attributes.numpy(), attribute_table())
     np.testing.assert_allclose(with_lora(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
+
+
+def test_item_lora_starts_as_no_change_and_alone_stays_trainable_when_frozen(tmp_path: Path) -> None:
+    plain = encoder(WITH_ATTRIBUTES)
+    randomise_weights(plain)
+    plain.set_item_attributes(attribute_table())
+    checkpoint = tf.train.Checkpoint(encoder=plain).write(str(tmp_path / "encoder"))
+    with_item_lora = encoder(WITH_ATTRIBUTES.model_copy(update={"item_lora_rank": 2}))
+    tf.train.Checkpoint(encoder=with_item_lora).read(checkpoint).assert_nontrivial_match()
+
+    np.testing.assert_allclose(with_item_lora(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
+    np.testing.assert_allclose(with_item_lora.item_vectors().numpy(), plain.item_vectors().numpy(), atol=1e-6)
+    with_item_lora.freeze_backbone()
+    assert sorted(w.name.split("/")[-1] for w in with_item_lora.trainable_weights) == ["down:0", "up:0"]
+
+    randomise_weights(with_item_lora)  # the update moved: looked-up and catalogue vectors move together
+    with_item_lora.set_item_attributes(attribute_table())
+    looked_up = with_item_lora.items(tf.constant([[3, 4]])).numpy()[0]
+    np.testing.assert_allclose(looked_up, with_item_lora.item_vectors().numpy()[[3, 4]], atol=1e-5)
+    assert not np.allclose(looked_up, plain.item_vectors().numpy()[[3, 4]], atol=1e-3)
 
 
 def test_trimming_shared_left_padding_changes_no_output() -> None:

@@ -30,6 +30,7 @@ class EncoderConfig(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, attention and feed-forward.")
     adapter_dim: int = Field(0, ge=0, description="Bottleneck adapter width per block; 0 means no adapters.")
     lora_rank: int = Field(0, ge=0, description="Rank of LoRA updates on the attention projections; 0 means none.")
+    item_lora_rank: int = Field(0, ge=0, description="Rank of a LoRA update of the item id table; 0 means none.")
     n_attributes: int = Field(0, ge=0, description="Item attribute ids 1..n_attributes (brands, genres); 0 means none.")
     max_attributes: int = Field(0, ge=0, description="Most attributes one item carries.")
 

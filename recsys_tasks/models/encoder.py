@@ -27,7 +27,12 @@ class SequenceEncoder(tf.keras.Model):
         super().__init__(**kwargs)
         self.config = config
         self.items = ItemRepresentation(
-            config.vocabulary_size, config.d_model, config.n_attributes, config.max_attributes, name="items"
+            config.vocabulary_size,
+            config.d_model,
+            config.n_attributes,
+            config.max_attributes,
+            config.item_lora_rank,
+            name="items",
         )
         self.position_embedding = tf.keras.layers.Embedding(
             config.max_length,
@@ -76,7 +81,7 @@ class SequenceEncoder(tf.keras.Model):
 
     def freeze_backbone(self) -> None:
         """Freeze everything pre-trained; adapters and LoRA factors (if any) stay trainable."""
-        for layer in (self.items, self.position_embedding, self.embedding_norm, self.final_norm):
+        for layer in (*self.items.backbone_layers(), self.position_embedding, self.embedding_norm, self.final_norm):
             layer.trainable = False
         for block in self.blocks:
             for layer in block.backbone_layers():

@@ -12,6 +12,40 @@ def _initializer() -> tf.keras.initializers.Initializer:
     return tf.keras.initializers.TruncatedNormal(stddev=0.02)
 
 
+class EmbeddingLoRA(tf.keras.layers.Layer):
+    """A low-rank update of an embedding table: row i gains (alpha / rank) · down[i] @ up (LoRA for embeddings).
+
+    ``down`` starts at zero, so inserting the update leaves every vector unchanged. Each row then has
+    ``rank`` numbers of its own to move with, while the frozen table keeps the pre-trained space:
+    vocabulary · rank + rank · width parameters instead of vocabulary · width.
+    """
+
+    def __init__(self, vocabulary_size: int, width: int, rank: int, alpha: float = 16.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size, self.width, self.rank, self.alpha = vocabulary_size, width, rank, alpha
+
+    def build(self, input_shape=None):
+        self.down = self.add_weight(name="down", shape=(self.vocabulary_size, self.rank), initializer="zeros")
+        self.up = self.add_weight(name="up", shape=(self.rank, self.width), initializer=_initializer())
+        super().build(input_shape)
+
+    def call(self, ids):
+        """The update of the rows ``ids`` [..., width]."""
+        return (self.alpha / self.rank) * tf.tensordot(tf.gather(self.down, ids), self.up, axes=1)
+
+    def all_rows(self) -> tf.Tensor:
+        return (self.alpha / self.rank) * tf.matmul(self.down, self.up)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "width": self.width,
+            "rank": self.rank,
+            "alpha": self.alpha,
+        }
+
+
 class ItemRepresentation(tf.keras.layers.Layer):
     """Item vector = id embedding + mean of the item's attribute embeddings.
 
@@ -21,10 +55,19 @@ class ItemRepresentation(tf.keras.layers.Layer):
     restored from a checkpoint, so a loaded model needs no side files.
     """
 
-    def __init__(self, vocabulary_size: int, width: int, n_attributes: int = 0, max_attributes: int = 0, **kwargs):
+    def __init__(
+        self,
+        vocabulary_size: int,
+        width: int,
+        n_attributes: int = 0,
+        max_attributes: int = 0,
+        lora_rank: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vocabulary_size, self.width = vocabulary_size, width
-        self.n_attributes, self.max_attributes = n_attributes, max_attributes
+        self.n_attributes, self.max_attributes, self.lora_rank = n_attributes, max_attributes, lora_rank
+        self.id_lora = EmbeddingLoRA(vocabulary_size, width, lora_rank, name="id_lora") if lora_rank else None
         self.id_embedding = tf.keras.layers.Embedding(
             vocabulary_size, width, embeddings_initializer=_initializer(), name="id_embedding"
         )
@@ -43,6 +86,9 @@ class ItemRepresentation(tf.keras.layers.Layer):
     def build(self, input_shape=None):
         with tf.name_scope("id_embedding"):
             self.id_embedding.build(None)
+        if self.id_lora is not None:
+            with tf.name_scope("id_lora"):
+                self.id_lora.build(None)
         if self.uses_attributes:
             with tf.name_scope("attribute_embedding"):
                 self.attribute_embedding.build(None)
@@ -76,12 +122,22 @@ class ItemRepresentation(tf.keras.layers.Layer):
 
     def all_items(self) -> tf.Tensor:
         """The vector of every index [vocabulary_size, width]."""
-        return self._fuse(self.id_embedding.embeddings, self.item_attributes if self.uses_attributes else None)
+        id_vectors = self.id_embedding.embeddings
+        if self.id_lora is not None:
+            id_vectors = id_vectors + self.id_lora.all_rows()
+        return self._fuse(id_vectors, self.item_attributes if self.uses_attributes else None)
 
     def call(self, item_ids):
         # Only the requested items are fused: serving a 50-item history must not touch the whole catalogue.
+        id_vectors = tf.gather(self.id_embedding.embeddings, item_ids)
+        if self.id_lora is not None:
+            id_vectors = id_vectors + self.id_lora(item_ids)
         attribute_ids = tf.gather(self.item_attributes, item_ids) if self.uses_attributes else None
-        return self._fuse(tf.gather(self.id_embedding.embeddings, item_ids), attribute_ids)
+        return self._fuse(id_vectors, attribute_ids)
+
+    def backbone_layers(self) -> list[tf.keras.layers.Layer]:
+        """The pre-trained tables; the low-rank update (if any) is not among them."""
+        return [self.id_embedding] + ([self.attribute_embedding] if self.uses_attributes else [])
 
     def get_config(self):
         return {
@@ -90,6 +146,7 @@ class ItemRepresentation(tf.keras.layers.Layer):
             "width": self.width,
             "n_attributes": self.n_attributes,
             "max_attributes": self.max_attributes,
+            "lora_rank": self.lora_rank,
         }
 
 

@@ -62,6 +62,9 @@ class FinetuneConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
+    item_lora_rank: int = Field(
+        0, ge=0, description="frozen and lora modes: rank of a LoRA update of the frozen item table (0 = none)."
+    )
     ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
     seed: int = Field(0, description="Seed of initialisation and shuffling.")
@@ -104,10 +107,13 @@ class _ServingModule(tf.Module):
         return {name: getattr(self, name) for name in ("user_embedding", "rating") if hasattr(self, name)}
 
 
-def load_pretrained_encoder(run: RunDir, adapter_dim: int = 0, lora_rank: int = 0) -> SequenceEncoder:
+def load_pretrained_encoder(
+    run: RunDir, adapter_dim: int = 0, lora_rank: int = 0, item_lora_rank: int = 0
+) -> SequenceEncoder:
     with run.reading_folder(PRETRAINED_ENCODER_DIR) as folder:
         config = EncoderConfig.model_validate_json((folder / ENCODER_CONFIG_FILE).read_text())
-        encoder = SequenceEncoder(config.model_copy(update={"adapter_dim": adapter_dim, "lora_rank": lora_rank}))
+        extra = {"adapter_dim": adapter_dim, "lora_rank": lora_rank, "item_lora_rank": item_lora_rank}
+        encoder = SequenceEncoder(config.model_copy(update=extra))
         encoder(tf.zeros((1, config.max_length), tf.int32))
         # Adapters and LoRA factors are new and absent from the checkpoint; everything else must match.
         tf.train.Checkpoint(encoder=encoder).read(str(folder / ENCODER_CHECKPOINT)).assert_nontrivial_match()
@@ -120,6 +126,7 @@ def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) 
         run,
         adapter_dim=config.adapter_dim if config.mode == "frozen" else 0,
         lora_rank=config.lora_rank if config.mode == "lora" else 0,
+        item_lora_rank=config.item_lora_rank if config.mode in ("frozen", "lora") else 0,
     )
     model = NextItemRetrievalModel(
         encoder,
