@@ -8,8 +8,9 @@ Then, on the same histories of real users:
 
 - floor: the user vectors already computed, one NumPy matrix product with the item table and a
   top-10 selection (``argpartition`` + sort): the least work any top-10 answer needs;
-- the registered pyfunc's ``predict`` (history ids in, top-10 ids, scores and explanations out),
-  float32 and int8 variants: encoding the history, scoring, excluding the history, explaining.
+- the model's ``recommend`` (history ids in; top-10 ids, scores and explanations out: encoding the
+  history, scoring, excluding the history, explaining), float32 and int8 variants;
+- the same through the pyfunc's ``predict``, which adds the DataFrames in and out.
 
 p50/p99 over many calls at batch 1 and batch 64, and each variant's size and test NDCG@10 from the
 evaluate stage. Writes benchmarks/results/serving.{json,md} and the README table.
@@ -103,12 +104,19 @@ def _measure(run, calls: int) -> dict:
         ][:8]
         for variant in VARIANTS:
             model = SequentialRecommender.from_folder(folder, variant)
-            predictions = [partial(model.predict, None, request) for request in requests]
-            rows[f"pyfunc {variant}, batch {batch_size}"] = {
-                "variant": variant,
-                "batch": batch_size,
-                **latency_percentiles(_round_robin(predictions), calls),
+            paths = {
+                "recommend": [
+                    partial(model.recommend, request["history"].tolist(), request["k"].tolist(), [None] * len(request))
+                    for request in requests
+                ],
+                "pyfunc predict": [partial(model.predict, None, request) for request in requests],
             }
+            for path, answers in paths.items():
+                rows[f"{path} {variant}, batch {batch_size}"] = {
+                    "variant": variant,
+                    "batch": batch_size,
+                    **latency_percentiles(_round_robin(answers), calls),
+                }
             if variant == "float32":
                 # The floor scores the very same user vectors against the very same float32 item table.
                 pads = [model.pad([model.to_indices(h) for h in request["history"]]) for request in requests]

@@ -295,6 +295,20 @@ def test_item_lora_starts_as_no_change_and_alone_stays_trainable_when_frozen(tmp
     assert not np.allclose(looked_up, plain.item_vectors().numpy()[[3, 4]], atol=1e-3)
 
 
+@pytest.mark.parametrize("config", [CONFIG, WITH_ATTRIBUTES.model_copy(update={"adapter_dim": 4, "lora_rank": 2})])
+def test_the_newest_position_alone_computes_what_the_full_pass_gives_it(config: EncoderConfig) -> None:
+    model = encoder(config)
+    randomise_weights(model)
+    if config.n_attributes:
+        model.set_item_attributes(attribute_table())
+    full, full_attention = model(histories(), return_attention=True)
+    newest, newest_attention = model(histories(), return_attention=True, newest_only=True)
+
+    assert newest.shape == (len(histories()), 1, D_MODEL)
+    np.testing.assert_allclose(newest.numpy()[:, 0], full.numpy()[:, -1], atol=1e-5)
+    np.testing.assert_allclose(newest_attention.numpy()[:, :, 0], full_attention.numpy()[:, :, -1], atol=1e-6)
+
+
 def test_trimming_shared_left_padding_changes_no_output() -> None:
     model = encoder(WITH_ATTRIBUTES)
     randomise_weights(model)

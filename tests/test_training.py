@@ -272,8 +272,9 @@ def test_predict_returns_k_new_items_best_first(
 
     output = recommender.predict(None, pd.DataFrame({"history": [history], "k": [5]}))
 
-    assert list(output.columns) == ["item_ids", "scores"]
+    assert list(output.columns) == ["item_ids", "scores", "because"]
     item_ids, scores = output.loc[0, "item_ids"], output.loc[0, "scores"]
+    assert len(output.loc[0, "because"]) == 5 and set(output.loc[0, "because"]) <= set(history)
     assert len(item_ids) == len(set(item_ids)) == 5
     assert not set(item_ids) & set(history)
     assert set(item_ids) <= known_ids
@@ -364,3 +365,5 @@ def test_mixed_precision_and_xla_train_when_switched_on(pretrained: Pretrained, 
 
     assert np.isfinite(list(summary.validation.values())).all()
     assert exported_item_embeddings(run).dtype == np.float32
+    # Served in float32, with its int8 variant converted from that.
+    assert (Path(run.uri) / "finetune/model/user_embedding_int8.tflite").stat().st_size > 0

@@ -56,8 +56,19 @@ class SequenceEncoder(tf.keras.Model):
         ]
         self.final_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
 
-    def call(self, item_ids, causal: bool = True, training: bool = False, return_attention: bool = False):
-        """Hidden states [B, L, d]; with ``return_attention`` also the last block's weights [B, heads, L, L]."""
+    def call(
+        self,
+        item_ids,
+        causal: bool = True,
+        training: bool = False,
+        return_attention: bool = False,
+        newest_only: bool = False,
+    ):
+        """Hidden states [B, L, d]; with ``return_attention`` also the last block's weights [B, heads, L, L].
+
+        ``newest_only``: the last block computes the newest position alone (L becomes 1 in both
+        outputs): a next-item query reads nothing else, and serving skips most of that block's work.
+        """
         length = tf.shape(item_ids)[1]
         # Positions count from the newest item (always max_length - 1), so a batch whose left padding
         # was trimmed to its longest history computes exactly what the full-width batch would.
@@ -71,8 +82,14 @@ class SequenceEncoder(tf.keras.Model):
         mask = tf.tile(keys, [1, length, 1])
         if causal:
             mask = tf.logical_and(mask, tf.cast(tf.linalg.band_part(tf.ones((length, length)), -1, 0), tf.bool))
-        for block in self.blocks:
-            hidden, attention = block(hidden, attention_mask=mask, training=training, return_attention=True)
+        for depth, block in enumerate(self.blocks, start=1):
+            hidden, attention = block(
+                hidden,
+                attention_mask=mask,
+                training=training,
+                return_attention=True,
+                newest_only=newest_only and depth == len(self.blocks),
+            )
         hidden = self.final_norm(hidden)
         return (hidden, attention) if return_attention else hidden
 

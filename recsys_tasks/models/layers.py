@@ -194,9 +194,17 @@ class SelfAttention(tf.keras.layers.Layer):
         heads = tf.reshape(tensor, [batch, length, self.n_heads, self.d_model // self.n_heads])
         return tf.transpose(heads, [0, 2, 1, 3])  # [B, heads, L, head width]
 
-    def call(self, inputs, attention_mask, training=False, return_attention=False):
-        """Attended values [B, L, d]; with ``return_attention`` also the weights [B, heads, L, L]."""
-        query, key, value = (self._split_heads(projection(inputs)) for projection in (self.query, self.key, self.value))
+    def call(self, inputs, attention_mask, training=False, return_attention=False, newest_only=False):
+        """Attended values [B, L, d]; with ``return_attention`` also the weights [B, heads, L, L].
+
+        ``newest_only``: only the newest position asks (queries, outputs and weights for it alone,
+        L becomes 1), which is all a next-item query needs; keys and values still cover every position.
+        """
+        asking = inputs[:, -1:] if newest_only else inputs
+        if newest_only:
+            attention_mask = attention_mask[:, -1:]
+        query = self._split_heads(self.query(asking))
+        key, value = self._split_heads(self.key(inputs)), self._split_heads(self.value(inputs))
         scores = tf.matmul(query, key, transpose_b=True) / tf.math.sqrt(
             tf.cast(self.d_model // self.n_heads, query.dtype)
         )
@@ -206,7 +214,7 @@ class SelfAttention(tf.keras.layers.Layer):
         probabilities = tf.nn.softmax(scores, axis=-1)
         weights = self.attention_dropout(probabilities, training=training)
         attended = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
-        batch, length = tf.shape(inputs)[0], tf.shape(inputs)[1]
+        batch, length = tf.shape(asking)[0], tf.shape(asking)[1]
         outputs = self.output_projection(tf.reshape(attended, [batch, length, self.d_model]))
         return (outputs, probabilities) if return_attention else outputs
 
@@ -280,13 +288,17 @@ class TransformerBlock(tf.keras.layers.Layer):
             else []
         )
 
-    def call(self, inputs, attention_mask, training=False, return_attention=False):
+    def call(self, inputs, attention_mask, training=False, return_attention=False, newest_only=False):
         attended, attention = self.attention(
-            self.attention_norm(inputs), attention_mask, training=training, return_attention=True
+            self.attention_norm(inputs),
+            attention_mask,
+            training=training,
+            return_attention=True,
+            newest_only=newest_only,
         )
         if self.adapters:
             attended = self.adapters[0](attended)
-        hidden = inputs + self.dropout(attended, training=training)
+        hidden = (inputs[:, -1:] if newest_only else inputs) + self.dropout(attended, training=training)
         transformed = self.ffn_out(self.ffn_in(self.ffn_norm(hidden)))
         if self.adapters:
             transformed = self.adapters[1](transformed)

@@ -110,7 +110,7 @@ class NextItemRetrievalModel(tfrs.models.Model):
 
     def query_vectors(self, histories, training=False):
         """One query vector per history: the encoder's output at the newest position."""
-        return self.head(self.encoder(histories, causal=True, training=training)[:, -1])
+        return self.head(self.encoder(histories, causal=True, training=training, newest_only=True)[:, -1])
 
     def query_vectors_with_attention(self, histories):
         """Query vectors [B, d] and how much the newest position attends to each history position [B, L].
@@ -118,7 +118,9 @@ class NextItemRetrievalModel(tfrs.models.Model):
         The attention is the last block's, averaged over heads: the weights that mixed the history
         into the query, which is what "because you viewed X" explanations read.
         """
-        hidden, attention = self.encoder(histories, causal=True, training=False, return_attention=True)
+        hidden, attention = self.encoder(
+            histories, causal=True, training=False, return_attention=True, newest_only=True
+        )
         return self.head(hidden[:, -1]), tf.reduce_mean(attention[:, :, -1, :], axis=1)
 
     def predict_ratings(self, histories, items):

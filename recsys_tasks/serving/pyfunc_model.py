@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import NamedTuple
 
 import mlflow
 import numpy as np
@@ -41,6 +42,14 @@ ARTIFACT_FILES = {
 USER_EMBEDDING_SIGNATURE = "user_embedding"
 USER_EMBEDDING_OUTPUT, HISTORY_ATTENTION_OUTPUT = "user_embedding", "history_attention"
 VARIANTS = ("float32", "int8")
+
+
+class Recommendation(NamedTuple):
+    """One user's answer: k item ids best first, their scores, and the history item behind each."""
+
+    item_ids: list[int]
+    scores: list[float]
+    because: list[int]
 
 
 def _refuse(message: str) -> MlflowException:
@@ -135,12 +144,10 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
         best = np.where(contribution.max(axis=1) > 0, contribution.argmax(axis=1), weights.argmax())
         return history[best]
 
-    def _parse_rows(self, frame: pd.DataFrame, default_k: int) -> list[tuple[list[int], list[int], int]]:
+    def _indexed_rows(self, histories: list, ks: list[int], exclusions: list) -> list[tuple[list[int], list[int], int]]:
         """(history indices, excluded indices, k) per row, refusing a row the model cannot answer."""
-        ks = frame["k"].fillna(default_k).astype(int).tolist() if "k" in frame else [default_k] * len(frame)
-        exclusions = frame["exclude"].tolist() if "exclude" in frame else [None] * len(frame)
         rows = []
-        for row, (history, k, exclude) in enumerate(zip(frame["history"], ks, exclusions)):
+        for row, (history, k, exclude) in enumerate(zip(histories, ks, exclusions)):
             indices = self.to_indices([int(item) for item in history])
             if not indices:
                 raise _refuse(f"row {row}: history has no item this model knows")
@@ -151,25 +158,39 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
             rows.append((indices, excluded, k))
         return rows
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "history" not in frame:
-            raise _refuse("input needs a 'history' column of item id lists")
-        rows = self._parse_rows(frame, int((params or {}).get("k", DEFAULT_K)))
+    def recommend(self, histories: list, ks: list[int], exclusions: list) -> list[Recommendation]:
+        """Top-k per user from plain lists of external ids: ``predict`` without the DataFrames.
+
+        What a server that validates its own requests calls (``exclusions`` rows may be None).
+        """
+        rows = self._indexed_rows(histories, ks, exclusions)
         padded = self.pad([history for history, _, _ in rows])
         users, attention = self.encode(padded)
-        scores = (users @ self.item_vectors.T).astype(np.float64)
+        scores = users @ self.item_vectors.T
         scores[:, 0] = -np.inf
-        recommended_ids, recommended_scores, because_ids = [], [], []
+        answers = []
         for row, (history, excluded, k) in enumerate(rows):
             scores[row, history] = -np.inf
             scores[row, excluded] = -np.inf
             best = np.argpartition(-scores[row], k - 1)[:k]
             best = best[np.argsort(-scores[row, best], kind="stable")]
-            recommended_ids.append(self.item_ids[best].tolist())
-            recommended_scores.append(scores[row, best].tolist())
-            because_ids.append(self.item_ids[self.because(padded[row], attention[row], best)].tolist())
-        return pd.DataFrame({"item_ids": recommended_ids, "scores": recommended_scores, "because": because_ids})
+            because = self.because(padded[row], attention[row], best)
+            answers.append(
+                Recommendation(
+                    self.item_ids[best].tolist(), scores[row, best].tolist(), self.item_ids[because].tolist()
+                )
+            )
+        return answers
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "history" not in frame:
+            raise _refuse("input needs a 'history' column of item id lists")
+        default_k = int((params or {}).get("k", DEFAULT_K))
+        ks = frame["k"].fillna(default_k).astype(int).tolist() if "k" in frame else [default_k] * len(frame)
+        exclusions = frame["exclude"].tolist() if "exclude" in frame else [None] * len(frame)
+        answers = self.recommend(frame["history"].tolist(), ks, exclusions)
+        return pd.DataFrame(answers, columns=list(Recommendation._fields))
 
 
 mlflow.models.set_model(SequentialRecommender())
