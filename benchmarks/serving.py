@@ -150,8 +150,8 @@ def _markdown(result: dict) -> str:
             "| variant | size on disk | test NDCG@10 | change vs float32 |",
             "|---|---|---|---|",
             *(
-                f"| {name} | {v['size_bytes'] / 1e6:.2f} MB | {v['ndcg_at_10']:.4f} "
-                f"| {v['ndcg_change_vs_float32']:+.4f} |"
+                f"| {name} | {v['size_bytes'] / 1e6:.2f} MB | {v['ndcg_at_10']:.5f} "
+                f"| {v['ndcg_change_vs_float32']:+.5f} ({v['ndcg_change_vs_float32'] / v['ndcg_at_10']:+.2%}) |"
                 for name, v in measured["variants"].items()
             ),
             "",

@@ -188,10 +188,10 @@ def recommend(
         raise ConfigError(f"--history must be comma-separated integer item ids, got {history!r}") from None
     settings = get_settings()
     table = Table(title=f"{settings.model_name}@{alias}: top {k} for history {items}", title_justify="left")
-    for column in ("rank", "item_id", "score"):
+    for column in ("rank", "item_id", "score", "because you viewed"):
         table.add_column(column, justify="right")
     for row in recommend_items(settings, items, k, alias).itertuples(index=False):
-        table.add_row(str(row.rank), str(row.item_id), f"{row.score:.4f}")
+        table.add_row(str(row.rank), str(row.item_id), f"{row.score:.4f}", str(row.because))
     console.print(table)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ os.environ.update(
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
     ADAPTREC_HOME=str(_session_root / "adaptrec"),
     TF_USE_LEGACY_KERAS="1",
+    # The API server's tokens in the plugin tests: a key long enough for HS512, fresh per test session.
+    AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
 )
 
 

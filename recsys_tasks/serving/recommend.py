@@ -16,7 +16,7 @@ class NoModelVersionError(RegistryError):
 
 
 def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMPION_ALIAS) -> pd.DataFrame:
-    """Top-k items for one history, as (rank, item_id, score) rows, from the version holding ``alias``."""
+    """Top-k items for one history, as (rank, item_id, score, because) rows, from the version holding ``alias``."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -36,5 +36,10 @@ def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMP
         raise RegistryError(f"the model refused the request: {exc.message.splitlines()[0]}") from None
     row = prediction.iloc[0]
     return pd.DataFrame(
-        {"rank": range(1, len(row["item_ids"]) + 1), "item_id": row["item_ids"], "score": row["scores"]}
+        {
+            "rank": range(1, len(row["item_ids"]) + 1),
+            "item_id": row["item_ids"],
+            "score": row["scores"],
+            "because": row["because"],
+        }
     )
