@@ -261,27 +261,28 @@ def test_freeze_backbone_with_lora_leaves_only_the_low_rank_factors_trainable() 
     assert all("lora_" in name for name in trainable), trainable
 
 
-def test_inserting_lora_leaves_the_pretrained_function_unchanged(tmp_path: Path) -> None:
+def pretrained_and_extended(tmp_path: Path, extension: dict) -> tuple[SequenceEncoder, SequenceEncoder]:
+    """A randomised encoder, and an encoder with ``extension`` (LoRA factors) restored from its checkpoint."""
     plain = encoder(WITH_ATTRIBUTES)
     randomise_weights(plain)
     plain.set_item_attributes(attribute_table())
     checkpoint = tf.train.Checkpoint(encoder=plain).write(str(tmp_path / "encoder"))
-    with_lora = SequenceEncoder(WITH_ATTRIBUTES.model_copy(update={"lora_rank": 2}))
-    with_lora(histories())
+    extended = SequenceEncoder(WITH_ATTRIBUTES.model_copy(update=extension))
+    extended(histories())
+    # The new factors are absent from the checkpoint; everything else must match.
+    tf.train.Checkpoint(encoder=extended).read(checkpoint).assert_nontrivial_match()
+    return plain, extended
 
-    tf.train.Checkpoint(encoder=with_lora).read(checkpoint).assert_nontrivial_match()
+
+def test_inserting_lora_leaves_the_pretrained_function_unchanged(tmp_path: Path) -> None:
+    plain, with_lora = pretrained_and_extended(tmp_path, {"lora_rank": 2})
 
     np.testing.assert_array_equal(with_lora.items.item_attributes.numpy(), attribute_table())
     np.testing.assert_allclose(with_lora(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
 
 
 def test_item_lora_starts_as_no_change_and_alone_stays_trainable_when_frozen(tmp_path: Path) -> None:
-    plain = encoder(WITH_ATTRIBUTES)
-    randomise_weights(plain)
-    plain.set_item_attributes(attribute_table())
-    checkpoint = tf.train.Checkpoint(encoder=plain).write(str(tmp_path / "encoder"))
-    with_item_lora = encoder(WITH_ATTRIBUTES.model_copy(update={"item_lora_rank": 2}))
-    tf.train.Checkpoint(encoder=with_item_lora).read(checkpoint).assert_nontrivial_match()
+    plain, with_item_lora = pretrained_and_extended(tmp_path, {"item_lora_rank": 2})
 
     np.testing.assert_allclose(with_item_lora(histories()).numpy(), plain(histories()).numpy(), atol=1e-6)
     np.testing.assert_allclose(with_item_lora.item_vectors().numpy(), plain.item_vectors().numpy(), atol=1e-6)
