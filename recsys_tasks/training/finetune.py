@@ -63,7 +63,10 @@ class FinetuneConfig(BaseModel):
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
     item_lora_rank: int = Field(
-        0, ge=0, description="frozen and lora modes: rank of a LoRA update of the frozen item table (0 = none)."
+        4,
+        ge=0,
+        description="frozen and lora modes: rank of a LoRA update of the frozen item table (0 = none); "
+        "it lets each item move a little at rank · (items + width) parameters.",
     )
     ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
