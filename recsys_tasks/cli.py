@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from recsys_tasks.errors import AdaptRecError, ConfigError
+from recsys_tasks.errors import AdaptRecError, ConfigError, StageSkipped
 from recsys_tasks.pipeline import STAGES, SUMMARY_FILE, run_stage
 from recsys_tasks.settings import get_settings
 
@@ -50,10 +50,20 @@ def _params(conf: str, assignments: list[str]) -> dict[str, Any]:
     return params
 
 
+def _run_or_skip(stage: str, params: dict, run_id: str) -> dict | None:
+    """The stage's summary, or None when it had nothing to do in this run (said in one line)."""
+    try:
+        return run_stage(stage, params, run_id)
+    except StageSkipped as exc:
+        console.print(f"[yellow]{stage} skipped:[/] {exc}")
+        return None
+
+
 def _stage_command(stage: str):
     def command(run_id: RunIdOption, conf: ConfOption = "{}", assignments: SetOption = []) -> None:  # noqa: B006
-        result = run_stage(stage, _params(conf, assignments), run_id)
-        console.print_json(json.dumps(result, default=str))
+        result = _run_or_skip(stage, _params(conf, assignments), run_id)
+        if result is not None:
+            console.print_json(json.dumps(result, default=str))
 
     command.__doc__ = f"Run the {stage} stage of one pipeline run."
     return command
@@ -150,7 +160,7 @@ def pipeline(
     params = _params(conf, assignments)
     for stage in STAGES:
         console.rule(stage)
-        run_stage(stage, params, run_id)
+        _run_or_skip(stage, params, run_id)
 
 
 @app.command()

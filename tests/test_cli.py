@@ -49,3 +49,9 @@ def test_a_stage_prints_its_summary_as_json(adaptrec_home):
 
 def test_report_without_a_finished_run_says_what_to_do(adaptrec_home):
     assert_one_line_error(run_command("recsys", "report"), "no finished run under", "make run")
+
+
+def test_a_stage_with_nothing_to_do_says_so_and_succeeds(adaptrec_home):
+    result = run_command("recsys", "batch_recommend", "--run-id", "cli-test")
+    assert result.returncode == 0, result.stderr
+    assert "batch_recommend skipped: batch_recommendations is off for this run" in result.stdout

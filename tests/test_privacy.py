@@ -86,6 +86,8 @@ def test_no_raw_user_id_survives_past_ingest(tmp_path, caplog, capsys):
         "max_length": 10,
         "pretrain_epochs": 1,
         "finetune_epochs": 1,
+        "batch_recommendations": True,  # its Parquet of every user's recommendations is scanned too
+        "min_lift_over_popularity": 0.0,  # crowned whatever one epoch learnt, so the batch consumer runs
     }
     with caplog.at_level(logging.INFO):
         for stage in STAGES:
@@ -93,6 +95,7 @@ def test_no_raw_user_id_survives_past_ingest(tmp_path, caplog, capsys):
 
     written = [path for path in settings.resolved_home.rglob("*") if path.is_file()]
     assert any(path.suffix == ".parquet" for path in written) and any(path.name == "mlflow.db" for path in written)
+    assert any(path.name == "recommendations.parquet" for path in written)
     leaks = [str(path) for path in written if RAW_ID_MARK in texts_of(path)]
     assert leaks == []
     captured = capsys.readouterr()
