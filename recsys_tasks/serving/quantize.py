@@ -24,15 +24,13 @@ from recsys_tasks.serving.pyfunc_model import (
     MODEL_META,
     SAVED_MODEL,
     USER_EMBEDDING_SIGNATURE,
-    VARIANTS,
 )
 
-# What each variant loads, for its size on disk.
+# What each variant (pyfunc_model.VARIANTS) loads, for its size on disk.
 VARIANT_FILES = {
     "float32": (SAVED_MODEL, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META),
     "int8": (INT8_ENCODER, INT8_ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META),
 }
-assert set(VARIANT_FILES) == set(VARIANTS)
 
 
 def quantize_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
