@@ -145,7 +145,7 @@ def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_r
     settings, client = registry
     run_id, log = trigger("2026-01-03", {**TINY, "pretrain_epochs": 0, "finetune_epochs": 0})
 
-    assert task_ends(log)[-1] == "report"
+    assert sorted(task_ends(log)[-2:]) == ["batch_recommend", "report"]  # either may end last
     assert "state=success" in log.split("DagRun Finished")[-1]
     (rejected,) = [
         v
