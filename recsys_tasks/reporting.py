@@ -12,7 +12,7 @@ from recsys_tasks.constants import CHAMPION_ALIAS
 from recsys_tasks.settings import Settings
 from recsys_tasks.storage import RunDir
 
-ROW_ORDER = ["model", "popularity", "champion"]
+ROW_ORDER = ["model", "model_int8", "popularity", "champion"]
 SHOWN_METRICS = {
     "hr_at_10": "HR@10",
     "ndcg_at_10": "NDCG@10",
@@ -36,6 +36,7 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
         "run_id": run_id,
         "run_dir": run.uri,
         "metrics": report["metrics"],
+        "variants": report.get("variants", {}),
         "users": report["users"],
         "items": report["items"],
         "gate": decision,
@@ -77,6 +78,19 @@ def _data_gate_line(data_gate: dict[str, Any]) -> Text:
     return Text(f"Data gate: all {data_gate['expectations']} expectations passed; drift: {measured}")
 
 
+def _serving_line(variants: dict[str, dict[str, Any]]) -> Text:
+    if not variants:  # a summary written before the evaluate stage measured its variants
+        return Text()
+    return Text(
+        "Serving variants (top-10, batch 1): "
+        + "; ".join(
+            f"{name} {variant['size_bytes'] / 1e6:.1f} MB, p99 {variant['latency_ms']['p99_ms']:.2f} ms, "
+            f"NDCG@10 {variant['ndcg_change_vs_float32']:+.4f}"
+            for name, variant in variants.items()
+        )
+    )
+
+
 def render_summary(summary: dict[str, Any], width: int = 110) -> str:
     gate, registration = summary["gate"], summary["registration"]
     verdict = Text(
@@ -104,6 +118,7 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
                 ),
                 _data_gate_line(summary["data_gate"]),
                 metrics_table(summary["metrics"]),
+                _serving_line(summary.get("variants", {})),
                 verdict,
                 reasons,
                 Text(f"Consumers load {summary['champion_uri']} from {summary['tracking_uri']}"),
