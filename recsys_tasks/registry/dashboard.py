@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from recsys_tasks.constants import (
@@ -30,7 +31,7 @@ from recsys_tasks.constants import (
     TAG_TRAINABLE_PARAMETERS,
 )
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.registry.tracking import connect
+from recsys_tasks.registry.tracking import connect, mlflow_run_of
 from recsys_tasks.reporting import SHOWN_METRICS
 from recsys_tasks.settings import Settings
 
@@ -79,22 +80,19 @@ def mlflow_run_url(settings: Settings, airflow_run_id: str) -> str:
     client = connect(settings)
     with _mlflow_errors_as_registry_errors(f"look up the MLflow run of {airflow_run_id}"):
         experiment = client.get_experiment_by_name(settings.experiment_name)
-        if experiment is None:
-            return ""
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'",
-            max_results=1,
-        )
-    if not runs:
+        run_id = mlflow_run_of(client, experiment.experiment_id, airflow_run_id) if experiment else None
+    if run_id is None:
         return ""
-    return f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs/{runs[0].info.run_id}"
+    return f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
 
 
 def registry_overview(settings: Settings) -> RegistryOverview | None:
-    """Every version of the registered model, newest first; None while nothing is registered."""
-    client = connect(settings)
-    name = settings.model_name
+    """Every version of the configured registered model, newest first; None while nothing is registered."""
+    return overview_of(connect(settings), settings.model_name)
+
+
+def overview_of(client: MlflowClient, name: str) -> RegistryOverview | None:
+    """Every version of the registered model ``name``, newest first; None while nothing is registered."""
     with _mlflow_errors_as_registry_errors(f"read the registered model {name}"):
         try:
             aliases = client.get_registered_model(name).aliases

@@ -15,40 +15,35 @@ from mlflow.tracking import MlflowClient
 
 from recsys_tasks.constants import (
     CHAMPION_ALIAS,
-    TAG_AIRFLOW_RUN_ID,
-    TAG_GATE_STATUS,
     TAG_MANUAL_MOVE,
-    TAG_TEST_METRIC_PREFIX,
 )
 from recsys_tasks.errors import RegistryError
 from recsys_tasks.evaluation.evaluate import item_ids_of, recommender_scorer
-from recsys_tasks.evaluation.metrics import evaluate_scores
+from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, evaluate_scores
 from recsys_tasks.registry.champion import version_with_alias
+from recsys_tasks.registry.dashboard import overview_of
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import LeaveOneOutSplits
 
 
 def status(client: MlflowClient, model_name: str) -> list[dict]:
-    """Every version, newest first, with its aliases, gate result and test NDCG@10."""
-    try:
-        aliases = client.get_registered_model(model_name).aliases
-    except MlflowException as exc:
-        raise RegistryError(f"no registered model {model_name!r}: {exc.message.splitlines()[0]}") from None
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
-    versions = client.search_model_versions(f"name = '{model_name}'")
+    """Every version, newest first, with its aliases, gate result and test NDCG@10 (the registry page's rows)."""
+    overview = overview_of(client, model_name)
+    if overview is None:
+        raise RegistryError(f"no registered model {model_name!r} in the registry yet: run the pipeline (make run)")
     return [
         {
             "version": str(version.version),
-            "aliases": sorted(by_version.get(str(version.version), [])),
-            "gate": version.tags.get(TAG_GATE_STATUS, "not judged"),
-            "ndcg_at_10": version.tags.get(f"{TAG_TEST_METRIC_PREFIX}ndcg_at_10", ""),
-            "airflow_run_id": version.tags.get(TAG_AIRFLOW_RUN_ID, ""),
-            "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
-            "manual_move": version.tags.get(TAG_MANUAL_MOVE, ""),
+            "aliases": version.aliases,
+            "gate": version.gate_status,
+            "ndcg_at_10": f"{version.test_metrics[PRIMARY_METRIC]:.5f}"
+            if PRIMARY_METRIC in version.test_metrics
+            else "",
+            "airflow_run_id": version.airflow_run_id or "",
+            "created": f"{version.created:%Y-%m-%d %H:%M}",
+            "manual_move": version.manual_move or "",
         }
-        for version in sorted(versions, key=lambda v: int(v.version), reverse=True)
+        for version in overview.versions
     ]
 
 

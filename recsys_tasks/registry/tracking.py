@@ -58,6 +58,14 @@ def connect(settings: Settings) -> MlflowClient:
     return client
 
 
+def mlflow_run_of(client: MlflowClient, experiment_id: str, airflow_run_id: str) -> str | None:
+    """The id of the MLflow run that the Airflow run ``airflow_run_id`` logs to, or None before it has one."""
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'", max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
 class RunTracker:
     """Logs params, per-epoch metrics and artifacts to the MLflow run of one Airflow run."""
 
@@ -77,11 +85,9 @@ class RunTracker:
                 artifact_location=f"{settings.resolved_artifact_root}/{settings.experiment_name}",
             )
         )
-        existing = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'", max_results=1
-        )
-        if existing:
-            return cls(client, existing[0].info.run_id)
+        existing = mlflow_run_of(client, experiment_id, airflow_run_id)
+        if existing is not None:
+            return cls(client, existing)
         run = client.create_run(experiment_id, run_name=airflow_run_id, tags={TAG_AIRFLOW_RUN_ID: airflow_run_id})
         return cls(client, run.info.run_id)
 
