@@ -69,3 +69,23 @@ def _mlflow_uri_stays_in_its_module():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+TINY_PARAMS = {
+    "synthetic_size": "tiny",
+    "model_size": "tiny",
+    "max_length": 20,
+    "pretrain_epochs": 1,
+    "finetune_epochs": 3,
+}
+
+
+def tiny_champion(home: Path, run_id: str):
+    """Settings of a home holding a tiny model trained, registered and promoted to champion by ``run_id``."""
+    from recsys_tasks.pipeline import run_stage
+    from recsys_tasks.settings import Settings
+
+    settings = Settings(home=home)
+    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote"):
+        run_stage(stage, TINY_PARAMS, run_id, settings)
+    return settings

@@ -18,17 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_tasks.constants import CHAMPION_ALIAS
 from recsys_tasks.errors import ConfigError
-from recsys_tasks.pipeline import run_stage
 from recsys_tasks.registry.champion import model_uri, version_with_alias
 from recsys_tasks.registry.tracking import connect
 from recsys_tasks.serving.app import ServingConfig, create_app, serving_config
 from recsys_tasks.serving.schemas import MAX_HISTORY_LENGTH, MAX_K
 from recsys_tasks.settings import Settings
-from tests.conftest import run_command
+from tests.conftest import run_command, tiny_champion
 
-TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}
 RUN_ID = "serving-app-run"
-STAGES = ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote")
 TOKEN = "test-token-0123456789abcdef"
 AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BATCH = 8
@@ -38,11 +35,7 @@ RECOMMENDATIONS = "/v1/recommendations"
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory) -> Settings:
-    """A tiny model trained, registered and promoted to champion in its own home."""
-    settings = Settings(home=tmp_path_factory.mktemp("serving-app-home"))
-    for stage in STAGES:
-        run_stage(stage, TINY, RUN_ID, settings)
-    return settings
+    return tiny_champion(tmp_path_factory.mktemp("serving-app-home"), RUN_ID)
 
 
 @pytest.fixture(scope="module")

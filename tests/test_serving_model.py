@@ -16,23 +16,18 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from recsys_tasks.evaluation.evaluate import MODEL, MODEL_INT8, REPORT_FILE, EvaluationReport
-from recsys_tasks.pipeline import run_dir, run_stage
+from recsys_tasks.pipeline import run_dir
 from recsys_tasks.registry.champion import model_uri
 from recsys_tasks.registry.tracking import connect
 from recsys_tasks.settings import Settings
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, tiny_champion
 
-TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}
 RUN_ID = "serving-test-run"
-STAGES = ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote")
 
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory) -> Settings:
-    """A tiny model trained, registered and promoted to champion in its own home."""
-    settings = Settings(home=tmp_path_factory.mktemp("serving-home"))
-    for stage in STAGES:
-        run_stage(stage, TINY, RUN_ID, settings)
+    settings = tiny_champion(tmp_path_factory.mktemp("serving-home"), RUN_ID)
     connect(settings)
     return settings
 
