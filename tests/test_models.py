@@ -22,7 +22,7 @@ from recsys_tasks.models.layers import (
     SelfAttention,
     TransformerBlock,
 )
-from recsys_tasks.models.retrieval import QueryHead, RankingHead
+from recsys_tasks.models.retrieval import QueryHead, RankingHead, RepeatOffset, prefix_item_cells
 
 D_MODEL = 16
 LENGTH = 6
@@ -97,6 +97,10 @@ LAYER_CASES = {
         lambda layer, x: layer(tf.constant([[1, 2, 9], [0, 3, 3]])),
     ),
     "ranking_head": (lambda: RankingHead(8, initial_score=3.5, name="ranking_head"), lambda layer, x: layer(x, x)),
+    "repeat_offset": (
+        lambda: RepeatOffset(name="repeat_offset"),
+        lambda layer, x: layer(x[:, 0, :], tf.constant([[0, 1], [2, 15]], tf.int64)),
+    ),
 }
 
 
@@ -117,6 +121,32 @@ def test_layer_round_trips_through_config_and_weights(case: str) -> None:
     assert copy.get_config() == original.get_config()
     np.testing.assert_array_equal(call(copy, inputs).numpy(), expected)
     assert not np.allclose(before_restore, expected), "fresh weights must differ, or the test proves nothing"
+
+
+def test_prefix_cells_name_each_distinct_item_before_or_at_each_query_position() -> None:
+    inputs = tf.constant([[0, 0, 3, 5, 3, 41], [2, 4, 6, 8, 10, 12]], tf.int32)  # 41 is [MASK] when N_ITEMS = 40
+    is_target = tf.constant([[False, False, True, True, True, True], [False, True, False, False, False, True]])
+
+    cells = prefix_item_cells(inputs, is_target, N_ITEMS).numpy()
+
+    # Query rows in row-major order: (0,2) (0,3) (0,4) (0,5) (1,1) (1,5); columns are item − 1.
+    expected = {
+        (0, 2), (1, 2), (1, 4), (2, 2), (2, 4), (3, 2), (3, 4),
+        (4, 1), (4, 3),
+        (5, 1), (5, 3), (5, 5), (5, 7), (5, 9), (5, 11),
+    }  # fmt: skip
+    assert sorted(map(tuple, cells.tolist())) == sorted(expected)  # no duplicates, no padding, no [MASK]
+
+
+def test_repeat_offset_starts_at_zero_and_moves_only_the_named_cells() -> None:
+    layer = RepeatOffset()
+    logits = tf.zeros((2, 4))
+    cells = tf.constant([[0, 1], [1, 3]], tf.int64)
+    np.testing.assert_array_equal(layer(logits, cells).numpy(), np.zeros((2, 4)))
+
+    layer.scaled_offset.assign(-2.0 / RepeatOffset.SCALE)
+
+    np.testing.assert_array_equal(layer(logits, cells).numpy(), [[0, -2, 0, 0], [0, 0, 0, -2]])
 
 
 def test_item_representation_round_trips_with_its_attribute_table() -> None:

@@ -210,9 +210,9 @@ def test_lora_finetuning_trains_low_rank_factors_and_head_only(pretrained: Pretr
     config = load_pretrained_encoder(run).config
     d_model, n_layers = config.d_model, config.n_layers
     # Per layer: query, key, value, output, each 2 · rank · d_model; the query head d_model² + d_model;
-    # the item table's update 3 · (vocabulary + d_model).
+    # the item table's update 3 · (vocabulary + d_model); the repeat offset 1.
     assert summary.trainable_parameters == (
-        n_layers * 4 * 2 * 2 * d_model + d_model * d_model + d_model + 3 * (config.vocabulary_size + d_model)
+        n_layers * 4 * 2 * 2 * d_model + d_model * d_model + d_model + 3 * (config.vocabulary_size + d_model) + 1
     )
     # The item vectors may move, but only by a rank-3 update of the pre-trained table (the id table stays frozen).
     update = exported_item_embeddings(run) - pretrained_item_embeddings(run)
@@ -223,7 +223,7 @@ def test_head_only_finetuning_leaves_the_encoder_as_pretrained(pretrained: Pretr
     run, summary = finetuned(pretrained, tmp_path, mode="head", epochs=3)
 
     d_model = load_pretrained_encoder(run).config.d_model
-    assert summary.trainable_parameters == d_model * d_model + d_model
+    assert summary.trainable_parameters == d_model * d_model + d_model + 1  # query head and repeat offset
     np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
 
 
@@ -256,6 +256,24 @@ def test_exported_model_reproduces_the_reported_validation_metrics(
 
     assert metrics == pytest.approx(summary.validation, abs=0.005)
     assert recommender.n_items == splits.n_items
+
+
+def test_repeat_offset_learns_that_nobody_repeats_and_scores_consumed_items_with_it(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, _ = fully_finetuned
+    inputs, seen, _ = LeaveOneOutSplits.load(run).holdout("validation")
+    offset = recommender.repeat_offset
+    assert offset < -0.2  # the synthetic users never meet an item twice
+
+    plain = recommender.encode(inputs)[0] @ recommender.item_vectors.T
+    scored = recommender.score_indices(inputs, consumed=seen)
+
+    consumed = np.zeros(plain.shape, dtype=bool)
+    consumed[np.arange(len(seen))[:, None], seen] = True
+    consumed[:, 0] = False
+    np.testing.assert_allclose(scored[consumed], plain[consumed] + offset, rtol=1e-6)
+    np.testing.assert_array_equal(scored[~consumed], plain[~consumed])
 
 
 # ---------------------------------------------------------------- serving

@@ -8,8 +8,9 @@ catalogue?) and ranking by rating RMSE. The published tutorial figures are top-1
 Here a sequence model is trained on each user's training ratings in time order (the pipeline's
 own stages, run on the 80% part), and every test rating is scored with the user's whole training
 history as the query. ``top_k`` counts exactly as FactorizedTopK does, over every movie, seen ones
-included; ``top_k_unseen`` additionally removes the user's training movies from the ranking, as
-a deployed recommender would. A test movie the model never saw in training counts as a miss and
+included (they carry the model's learned repeat offset, applied to the whole training history);
+``top_k_unseen`` additionally removes the user's training movies from the ranking, as a deployed
+recommender would. A test movie the model never saw in training counts as a miss and
 is predicted the mean training rating.
 """
 
@@ -72,9 +73,9 @@ def evaluate_tfrs_protocol(run: RunDir, model_folder, batch_size: int = 512) -> 
     seen = left_pad(splits.sequences, max(len(s) for s in splits.sequences))
 
     # One query per user, not per test rating: a user has about 20 test ratings on MovieLens-100K.
-    user_scores = np.concatenate(
-        [model.score_indices(histories[start : start + batch_size]) for start in range(0, len(histories), batch_size)]
-    )
+    # The user's whole training history gets the model's repeat offset, not only the newest max_length items.
+    batches = [slice(start, start + batch_size) for start in range(0, len(histories), batch_size)]
+    user_scores = np.concatenate([model.score_indices(histories[rows], seen[rows]) for rows in batches])
     ranks = {"all": [], "unseen": []}
     for start in range(0, len(targets), batch_size):
         rows, batch_targets = user_rows[start : start + batch_size], targets[start : start + batch_size]

@@ -11,6 +11,11 @@ is a training pair (prefix → next item), as in SASRec. Two retrieval losses:
   negatives (remove_accidental_hits), and the log of each item's sampling probability is
   subtracted so that popular items are not over-penalised (logQ correction).
 
+Items the user already has get one learned score offset (``RepeatOffset``), trained with the
+full-softmax loss: whether people come back to an item is learned from the data (strongly negative
+where nobody rates a movie twice, positive where re-purchases are common), so the encoder's vectors
+need not spend capacity on pushing the history down.
+
 Multi-task (the TFRS multitask pattern): a ranking head on the same query and item vectors,
 trained through ``tfrs.tasks.Ranking`` with its own loss weight. With explicit ratings it
 regresses the rating of the next item (MSE, reported as RMSE); with implicit data it classifies
@@ -40,6 +45,47 @@ class QueryHead(tf.keras.layers.Layer):
 
     def call(self, inputs):
         return inputs + self.projection(inputs)
+
+
+class RepeatOffset(tf.keras.layers.Layer):
+    """One learned number added to the score of every item the user already has (RepeatNet's
+    repeat-or-explore choice at its simplest). Starts at 0, i.e. no opinion."""
+
+    # Adam moves a weight by about the learning rate per step, whatever its gradient: a single
+    # number that must travel several logits would need thousands of steps, so it is stored scaled down.
+    SCALE = 10.0
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Shape-free, so made here: the weight exists before the first training step.
+        self.scaled_offset = self.add_weight(name="scaled_offset", shape=(), initializer="zeros")
+
+    @property
+    def offset(self) -> tf.Tensor:
+        return self.scaled_offset * self.SCALE
+
+    def call(self, logits, cells):
+        """``logits`` [N, items] plus the offset at each (row, column) of ``cells`` [P, 2] (no duplicates)."""
+        offsets = tf.fill(tf.shape(cells)[:1], tf.cast(self.offset, logits.dtype))
+        return tf.tensor_scatter_nd_add(logits, cells, offsets)
+
+
+def prefix_item_cells(inputs: tf.Tensor, is_target: tf.Tensor, n_items: int) -> tf.Tensor:
+    """(query row, item column) [P, 2] of each distinct real item in each training query's prefix.
+
+    Query rows are the positions where ``is_target`` holds, in row-major order (as boolean_mask
+    takes them); the prefix of position t is ``inputs[:, : t + 1]``; column = item index − 1.
+    """
+    positions = tf.range(tf.shape(inputs)[1])
+    earlier = positions[None, :] < positions[:, None]  # [s, s']: s' comes before s
+    repeated = tf.reduce_any((inputs[:, :, None] == inputs[:, None, :]) & earlier[None], axis=2)
+    counted = (inputs > 0) & (inputs <= n_items) & ~repeated  # [B, s]: first occurrence of a real item
+    in_prefix = positions[None, :] <= positions[:, None]  # [t, s]: s is in the prefix of t
+    pairs = tf.where(is_target[:, :, None] & in_prefix[None] & counted[:, None, :])  # [P, (b, t, s)]
+    query_row = tf.reshape(tf.cumsum(tf.reshape(tf.cast(is_target, tf.int64), [-1])) - 1, tf.shape(is_target))
+    rows = tf.gather_nd(query_row, pairs[:, :2])
+    columns = tf.cast(tf.gather_nd(inputs, tf.stack([pairs[:, 0], pairs[:, 2]], axis=1)), tf.int64) - 1
+    return tf.stack([rows, columns], axis=1)
 
 
 class RankingHead(tf.keras.layers.Layer):
@@ -76,6 +122,8 @@ class NextItemRetrievalModel(tfrs.models.Model):
         super().__init__()
         self.encoder = encoder
         self.head = QueryHead(name="query_head")
+        # float32 under mixed precision too: it adds to the float32 logits of the loss.
+        self.repeat_offset = RepeatOffset(dtype="float32", name="repeat_offset")
         self.retrieval_loss = loss
         probabilities = item_frequencies / max(item_frequencies.sum(), 1)
         # Unseen items get the smallest observed probability, so log() stays finite.
@@ -105,7 +153,7 @@ class NextItemRetrievalModel(tfrs.models.Model):
 
     def parameters(self) -> list[tf.Variable]:
         """The model's weights, without the loss trackers' counters."""
-        heads = [self.head, self.ranking_head] if self.ranking_weight else [self.head]
+        heads = [self.head, self.repeat_offset] + ([self.ranking_head] if self.ranking_weight else [])
         return [*self.encoder.weights, *(weight for head in heads for weight in head.weights)]
 
     def query_vectors(self, histories, training=False):
@@ -136,7 +184,8 @@ class NextItemRetrievalModel(tfrs.models.Model):
         next_items = tf.boolean_mask(targets, is_target)
         item_vectors = self.encoder.item_vectors()
         if self.retrieval_loss == "full_softmax":
-            retrieval = self._full_softmax_loss(queries, next_items, item_vectors)
+            cells = prefix_item_cells(features["inputs"], is_target, self.encoder.config.n_items)
+            retrieval = self._full_softmax_loss(queries, next_items, item_vectors, cells)
         else:
             retrieval = self.retrieval_task(
                 queries,
@@ -152,13 +201,13 @@ class NextItemRetrievalModel(tfrs.models.Model):
         self.loss_trackers["ranking"].update_state(ranking)
         return retrieval + self.ranking_weight * ranking
 
-    def _full_softmax_loss(self, queries, next_items, item_vectors):
-        """Cross-entropy of each next item against every real item (padding and [MASK] are no candidates)."""
+    def _full_softmax_loss(self, queries, next_items, item_vectors, history_cells):
+        """Cross-entropy of each next item against every real item (padding and [MASK] are no candidates),
+        the items already in each prefix (``history_cells``) scored with the repeat offset."""
         n_items = self.encoder.config.n_items
-        logits = tf.matmul(queries, item_vectors[1 : n_items + 1], transpose_b=True)
-        return tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=next_items - 1, logits=tf.cast(logits, tf.float32))
-        )
+        logits = tf.cast(tf.matmul(queries, item_vectors[1 : n_items + 1], transpose_b=True), tf.float32)
+        logits = self.repeat_offset(logits, history_cells)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=next_items - 1, logits=logits))
 
     def _ranking_loss(self, queries, next_items, item_vectors, features, is_target, training):
         if self.ranking_target == "rating":

@@ -84,7 +84,10 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
         self.item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
         self.index_of = dict(zip(vocabulary["item_id"].tolist(), vocabulary["index"].tolist()))
         with open(artifacts[MODEL_META]) as fh:
-            self.max_length = int(json.load(fh)["max_length"])
+            meta = json.load(fh)
+        self.max_length = int(meta["max_length"])
+        # Versions trained before the offset existed have none: no change to their scores.
+        self.repeat_offset = float(meta.get("repeat_offset", 0.0))
         norms = np.linalg.norm(self.item_vectors, axis=1, keepdims=True)
         self._unit_item_vectors = self.item_vectors / np.maximum(norms, 1e-12)
 
@@ -126,9 +129,20 @@ class SequentialRecommender(mlflow.pyfunc.PythonModel):
         outputs = self._user_embedding(history=padded_histories)
         return np.asarray(outputs[USER_EMBEDDING_OUTPUT]), np.asarray(outputs[HISTORY_ATTENTION_OUTPUT])
 
-    def score_indices(self, padded_histories: np.ndarray) -> np.ndarray:
-        """Scores [B, n_items + 1] of every item index for padded index histories [B, max_length]."""
-        return self.encode(padded_histories)[0] @ self.item_vectors.T
+    def score_indices(self, padded_histories: np.ndarray, consumed: np.ndarray | None = None) -> np.ndarray:
+        """Scores [B, n_items + 1] of every item index for padded index histories [B, max_length].
+
+        The items of ``consumed`` [B, any] (0-padded; default: the histories) get the learned repeat
+        offset: what ranking that does not drop the user's items sees. ``recommend`` drops them.
+        """
+        scores = self.encode(padded_histories)[0] @ self.item_vectors.T
+        if self.repeat_offset:
+            consumed = padded_histories if consumed is None else consumed
+            has = np.zeros(scores.shape, dtype=bool)
+            has[np.arange(len(scores))[:, None], consumed] = True
+            has[:, 0] = False
+            scores[has] += self.repeat_offset
+        return scores
 
     def because(self, padded_history: np.ndarray, attention: np.ndarray, recommended: np.ndarray) -> np.ndarray:
         """For each recommended index, the history index that contributed most to it.

@@ -223,6 +223,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             "finetune": config.model_dump(),
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "repeat_offset": float(model.repeat_offset.offset.numpy()),
         }
         (folder / ARTIFACT_FILES[MODEL_META]).write_text(json.dumps(meta, indent=2))
     return FinetuneSummary(
