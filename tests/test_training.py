@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from recsys_tasks.augmentation.augment import VOCAB_FILE, AugmentConfig, augment
 from recsys_tasks.data.ingest import IngestConfig, ingest
 from recsys_tasks.evaluation.metrics import evaluate_scores
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, SequentialRecommender
+from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, MODEL_META, SequentialRecommender
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import LeaveOneOutSplits
 from recsys_tasks.training.finetune import (
@@ -84,6 +85,11 @@ def fully_finetuned(pretrained: Pretrained, tmp_path_factory: pytest.TempPathFac
 def recommender(fully_finetuned: tuple[RunDir, FinetuneSummary]) -> SequentialRecommender:
     run, _ = fully_finetuned
     return SequentialRecommender.from_folder(run.path(EXPORTED_MODEL_DIR))
+
+
+def exported_encoder_dropout(run: RunDir) -> float:
+    with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
+        return json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())["encoder"]["dropout"]
 
 
 def exported_item_embeddings(run: RunDir) -> np.ndarray:
@@ -186,14 +192,18 @@ def test_full_finetuning_improves_validation_ndcg(
     )
     assert tuned.validation["hr_at_10"] > baseline.validation["hr_at_10"]
     assert tuned.trainable_parameters == tuned.total_parameters
+    assert exported_encoder_dropout(fully_finetuned[0]) == PRETRAIN["dropout"]  # full keeps the pre-training rate
 
 
 def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path: Path) -> None:
-    run, summary = finetuned(pretrained, tmp_path, mode="frozen", epochs=2, adapter_dim=8, item_lora_rank=0)
+    run, summary = finetuned(
+        pretrained, tmp_path, mode="frozen", epochs=2, adapter_dim=8, item_lora_rank=0, frozen_dropout=0.05
+    )
 
     assert summary.mode == "frozen"
     assert 0 < summary.trainable_parameters < 0.25 * summary.total_parameters
     np.testing.assert_array_equal(exported_item_embeddings(run), pretrained_item_embeddings(run))
+    assert exported_encoder_dropout(run) == 0.05  # the frozen backbone runs with the lighter dropout
 
 
 def test_in_batch_retrieval_loss_trains_too(pretrained: Pretrained, untrained, tmp_path: Path) -> None:
