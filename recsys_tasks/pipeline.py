@@ -23,7 +23,7 @@ from recsys_tasks.data.ingest import DataSource, IngestConfig
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticPreset
 from recsys_tasks.errors import ConfigError, StageSkipped
-from recsys_tasks.models.config import FinetuneMode, ModelSize
+from recsys_tasks.models.config import FinetuneMode, ModelSize, TrainingExamples
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig
@@ -79,6 +79,11 @@ class PipelineParams(BaseModel):
         "full",
         description="full: all weights; frozen: adapters + heads; lora: low-rank attention updates + heads; "
         "head: heads only.",
+    )
+    finetune_examples: TrainingExamples = Field(
+        "prefixes",
+        description="prefixes: a training row per target item (stronger); windows: a row per window of history "
+        "with a target at every position (far less work per epoch on long histories).",
     )
     ranking_weight: float = Field(
         0.0,
@@ -233,6 +238,7 @@ def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     config = FinetuneConfig(
         mode=params.finetune_mode,
         epochs=params.finetune_epochs,
+        examples=params.finetune_examples,
         ranking_weight=params.ranking_weight,
         seed=params.seed,
         accelerator=params.accelerator(),

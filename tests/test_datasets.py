@@ -1,4 +1,4 @@
-"""Training arrays: sliding windows over long histories, length-bucketed batches, the attribute table."""
+"""Training arrays: a row per target or windows over long histories, length-bucketed batches, attributes."""
 
 from __future__ import annotations
 
@@ -35,11 +35,25 @@ def test_long_histories_are_cut_into_windows_covering_every_target_once() -> Non
         [list(range(1, 9)), [3, 4, 5], [9, 10, 11, 12]], ratings=[[float(i) for i in range(1, 9)], [1.0] * 3, [2.0] * 4]
     )
 
-    pairs = data.next_item_pairs()
+    pairs = data.next_item_pairs("windows")
 
     np.testing.assert_array_equal(pairs["inputs"], [[3, 4, 5], [0, 1, 2], [0, 0, 9]])
     np.testing.assert_array_equal(pairs["targets"], [[4, 5, 6], [0, 2, 3], [0, 0, 10]])
     np.testing.assert_array_equal(pairs["ratings"], [[4, 5, 6], [0, 2, 3], [0, 0, 2]])
+
+
+def test_prefixes_make_every_target_its_own_row_with_the_window_before_it() -> None:
+    # Training histories: 1..6 (7 and 8 held out), [3] (nothing to predict), [9, 10].
+    data = splits(
+        [list(range(1, 9)), [3, 4, 5], [9, 10, 11, 12]], ratings=[[float(i) for i in range(1, 9)], [1.0] * 3, [2.0] * 4]
+    )
+
+    pairs = data.next_item_pairs("prefixes")
+
+    np.testing.assert_array_equal(pairs["inputs"], [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [0, 0, 9]])
+    np.testing.assert_array_equal(pairs["targets"], [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5], [0, 0, 6], [0, 0, 10]])
+    np.testing.assert_array_equal(pairs["ratings"][:, -1], [2, 3, 4, 5, 6, 2])
+    assert not pairs["ratings"][:, :-1].any()
 
 
 def test_mean_training_rating_ignores_validation_and_test_items() -> None:

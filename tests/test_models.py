@@ -19,6 +19,7 @@ from recsys_tasks.models.layers import (
     EmbeddingLoRA,
     ItemRepresentation,
     LoRADense,
+    LowPassFilter,
     SelfAttention,
     TransformerBlock,
 )
@@ -30,6 +31,7 @@ N_ITEMS = 40
 CONFIG = EncoderConfig(n_items=N_ITEMS, max_length=LENGTH, d_model=D_MODEL, n_layers=2, n_heads=2, dropout=0.1)
 N_ATTRIBUTES = 5
 WITH_ATTRIBUTES = CONFIG.model_copy(update={"n_attributes": N_ATTRIBUTES, "max_attributes": 2})
+WITH_FILTER = CONFIG.model_copy(update={"filter_mix": 0.7})
 
 
 def attribute_table() -> np.ndarray:
@@ -85,6 +87,14 @@ LAYER_CASES = {
     "transformer_block_with_lora": (
         lambda: TransformerBlock(D_MODEL, 2, 32, 0.1, lora_rank=2, name="lora_block"),
         lambda layer, x: layer(x, attention_mask=causal_mask(), training=False),
+    ),
+    "transformer_block_with_filter": (
+        lambda: TransformerBlock(D_MODEL, 2, 32, 0.1, filter_mix=0.5, filter_window=LENGTH, name="filter_block"),
+        lambda layer, x: layer(x, attention_mask=causal_mask(), training=False, valid=tf.ones(x.shape[:2], tf.bool)),
+    ),
+    "low_pass_filter": (
+        lambda: LowPassFilter(LENGTH, 2, name="low_pass"),
+        lambda layer, x: layer(x, valid=tf.constant(np.arange(LENGTH) >= np.array([[0], [1], [3]]))),
     ),
     "self_attention": (
         lambda: SelfAttention(D_MODEL, 4, 0.0, lora_rank=3, name="attention"),
@@ -208,9 +218,35 @@ def test_saved_model_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     np.testing.assert_allclose(next(iter(from_signature.values())).numpy(), expected, rtol=1e-6, atol=1e-6)
 
 
+def fourier_low_pass(signal: np.ndarray, frequencies: int) -> np.ndarray:
+    """BSARec's filter, written with NumPy's FFT: keep the lowest rfft components along the sequence axis."""
+    spectrum = np.fft.rfft(signal, axis=1)
+    spectrum[:, frequencies:] = 0
+    return np.fft.irfft(spectrum, n=signal.shape[1], axis=1)
+
+
+def test_low_pass_filter_is_bsarecs_fourier_filter_and_its_causal_form_the_newest_row_of_it() -> None:
+    layer = LowPassFilter(LENGTH, 2)
+    signal = hidden_states().numpy()
+    everywhere = tf.ones(signal.shape[:2], tf.bool)
+    layer(signal, everywhere)
+    layer.sqrt_beta.assign(np.full(D_MODEL, np.sqrt(0.5), np.float32))
+    low = fourier_low_pass(signal, 2)
+    expected = low + 0.5 * (signal - low)
+
+    np.testing.assert_allclose(layer(signal, everywhere, causal=False).numpy(), expected, atol=1e-5)
+    causal = layer(signal, everywhere, causal=True).numpy()
+    np.testing.assert_allclose(causal[:, -1], expected[:, -1], atol=1e-5)
+    for length in (2, 4):  # position t reads only the prefix ending at t, as if it were the newest item
+        prefix = np.concatenate([np.zeros_like(signal[:, length:]), signal[:, :length]], axis=1)
+        low = fourier_low_pass(prefix, 2)
+        np.testing.assert_allclose(causal[:, length - 1], (low + 0.5 * (prefix - low))[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [CONFIG, WITH_FILTER], ids=["attention", "attention+filter"])
 @pytest.mark.parametrize("position", [1, 3])
-def test_causal_attention_never_sees_the_future(position: int) -> None:
-    model = encoder()
+def test_causal_attention_never_sees_the_future(position: int, config: EncoderConfig) -> None:
+    model = encoder(config)
     randomise_weights(model)
     sequence = np.array([[3, 9, 4, 12, 7, 21]], dtype=np.int32)
     changed_future = sequence.copy()
@@ -326,7 +362,9 @@ def test_item_lora_starts_as_no_change_and_alone_stays_trainable_when_frozen(tmp
     assert not np.allclose(looked_up, plain.item_vectors().numpy()[[3, 4]], atol=1e-3)
 
 
-@pytest.mark.parametrize("config", [CONFIG, WITH_ATTRIBUTES.model_copy(update={"adapter_dim": 4, "lora_rank": 2})])
+@pytest.mark.parametrize(
+    "config", [CONFIG, WITH_ATTRIBUTES.model_copy(update={"adapter_dim": 4, "lora_rank": 2}), WITH_FILTER]
+)
 def test_the_newest_position_alone_computes_what_the_full_pass_gives_it(config: EncoderConfig) -> None:
     model = encoder(config)
     randomise_weights(model)
@@ -340,13 +378,16 @@ def test_the_newest_position_alone_computes_what_the_full_pass_gives_it(config: 
     np.testing.assert_allclose(newest_attention.numpy()[:, :, 0], full_attention.numpy()[:, :, -1], atol=1e-6)
 
 
-def test_trimming_shared_left_padding_changes_no_output() -> None:
-    model = encoder(WITH_ATTRIBUTES)
+@pytest.mark.parametrize("config", [WITH_ATTRIBUTES, WITH_FILTER], ids=["attention", "attention+filter"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_trimming_shared_left_padding_changes_no_output(config: EncoderConfig, causal: bool) -> None:
+    model = encoder(config)
     randomise_weights(model)
     model.set_item_attributes(attribute_table())
     full = histories()[:1]  # [[0, 0, 5, 6, 7, 8]]
 
-    np.testing.assert_allclose(model(full[:, 2:]).numpy(), model(full).numpy()[:, 2:], atol=1e-5)
+    trimmed, whole = model(full[:, 2:], causal=causal), model(full, causal=causal)
+    np.testing.assert_allclose(trimmed.numpy(), whole.numpy()[:, 2:], atol=1e-5)
 
 
 def test_attributes_give_an_item_never_trained_a_representation_shared_with_its_kind() -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelSize = Literal["tiny", "small", "base", "large"]
 FinetuneMode = Literal["full", "frozen", "lora", "head"]
+TrainingExamples = Literal["prefixes", "windows"]
 
 MODEL_SIZES: dict[str, dict] = {
     "tiny": dict(d_model=32, n_layers=1, n_heads=2),
@@ -28,6 +29,10 @@ class EncoderConfig(BaseModel):
     n_heads: int = Field(2, ge=1, description="Attention heads per block.")
     ffn_multiplier: int = Field(4, ge=1, description="Feed-forward width = ffn_multiplier × d_model.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, attention and feed-forward.")
+    filter_mix: float = Field(
+        0.0, ge=0, le=1, description="Share of token mixing done by BSARec's low-pass filter; 0 is attention only."
+    )
+    filter_frequencies: int = Field(3, ge=1, description="Fourier components the low-pass filter keeps.")
     adapter_dim: int = Field(0, ge=0, description="Bottleneck adapter width per block; 0 means no adapters.")
     lora_rank: int = Field(0, ge=0, description="Rank of LoRA updates on the attention projections; 0 means none.")
     item_lora_rank: int = Field(0, ge=0, description="Rank of a LoRA update of the item id table; 0 means none.")

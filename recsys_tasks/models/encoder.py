@@ -50,6 +50,9 @@ class SequenceEncoder(tf.keras.Model):
                 config.dropout,
                 config.adapter_dim,
                 config.lora_rank,
+                config.filter_mix,
+                config.max_length,
+                config.filter_frequencies,
                 name=f"block_{i}",
             )
             for i in range(config.n_layers)
@@ -78,8 +81,8 @@ class SequenceEncoder(tf.keras.Model):
 
         # attention_mask[b, query, key]: keys that are padding are never attended to; with causal
         # attention a position also never sees the future.
-        keys = tf.not_equal(item_ids, PAD_INDEX)[:, tf.newaxis, :]
-        mask = tf.tile(keys, [1, length, 1])
+        valid = tf.not_equal(item_ids, PAD_INDEX)
+        mask = tf.tile(valid[:, tf.newaxis, :], [1, length, 1])
         if causal:
             mask = tf.logical_and(mask, tf.cast(tf.linalg.band_part(tf.ones((length, length)), -1, 0), tf.bool))
         for depth, block in enumerate(self.blocks, start=1):
@@ -89,6 +92,8 @@ class SequenceEncoder(tf.keras.Model):
                 training=training,
                 return_attention=True,
                 newest_only=newest_only and depth == len(self.blocks),
+                valid=valid,
+                causal=causal,
             )
         hidden = self.final_norm(hidden)
         return (hidden, attention) if return_attention else hidden

@@ -255,8 +255,59 @@ class BottleneckAdapter(tf.keras.layers.Layer):
         return {**super().get_config(), "bottleneck": self.bottleneck}
 
 
+class LowPassFilter(tf.keras.layers.Layer):
+    """BSARec's frequency-domain token mixer (Shin et al., AAAI 2024), made causal for next-item training.
+
+    Over a window of ``window`` positions, keep the ``frequencies`` lowest discrete Fourier
+    components of the sequence (a smooth, recency-weighted summary) and scale the rest (the
+    high-frequency detail) by a learned β² per channel: low + β² · (x − low). Attention alone
+    has no such bias towards the shape of the whole recent history.
+
+    BSARec filters the whole window at once and trains on each prefix's last position. Here the
+    low-pass is the same linear map written as a convolution over offsets (row t of the filter
+    matrix), so under causal attention position t reads only positions ≤ t and every position of
+    a sequence trains in one pass; bidirectionally (Cloze) it is the full circular filter. Padding
+    is zeroed first, so trimming shared left padding changes no output.
+    """
+
+    def __init__(self, window: int, frequencies: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window, self.frequencies = window, frequencies
+        offsets = np.arange(window)
+        # Row n of the rank-``frequencies`` projection onto the lowest Fourier components, by offset n - m.
+        kernel = 1.0 + 2.0 * sum(np.cos(2 * np.pi * k * offsets / window) for k in range(1, frequencies))
+        distance = offsets[:, np.newaxis] - offsets[np.newaxis, :]
+        self._circular = (kernel[distance % window] / window).astype(np.float32)
+        self._causal = np.where(distance >= 0, self._circular, 0.0).astype(np.float32)
+
+    def build(self, input_shape):
+        self.sqrt_beta = self.add_weight(
+            name="sqrt_beta", shape=(int(input_shape[-1]),), initializer=tf.keras.initializers.RandomNormal()
+        )
+        super().build(input_shape)
+
+    def call(self, inputs, valid, causal: bool = True, newest_only: bool = False):
+        """Filtered [B, L, d] (L = 1 with ``newest_only``); ``valid`` [B, L] is False on padding."""
+        length = tf.shape(inputs)[1]
+        signal = inputs * tf.cast(valid, inputs.dtype)[..., tf.newaxis]
+        matrix = tf.constant(self._causal if causal else self._circular, dtype=inputs.dtype)
+        matrix = matrix[self.window - length :, self.window - length :]
+        if newest_only:
+            matrix, signal_here = matrix[-1:], signal[:, -1:]
+        else:
+            signal_here = signal
+        low = tf.einsum("ts,bsd->btd", matrix, signal)
+        return low + tf.square(self.sqrt_beta) * (signal_here - low)
+
+    def get_config(self):
+        return {**super().get_config(), "window": self.window, "frequencies": self.frequencies}
+
+
 class TransformerBlock(tf.keras.layers.Layer):
-    """Pre-norm self-attention block: x + Attn(LN(x)), then x + FFN(LN(x)); optional adapters and LoRA."""
+    """Pre-norm self-attention block: x + Mix(LN(x)), then x + FFN(LN(x)); optional adapters and LoRA.
+
+    Mix is attention, or with ``filter_mix`` = α > 0 BSARec's blend α · LowPassFilter + (1 − α) · attention.
+    """
 
     def __init__(
         self,
@@ -266,11 +317,16 @@ class TransformerBlock(tf.keras.layers.Layer):
         dropout: float,
         adapter_dim: int = 0,
         lora_rank: int = 0,
+        filter_mix: float = 0.0,
+        filter_window: int = 50,
+        filter_frequencies: int = 3,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.d_model, self.n_heads, self.ffn_width = d_model, n_heads, ffn_width
         self.dropout_rate, self.adapter_dim, self.lora_rank = dropout, adapter_dim, lora_rank
+        self.filter_mix, self.filter_window, self.filter_frequencies = filter_mix, filter_window, filter_frequencies
+        self.low_pass = LowPassFilter(filter_window, filter_frequencies, name="low_pass") if filter_mix else None
         self.attention_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = SelfAttention(d_model, n_heads, dropout, lora_rank, name="attention")
         self.ffn_norm = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
@@ -288,14 +344,17 @@ class TransformerBlock(tf.keras.layers.Layer):
             else []
         )
 
-    def call(self, inputs, attention_mask, training=False, return_attention=False, newest_only=False):
+    def call(
+        self, inputs, attention_mask, training=False, return_attention=False, newest_only=False, valid=None, causal=True
+    ):
+        """``valid`` [B, L] (False on padding) is needed with ``filter_mix``; ``causal`` picks the filter's form."""
+        normed = self.attention_norm(inputs)
         attended, attention = self.attention(
-            self.attention_norm(inputs),
-            attention_mask,
-            training=training,
-            return_attention=True,
-            newest_only=newest_only,
+            normed, attention_mask, training=training, return_attention=True, newest_only=newest_only
         )
+        if self.low_pass is not None:
+            filtered = self.low_pass(normed, valid, causal=causal, newest_only=newest_only)
+            attended = self.filter_mix * filtered + (1.0 - self.filter_mix) * attended
         if self.adapters:
             attended = self.adapters[0](attended)
         hidden = (inputs[:, -1:] if newest_only else inputs) + self.dropout(attended, training=training)
@@ -307,7 +366,8 @@ class TransformerBlock(tf.keras.layers.Layer):
 
     def backbone_layers(self) -> list[tf.keras.layers.Layer]:
         """The pre-trained weights; adapters and LoRA factors are not among them."""
-        return [self.attention_norm, *self.attention.base_layers(), self.ffn_norm, self.ffn_in, self.ffn_out]
+        filters = [self.low_pass] if self.low_pass is not None else []
+        return [self.attention_norm, *self.attention.base_layers(), *filters, self.ffn_norm, self.ffn_in, self.ffn_out]
 
     def get_config(self):
         return {
@@ -318,4 +378,7 @@ class TransformerBlock(tf.keras.layers.Layer):
             "dropout": self.dropout_rate,
             "adapter_dim": self.adapter_dim,
             "lora_rank": self.lora_rank,
+            "filter_mix": self.filter_mix,
+            "filter_window": self.filter_window,
+            "filter_frequencies": self.filter_frequencies,
         }

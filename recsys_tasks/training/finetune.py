@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.augmentation.augment import VOCAB_FILE
 from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, evaluate_scores
-from recsys_tasks.models.config import EncoderConfig, FinetuneMode
+from recsys_tasks.models.config import EncoderConfig, FinetuneMode, TrainingExamples
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
 from recsys_tasks.registry.tracking import RunTracker
@@ -61,8 +61,13 @@ class FinetuneConfig(BaseModel):
 
     mode: FinetuneMode = Field("full", description="Which weights train: all, adapters, LoRA, or heads only.")
     loss: RetrievalLoss = Field("full_softmax", description="Softmax over the whole catalogue, or in-batch negatives.")
+    examples: TrainingExamples = Field(
+        "prefixes",
+        description="One row per target item with the history before it, or one row per window of history "
+        "with a target at every position (cheaper per epoch, weaker; see datasets.next_item_pairs).",
+    )
     epochs: int = Field(20, ge=0, description="Most fine-tuning epochs; 0 exports the pre-trained model as is.")
-    batch_size: int = Field(256, ge=1, description="Users per batch; every position of each is a training pair.")
+    batch_size: int = Field(256, ge=1, description="Rows (see examples) per batch.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
@@ -187,7 +192,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
 
         return evaluate_scores(score, validation_inputs, validation_seen, validation_targets, splits.n_items)
 
-    pairs = splits.next_item_pairs()
+    pairs = splits.next_item_pairs(config.examples)
     started = time.perf_counter()
     best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
     epochs_run = 0

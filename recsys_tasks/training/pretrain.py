@@ -43,6 +43,12 @@ class PretrainConfig(BaseModel):
     model_size: ModelSize = Field("small", description="Encoder size preset (see models.config.MODEL_SIZES).")
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout rate of the encoder.")
     use_attributes: bool = Field(True, description="Fuse item-attribute embeddings into the item vectors.")
+    filter_mix: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Share of each block's token mixing done by the low-pass filter (BSARec's α); 0 = attention only.",
+    )
     epochs: int = Field(10, ge=0, description="Pre-training epochs; 0 keeps the random initialisation.")
     batch_size: int = Field(256, ge=2, description="View pairs per batch (the contrastive negatives).")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
@@ -77,6 +83,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         n_items=splits.n_items,
         max_length=splits.max_length,
         dropout=config.dropout,
+        filter_mix=config.filter_mix,
         n_attributes=n_attributes,
         max_attributes=attributes.shape[1],
     )
