@@ -124,7 +124,7 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
     return result
 
 
-def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps: int):
+def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps: int, examples: str):
     """(pre-training config, fine-tuning config) with the step budget turned into this data set's epochs."""
     import math
 
@@ -132,7 +132,7 @@ def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps:
     from recsys_tasks.training.finetune import FinetuneConfig
     from recsys_tasks.training.pretrain import PretrainConfig
 
-    pretrain, finetune = PretrainConfig(), FinetuneConfig()
+    pretrain, finetune = PretrainConfig(), FinetuneConfig(examples=examples)
     view_pairs = run.read_json("augment/summary.json")["view_pairs"]
     rows = len(LeaveOneOutSplits.load(run).next_item_pairs(finetune.examples)["inputs"])
     pretrain_epoch = math.ceil(view_pairs / pretrain.batch_size)
@@ -154,7 +154,7 @@ def _save_partial(bench: Bench, rows: dict) -> None:
     (Path(bench.settings.resolved_home) / "partial.json").write_text(json.dumps(rows, indent=2))
 
 
-def _protocol_1(bench: Bench, steps: tuple[int, int, int], ablations: bool) -> dict[str, dict]:
+def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool) -> dict[str, dict]:
     from recsys_tasks.evaluation.baselines import popularity_scorer, tuned_ease
     from recsys_tasks.training.datasets import LeaveOneOutSplits
 
@@ -181,7 +181,7 @@ def _protocol_1(bench: Bench, steps: tuple[int, int, int], ablations: bool) -> d
         }
         ease_run.write_json(RESULT_FILE, rows["EASE"])
 
-    pretrain, finetune = _epoch_budget(prepared, *steps)
+    pretrain, finetune = _epoch_budget(prepared, *budget)
     variants = {
         "transformer from scratch (full)": (pretrain.model_copy(update={"epochs": 0}), finetune, None),
         "pre-trained + full": (pretrain, finetune, None),
@@ -227,7 +227,7 @@ def _protocol_1(bench: Bench, steps: tuple[int, int, int], ablations: bool) -> d
     return rows
 
 
-def _protocol_2(bench: Bench, steps: tuple[int, int, int]) -> dict[str, dict]:
+def _protocol_2(bench: Bench, budget: tuple[int, int, int, str]) -> dict[str, dict]:
     from recsys_tasks.evaluation.tfrs_protocol import evaluate_tfrs_protocol, popularity_top_k, split_ratings
     from recsys_tasks.pipeline import run_stage
     from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, finetune
@@ -241,7 +241,7 @@ def _protocol_2(bench: Bench, steps: tuple[int, int, int]) -> dict[str, dict]:
     settings = bench.settings.model_copy(update={"snapshots_uri": str(Path(bench.run("protocol-2").uri) / "snapshots")})
     for stage in ("validate", "augment"):
         run_stage(stage, bench.params, "protocol-2", settings)
-    pretrain_config, finetune_config = _epoch_budget(run, *steps)
+    pretrain_config, finetune_config = _epoch_budget(run, *budget)
     pretrained = pretrain(run, pretrain_config)
     tuned = finetune(run, finetune_config.model_copy(update={"ranking_weight": 1.0}))
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
@@ -335,12 +335,17 @@ def main(
     pretrain_steps: Annotated[int, typer.Option(help="Pre-training optimizer steps")] = 1_200,
     finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 15_000,
     patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 1_500,
+    examples: Annotated[
+        str, typer.Option(help="Fine-tuning rows: prefixes (one per target) or windows (see FinetuneConfig)")
+    ] = "prefixes",
     ablations: Annotated[
         bool, typer.Option(help="Also pre-train with fewer objectives, and without attributes")
     ] = False,
 ) -> None:
     if dataset not in DATASETS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(DATASETS)}")
+    if examples not in ("prefixes", "windows"):
+        raise typer.BadParameter(f"unknown examples {examples!r}: choose prefixes or windows")
     source = DATASETS[dataset]
     data_path = data_root / source["data_path"]
     if not data_path.exists():
@@ -348,11 +353,15 @@ def main(
     show_progress()
     started = time.perf_counter()
     bench = Bench(work / dataset, {**source, "data_path": str(data_path)})
-    steps = (pretrain_steps, finetune_steps, patience_steps)
-    result = {"dataset": dataset, "steps": dict(zip(("pretrain", "finetune", "patience"), steps, strict=True))}
-    result["protocol_1"] = _protocol_1(bench, steps, ablations)
+    budget = (pretrain_steps, finetune_steps, patience_steps, examples)
+    result = {
+        "dataset": dataset,
+        "steps": {"pretrain": pretrain_steps, "finetune": finetune_steps, "patience": patience_steps},
+        "examples": examples,
+    }
+    result["protocol_1"] = _protocol_1(bench, budget, ablations)
     if dataset == "ml-100k":
-        result["protocol_2"] = _protocol_2(bench, steps)
+        result["protocol_2"] = _protocol_2(bench, budget)
     from recsys_tasks.augmentation.augment import SUMMARY_FILE
 
     summary = bench.run("prepared").read_json(SUMMARY_FILE)
