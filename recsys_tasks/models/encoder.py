@@ -1,7 +1,8 @@
 """The transformer sequence encoder, top to bottom.
 
 item ids [B, L ≤ max_length] (left-padded with 0) → item representations (id + attribute embeddings) + position
-embeddings → N pre-norm self-attention blocks → final LayerNorm → one vector per position [B, L, d].
+embeddings → N pre-norm blocks (self-attention, optionally blended with a low-pass filter over the
+sequence, then feed-forward) → final LayerNorm → one vector per position [B, L, d].
 The same weights serve bidirectional attention (masked-item pre-training) and causal attention
 (next-item retrieval). The item representations double as the candidate tower, so queries and
 items share one space.
