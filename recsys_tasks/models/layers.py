@@ -288,15 +288,13 @@ class LowPassFilter(tf.keras.layers.Layer):
 
     def call(self, inputs, valid, causal: bool = True, newest_only: bool = False):
         """Filtered [B, L, d] (L = 1 with ``newest_only``); ``valid`` [B, L] is False on padding."""
-        length = tf.shape(inputs)[1]
         signal = inputs * tf.cast(valid, inputs.dtype)[..., tf.newaxis]
-        matrix = tf.constant(self._causal if causal else self._circular, dtype=inputs.dtype)
-        matrix = matrix[self.window - length :, self.window - length :]
-        if newest_only:
-            matrix, signal_here = matrix[-1:], signal[:, -1:]
-        else:
-            signal_here = signal
-        low = tf.einsum("ts,bsd->btd", matrix, signal)
+        signal_here = signal[:, -1:] if newest_only else signal
+        first = self.window - tf.shape(inputs)[1]
+        matrix = tf.constant(self._causal if causal else self._circular, inputs.dtype)[first:, first:]
+        matrix = matrix[-1:] if newest_only else matrix
+        # [T, S] @ [B, S, d], broadcast over the batch (an einsum here does not convert to TFLite).
+        low = tf.matmul(matrix, signal)
         return low + tf.square(self.sqrt_beta) * (signal_here - low)
 
     def get_config(self):
