@@ -71,11 +71,11 @@ class LeaveOneOutSplits:
         """Model inputs and aligned next-item targets (0 = no target) from every training history h.
 
         ``prefixes``: every item of h after the first is the target of its own row, whose input is
-        the (newest ``max_length``) items before it; the reference code of the published
-        sequential recommenders (S3-Rec, DuoRec, BSARec) trains this way. ``windows``: inputs h[:-1]
-        with targets h[1:] at every position, a history longer than the window cut into consecutive
-        windows, newest first; every item is again a target once, at a fraction of the encoder work,
-        but all the targets of a window share one dropout draw of their context.
+        the (newest ``max_length``) items before it, as the reference code of DuoRec and BSARec
+        trains. ``windows``: inputs h[:-1] with targets h[1:] at every position, a history longer
+        than the window cut into consecutive windows, newest first; every item is again a target
+        once, at a fraction of the encoder work, but all the targets of a window share one dropout
+        draw of their context.
         """
         inputs, targets, ratings = [], [], []
         for row, history in enumerate(self.train_histories()):

@@ -12,9 +12,9 @@ measured on MovieLens-100K, frozen + adapters reached validation NDCG@10 0.106 w
 against 0.099 with the pre-training's 0.5.
 
 Training rows (``examples``): by default one per target item, holding the history before it, as
-the published sequential recommenders train; ``windows`` (a target at every position of a window
-of history) does a fraction of the work per epoch on long histories and scores lower (Amazon
-Beauty, from scratch, validation NDCG@10: 0.073 with prefixes against 0.066 with windows).
+DuoRec and BSARec train; ``windows`` (a target at every position of a window of history) does a
+fraction of the work per epoch on long histories and scores lower (Amazon Beauty, from scratch,
+validation NDCG@10: 0.073 with prefixes against 0.066 with windows).
 
 With ``ranking_weight`` > 0 a ranking head trains alongside retrieval (multi-task, see
 models.retrieval); it predicts ratings where the data has them, clicks otherwise.
