@@ -15,7 +15,8 @@ and turned into epochs per data set; the README's Amazon Beauty tables pre-train
 (``--pretrain-steps 3600``), which fits the 45-minute CPU budget there; MovieLens-100K the default
 1,200, as its full 50-item windows cost over twice as much per step. MovieLens-100K fine-tunes on
 windows (``--examples windows --finetune-steps 4500 --patience-steps 200``): with 100-movie
-histories one row per target is 39 times the encoder work. Fine-tuning stops on the validation split; each test number is read once.
+histories one row per target is 39 times the encoder work. Fine-tuning stops on the validation
+split; each test number is read once.
 Writes benchmarks/results/<dataset>.json and .md, and the README's table for the data set.
 """
 
