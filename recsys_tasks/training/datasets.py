@@ -67,7 +67,7 @@ class LeaveOneOutSplits:
             np.add.at(counts, history, 1)
         return counts
 
-    def next_item_pairs(self, examples: TrainingExamples = "prefixes") -> dict[str, np.ndarray]:
+    def next_item_pairs(self, examples: TrainingExamples) -> dict[str, np.ndarray]:
         """Model inputs and aligned next-item targets (0 = no target) from every training history h.
 
         ``prefixes``: every item of h after the first is the target of its own row, whose input is
