@@ -26,7 +26,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-serving
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-serving
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -35,6 +35,7 @@ help:
 	@echo "make recommend HISTORY=1,2,3   ask the champion for recommendations"
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
+	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
@@ -77,6 +78,10 @@ ABLATIONS ?=
 BENCH_ARGS ?=
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --dataset $(DATASET) $(if $(ABLATIONS),--ablations) $(BENCH_ARGS)
+
+STEPS ?= 0,1800,3600
+bench-pretraining: install
+	$(BIN)/python -m benchmarks.pretraining_budget --dataset $(DATASET) --steps $(STEPS) $(BENCH_ARGS)
 
 bench-serving: install
 	$(BIN)/python -m benchmarks.serving $(BENCH_ARGS)

@@ -14,6 +14,8 @@ from rich.logging import RichHandler
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
+# Run folders of the model benchmarks; bench-quality and bench-pretraining share its prepared data.
+BENCH_WORK = ROOT / ".adaptrec" / "bench"
 README = ROOT / "README.md"
 
 # Piped into a log file, rich would wrap the tables at 80 columns.

@@ -32,7 +32,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from benchmarks.common import RESULTS, ROOT, SHARED_DATA, console, machine, show_progress, update_readme
+from benchmarks.common import BENCH_WORK, RESULTS, SHARED_DATA, console, machine, show_progress, update_readme
 from recsys_tasks.settings import Settings
 
 RESULT_FILE = "bench_result.json"
@@ -334,7 +334,7 @@ def _markdown(dataset: str, result: dict) -> str:
 def main(
     dataset: Annotated[str, typer.Option(help="amazon-beauty or ml-100k")] = "amazon-beauty",
     data_root: Annotated[Path, typer.Option(help="Folder holding the data sets")] = SHARED_DATA,
-    work: Annotated[Path, typer.Option(help="Where the runs go")] = ROOT / ".adaptrec" / "bench",
+    work: Annotated[Path, typer.Option(help="Where the runs go")] = BENCH_WORK,
     pretrain_steps: Annotated[int, typer.Option(help="Pre-training optimizer steps")] = 1_200,
     finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 15_000,
     patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 1_500,

@@ -23,6 +23,7 @@ from recsys_tasks.models.layers import (
     SelfAttention,
     TransformerBlock,
 )
+from recsys_tasks.models.pretraining import PretrainingModel
 from recsys_tasks.models.retrieval import QueryHead, RankingHead, RepeatOffset, prefix_item_cells
 
 D_MODEL = 16
@@ -423,3 +424,41 @@ def test_encoder_config_sizes_and_overrides() -> None:
     config = EncoderConfig.of_size("tiny", n_items=10, n_heads=4)
 
     assert (config.d_model, config.n_layers, config.n_heads) == (32, 1, 4)
+
+
+def pretraining_model(**weights: float) -> PretrainingModel:
+    objectives = dict(cloze_weight=1.0, attribute_weight=0.2, autoregressive_weight=1.0, contrastive_weight=0.1)
+    return PretrainingModel(encoder(WITH_ATTRIBUTES), temperature=0.2, **{**objectives, **weights})
+
+
+def test_pretraining_without_cloze_or_attributes_skips_the_bidirectional_pass() -> None:
+    model = pretraining_model(cloze_weight=0.0, attribute_weight=0.0)
+
+    # No masked histories in the batch: the bidirectional pass would fail if it ran.
+    loss = model.compute_loss({"view_a": histories(), "view_b": histories()}, training=True)
+
+    assert float(loss) > 0
+    assert {name: int(tracker.count.numpy()) for name, tracker in model.trackers.items()} == {
+        "cloze": 0,
+        "attribute": 0,
+        "autoregressive": 1,
+        "contrastive": 1,
+    }
+
+
+NO_SEQUENCE_OBJECTIVE = dict(cloze_weight=0.0, autoregressive_weight=0.0, contrastive_weight=0.0)
+
+
+def test_pretraining_with_no_objective_left_is_refused() -> None:
+    with pytest.raises(ValueError, match="every pre-training objective has weight 0"):
+        PretrainingModel(encoder(), temperature=0.2, attribute_weight=0.2, **NO_SEQUENCE_OBJECTIVE)
+
+
+def test_attribute_prediction_alone_is_an_objective_when_items_have_attributes() -> None:
+    model = pretraining_model(**NO_SEQUENCE_OBJECTIVE)
+    masked = histories().numpy()
+    masked[:, -1] = CONFIG.mask_index
+
+    loss = model.compute_loss({"masked": masked, "labels": np.where(masked == CONFIG.mask_index, 7, 0)})
+
+    assert float(loss) > 0

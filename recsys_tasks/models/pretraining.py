@@ -42,6 +42,11 @@ class PretrainingModel(tfrs.models.Model):
         self.contrastive_weight = contrastive_weight
         # Without attributes in the data there is nothing to predict.
         self.attribute_weight = attribute_weight if encoder.items.uses_attributes else 0.0
+        if not (cloze_weight or self.attribute_weight or autoregressive_weight or contrastive_weight):
+            raise ValueError(
+                "every pre-training objective has weight 0 (attribute prediction counts only when items have "
+                "attributes): give one of cloze, attribute, autoregressive or contrastive a weight above 0"
+            )
         self.projection = tf.keras.layers.Dense(encoder.config.d_model, name="contrastive_projection")
         self.attribute_projection = tf.keras.layers.Dense(encoder.config.d_model, name="attribute_projection")
         self.contrastive_task = tfrs.tasks.Retrieval(
@@ -88,12 +93,15 @@ class PretrainingModel(tfrs.models.Model):
         return self._catalogue_cross_entropy(tf.boolean_mask(hidden, is_target), tf.boolean_mask(next_items, is_target))
 
     def compute_loss(self, features, training=False):
-        hidden = self.encoder(features["masked"], causal=False, training=training)
-        labels = features["labels"]
-        is_masked = tf.greater(labels, 0)
-        masked_hidden, masked_items = tf.boolean_mask(hidden, is_masked), tf.boolean_mask(labels, is_masked)
-        losses = {"cloze": self._catalogue_cross_entropy(masked_hidden, masked_items)}
-        total = self.cloze_weight * losses["cloze"]
+        losses, total = {}, 0.0
+        if self.cloze_weight or self.attribute_weight:  # both read the bidirectional pass over masked histories
+            hidden = self.encoder(features["masked"], causal=False, training=training)
+            labels = features["labels"]
+            is_masked = tf.greater(labels, 0)
+            masked_hidden, masked_items = tf.boolean_mask(hidden, is_masked), tf.boolean_mask(labels, is_masked)
+        if self.cloze_weight:
+            losses["cloze"] = self._catalogue_cross_entropy(masked_hidden, masked_items)
+            total += self.cloze_weight * losses["cloze"]
         if self.attribute_weight:
             losses["attribute"] = self._attribute_loss(masked_hidden, masked_items)
             total += self.attribute_weight * losses["attribute"]
