@@ -35,7 +35,7 @@ help:
 	@echo "make recommend HISTORY=1,2,3   ask the champion for recommendations"
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
-	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
+	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
@@ -79,7 +79,7 @@ BENCH_ARGS ?=
 bench-quality: install
 	$(BIN)/python -m benchmarks.quality --dataset $(DATASET) $(if $(ABLATIONS),--ablations) $(BENCH_ARGS)
 
-STEPS ?= 0,1800,3600
+STEPS ?= 0,900,1800,3600
 bench-pretraining: install
 	$(BIN)/python -m benchmarks.pretraining_budget --dataset $(DATASET) --steps $(STEPS) $(BENCH_ARGS)
 

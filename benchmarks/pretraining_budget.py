@@ -1,6 +1,6 @@
 """How much pre-training helps full fine-tuning, as a function of the pre-training budget.
 
-    make bench-pretraining DATASET=amazon-beauty STEPS=0,1800,3600     (reads ../shared/data)
+    make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600     (reads ../shared/data)
 
 For each budget in optimizer steps (0 = the transformer from scratch) the encoder is pre-trained
 with the package defaults (Cloze + masked attributes + next item on augmented views + contrastive),
@@ -82,7 +82,7 @@ def main(
     work: Annotated[Path, typer.Option(help="Where the runs go (the prepared data is bench-quality's)")] = BENCH_WORK,
     steps: Annotated[
         str, typer.Option(help="Pre-training budgets in optimizer steps, comma-separated")
-    ] = "0,1800,3600",
+    ] = "0,900,1800,3600",
     finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 15_000,
     patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 1_500,
     examples: Annotated[str, typer.Option(help="Fine-tuning rows: prefixes or windows")] = "prefixes",
