@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -99,7 +98,6 @@ def main(
     if not data_path.exists():
         raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
     show_progress()
-    started = time.perf_counter()
     bench = Bench(work / dataset, {**DATASETS[dataset], "data_path": str(data_path)})
     bench.prepare("prepared")
     rows = {}
@@ -112,7 +110,6 @@ def main(
         "patience_steps": patience_steps,
         "examples": examples,
         "budgets": rows,
-        "seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
         "command": " ".join([".venv/bin/python -m benchmarks.pretraining_budget", *sys.argv[1:]]),
     }
