@@ -88,6 +88,8 @@ def main(
 ) -> None:
     if dataset not in DATASETS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(DATASETS)}")
+    if examples not in ("prefixes", "windows"):
+        raise typer.BadParameter(f"unknown examples {examples!r}: choose prefixes or windows")
     try:
         budgets = sorted({int(value) for value in steps.split(",")})
     except ValueError:
