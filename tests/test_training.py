@@ -27,6 +27,7 @@ from recsys_tasks.training.finetune import (
     FinetuneSummary,
     finetune,
     load_pretrained_encoder,
+    weight_average_momentum,
 )
 from recsys_tasks.training.pretrain import PretrainConfig, PretrainSummary, pretrain
 
@@ -68,7 +69,7 @@ def pretrained(augmented_run: RunDir, tmp_path_factory: pytest.TempPathFactory) 
 
 def finetuned(pretrained: Pretrained, folder: Path, **config) -> tuple[RunDir, FinetuneSummary]:
     run = copy_run(pretrained.run, folder / "run")
-    return run, finetune(run, FinetuneConfig(**FINETUNE, **config))
+    return run, finetune(run, FinetuneConfig(**{**FINETUNE, **config}))
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,27 @@ def test_full_finetuning_improves_validation_ndcg(
     assert tuned.validation["hr_at_10"] > baseline.validation["hr_at_10"]
     assert tuned.trainable_parameters == tuned.total_parameters
     assert exported_encoder_dropout(fully_finetuned[0]) == PRETRAIN["dropout"]  # full keeps the pre-training rate
+
+
+@pytest.mark.parametrize(
+    ("average_steps", "steps_per_epoch", "momentum"),
+    [(100, 514, 0.99), (100, 40, 0.9), (100, 8, 0.5), (100, 7, 0.0), (0, 514, 0.0)],
+)
+def test_weight_average_spans_at_most_a_quarter_of_an_epoch(
+    average_steps: int, steps_per_epoch: int, momentum: float
+) -> None:
+    assert weight_average_momentum(average_steps, steps_per_epoch) == pytest.approx(momentum)
+
+
+def test_weight_averaging_exports_weights_that_trail_the_last_step(pretrained: Pretrained, tmp_path: Path) -> None:
+    distance_moved = {}
+    for average_steps in (0, 100):
+        run, summary = finetuned(pretrained, tmp_path / str(average_steps), epochs=1, average_steps=average_steps)
+        assert summary.best_epoch == 1
+        distance_moved[average_steps] = np.linalg.norm(exported_item_embeddings(run) - pretrained_item_embeddings(run))
+
+    # The average mixes in the epoch's earlier steps, so it has come less far from the pre-trained table.
+    assert 0 < distance_moved[100] < 0.95 * distance_moved[0], distance_moved
 
 
 def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path: Path) -> None:

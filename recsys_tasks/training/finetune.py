@@ -19,6 +19,11 @@ validation NDCG@10: 0.073 with prefixes against 0.066 with windows).
 With ``ranking_weight`` > 0 a ranking head trains alongside retrieval (multi-task, see
 models.retrieval); it predicts ratings where the data has them, clicks otherwise.
 
+The weights that are validated, kept and exported are a moving average of the last optimizer
+steps (``average_steps``), which smooths the step-to-step noise of the softmax over the
+catalogue (Amazon Beauty, from scratch, validation NDCG@10: 0.0764 with averaging against 0.0751
+without).
+
 After every epoch the model is ranked against the whole catalogue on the validation split;
 the best epoch by NDCG@10 is kept and training stops after ``patience`` epochs without gain.
 The test split is never read here. The chosen model is exported as the folder the pyfunc loads.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import numpy as np
@@ -74,6 +80,12 @@ class FinetuneConfig(BaseModel):
     epochs: int = Field(20, ge=0, description="Most fine-tuning epochs; 0 exports the pre-trained model as is.")
     batch_size: int = Field(256, ge=1, description="Rows (see examples) per batch.")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    average_steps: int = Field(
+        100,
+        ge=0,
+        description="Validation, early stopping and export read an exponential moving average of the weights "
+        "over about this many optimizer steps (at most a quarter of an epoch); 0 reads the last step's weights.",
+    )
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
     item_lora_rank: int = Field(
@@ -147,6 +159,18 @@ def load_pretrained_encoder(
     return encoder
 
 
+def weight_average_momentum(average_steps: int, steps_per_epoch: int) -> float:
+    """Momentum of the moving average of the weights, or 0 for none.
+
+    tf-keras writes the average into the weights at the end of every ``fit``, that is of every
+    epoch here, and the next epoch trains on from it. A horizon of at most a quarter of an epoch
+    keeps the epoch's starting point under 2% of that average ((1 − 1/h)^(4h) ≈ e⁻⁴), so the
+    averaging smooths the last steps' noise without holding training back.
+    """
+    horizon = min(average_steps, steps_per_epoch // 4)
+    return 1.0 - 1.0 / horizon if horizon > 1 else 0.0
+
+
 def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) -> NextItemRetrievalModel:
     """The pre-trained encoder with the mode's extra weights, inside the retrieval (+ ranking) model."""
     encoder = load_pretrained_encoder(
@@ -180,10 +204,19 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     splits = LeaveOneOutSplits.load(run)
     model = build_model(run, splits, config)
     encoder = model.encoder
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
+    pairs = splits.next_item_pairs(config.examples)
+    momentum = weight_average_momentum(config.average_steps, math.ceil(len(pairs["inputs"]) / config.batch_size))
+    optimizer = tf.keras.optimizers.Adam(config.learning_rate, use_ema=momentum > 0, ema_momentum=momentum)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
     trainable = count_parameters(model.trainable_variables)
     total = count_parameters(model.parameters())
-    log.info("fine-tuning (%s): %s of %s parameters trainable", config.mode, f"{trainable:,}", f"{total:,}")
+    log.info(
+        "fine-tuning (%s): %s of %s parameters trainable, weight average momentum %.3f",
+        config.mode,
+        f"{trainable:,}",
+        f"{total:,}",
+        momentum,
+    )
     if tracker:
         tracker.log_params(config.model_dump(), prefix="finetune")
         tracker.log_metrics({"trainable_parameters": trainable, "total_parameters": total})
@@ -197,7 +230,6 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
 
         return evaluate_scores(score, validation_inputs, validation_seen, validation_targets, splits.n_items)
 
-    pairs = splits.next_item_pairs(config.examples)
     started = time.perf_counter()
     best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
     epochs_run = 0
