@@ -18,7 +18,13 @@ from mlflow.exceptions import MlflowException
 from recsys_tasks.augmentation.augment import VOCAB_FILE, AugmentConfig, augment
 from recsys_tasks.data.ingest import IngestConfig, ingest
 from recsys_tasks.evaluation.metrics import evaluate_scores
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_EMBEDDINGS, MODEL_META, SequentialRecommender
+from recsys_tasks.serving.pyfunc_model import (
+    ARTIFACT_FILES,
+    ITEM_EMBEDDINGS,
+    MODEL_META,
+    SAVED_MODEL,
+    SequentialRecommender,
+)
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import LeaveOneOutSplits
 from recsys_tasks.training.finetune import (
@@ -194,6 +200,17 @@ def test_full_finetuning_improves_validation_ndcg(
     assert tuned.validation["hr_at_10"] > baseline.validation["hr_at_10"]
     assert tuned.trainable_parameters == tuned.total_parameters
     assert exported_encoder_dropout(fully_finetuned[0]) == PRETRAIN["dropout"]  # full keeps the pre-training rate
+
+
+def test_exported_model_carries_no_optimizer_state(fully_finetuned: tuple[RunDir, FinetuneSummary]) -> None:
+    import tensorflow as tf
+
+    run, _ = fully_finetuned
+    saved_model = Path(run.uri) / EXPORTED_MODEL_DIR / ARTIFACT_FILES[SAVED_MODEL]
+    names = tf.train.load_checkpoint(str(saved_model / "variables" / "variables")).get_variable_to_shape_map()
+
+    assert names
+    assert not [name for name in names if "optimizer" in name]
 
 
 @pytest.mark.parametrize(
