@@ -139,7 +139,7 @@ def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps:
 
     pretrain, finetune = PretrainConfig(), FinetuneConfig(examples=examples)
     view_pairs = run.read_json("augment/summary.json")["view_pairs"]
-    rows = len(LeaveOneOutSplits.load(run).next_item_pairs(finetune.examples)["inputs"])
+    rows = len(LeaveOneOutSplits.load(run).next_item_rows(finetune.examples))
     pretrain_epoch = math.ceil(view_pairs / pretrain.batch_size)
     finetune_epoch = math.ceil(rows / finetune.batch_size)
     epochs = {

@@ -7,11 +7,13 @@ import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it lo
 # isort: split
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from recsys_tasks.augmentation.augment import VOCAB_FILE
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import (
     LeaveOneOutSplits,
+    PaddedArrays,
     item_attribute_table,
     left_pad,
     length_bucketed_batches,
@@ -35,7 +37,8 @@ def test_long_histories_are_cut_into_windows_covering_every_target_once() -> Non
         [list(range(1, 9)), [3, 4, 5], [9, 10, 11, 12]], ratings=[[float(i) for i in range(1, 9)], [1.0] * 3, [2.0] * 4]
     )
 
-    pairs = data.next_item_pairs("windows")
+    rows = data.next_item_rows("windows")
+    pairs = rows.take(np.arange(len(rows)), data.max_length)
 
     np.testing.assert_array_equal(pairs["inputs"], [[3, 4, 5], [0, 1, 2], [0, 0, 9]])
     np.testing.assert_array_equal(pairs["targets"], [[4, 5, 6], [0, 2, 3], [0, 0, 10]])
@@ -48,12 +51,55 @@ def test_prefixes_make_every_target_its_own_row_with_the_window_before_it() -> N
         [list(range(1, 9)), [3, 4, 5], [9, 10, 11, 12]], ratings=[[float(i) for i in range(1, 9)], [1.0] * 3, [2.0] * 4]
     )
 
-    pairs = data.next_item_pairs("prefixes")
+    rows = data.next_item_rows("prefixes")
+    pairs = rows.take(np.arange(len(rows)), data.max_length)
 
     np.testing.assert_array_equal(pairs["inputs"], [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [0, 0, 9]])
     np.testing.assert_array_equal(pairs["targets"], [[0, 0, 2], [0, 0, 3], [0, 0, 4], [0, 0, 5], [0, 0, 6], [0, 0, 10]])
     np.testing.assert_array_equal(pairs["ratings"][:, -1], [2, 3, 4, 5, 6, 2])
     assert not pairs["ratings"][:, :-1].any()
+
+
+def padded_rows(data: LeaveOneOutSplits, examples: str) -> dict[str, np.ndarray]:
+    """The rows as padded arrays built straight from their definition (as training built them before
+    it kept offsets only): the reference the offsets must reproduce."""
+    inputs, targets, ratings = [], [], []
+    for row, history in enumerate(data.train_histories()):
+        ends = range(1, len(history)) if examples == "prefixes" else range(len(history) - 1, 0, -data.max_length)
+        for end in ends:
+            start = max(0, end - data.max_length)
+            first_target = end if examples == "prefixes" else start + 1
+            inputs.append(history[start:end])
+            targets.append([0] * (first_target - start - 1) + history[first_target : end + 1])
+            ratings.append([0.0] * (first_target - start - 1) + data.ratings[row][first_target : end + 1])
+    return {
+        "inputs": left_pad(inputs, data.max_length),
+        "targets": left_pad(targets, data.max_length),
+        "ratings": left_pad(ratings, data.max_length, np.float32),
+    }
+
+
+@pytest.mark.parametrize("examples", ["prefixes", "windows"])
+def test_row_offsets_batch_exactly_as_padded_rows(examples: str) -> None:
+    rng = np.random.default_rng(0)
+    sequences = [list(rng.integers(1, 20, size=rng.integers(2, 30))) for _ in range(200)]
+    data = splits(
+        sequences, ratings=[list(rng.integers(1, 6, size=len(s)).astype(float)) for s in sequences], max_length=8
+    )
+    rows, reference = data.next_item_rows(examples), padded_rows(data, examples)
+
+    assert all(array.ndim == 1 for array in (rows.items, rows.starts, rows.ends, rows.first_targets))
+    full = rows.take(np.arange(len(rows)), data.max_length)
+    for name, array in reference.items():
+        np.testing.assert_array_equal(full[name], array)
+        assert full[name].dtype == array.dtype
+    # The same shuffled, length-bucketed epoch, batch for batch, from offsets and from padded arrays.
+    batches = [
+        length_bucketed_batches(source, 16, np.random.default_rng(5)) for source in (rows, PaddedArrays(reference))
+    ]
+    for from_offsets, from_arrays in zip(*batches, strict=True):
+        for name in reference:
+            np.testing.assert_array_equal(from_offsets[name].numpy(), from_arrays[name].numpy())
 
 
 def test_mean_training_rating_ignores_validation_and_test_items() -> None:
@@ -68,7 +114,9 @@ def test_bucketed_batches_hold_every_row_once_trimmed_to_their_longest() -> None
     histories = [list(rng.integers(1, 20, size=rng.integers(1, 12))) for _ in range(300)]
     arrays = {"inputs": left_pad(histories, 12), "targets": left_pad([h[::-1] for h in histories], 12)}
 
-    batches = list(length_bucketed_batches(arrays, batch_size=16, rng=np.random.default_rng(1), pool_batches=4))
+    batches = list(
+        length_bucketed_batches(PaddedArrays(arrays), batch_size=16, rng=np.random.default_rng(1), pool_batches=4)
+    )
 
     rows = [tuple(row[row > 0]) for batch in batches for row in batch["inputs"].numpy()]
     assert sorted(rows) == sorted(tuple(h) for h in histories)
@@ -85,7 +133,7 @@ def test_bucketed_batches_are_reproducible_by_seed() -> None:
     def first_rows(seed: int) -> list:
         return [
             batch["inputs"].numpy().tolist()
-            for batch in length_bucketed_batches(arrays, 10, np.random.default_rng(seed))
+            for batch in length_bucketed_batches(PaddedArrays(arrays), 10, np.random.default_rng(seed))
         ]
 
     assert first_rows(3) == first_rows(3)

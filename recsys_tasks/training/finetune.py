@@ -75,7 +75,7 @@ class FinetuneConfig(BaseModel):
     examples: TrainingExamples = Field(
         "prefixes",
         description="One row per target item with the history before it, or one row per window of history "
-        "with a target at every position (cheaper per epoch, weaker; see datasets.next_item_pairs).",
+        "with a target at every position (cheaper per epoch, weaker; see datasets.next_item_rows).",
     )
     epochs: int = Field(20, ge=0, description="Most fine-tuning epochs; 0 exports the pre-trained model as is.")
     batch_size: int = Field(256, ge=1, description="Rows (see examples) per batch.")
@@ -204,8 +204,8 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     splits = LeaveOneOutSplits.load(run)
     model = build_model(run, splits, config)
     encoder = model.encoder
-    pairs = splits.next_item_pairs(config.examples)
-    momentum = weight_average_momentum(config.average_steps, math.ceil(len(pairs["inputs"]) / config.batch_size))
+    rows = splits.next_item_rows(config.examples)
+    momentum = weight_average_momentum(config.average_steps, math.ceil(len(rows) / config.batch_size))
     optimizer = tf.keras.optimizers.Adam(config.learning_rate, use_ema=momentum > 0, ema_momentum=momentum)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     trainable = count_parameters(model.trainable_variables)
@@ -234,7 +234,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
-        dataset = length_bucketed_batches(pairs, config.batch_size, np.random.default_rng([config.seed, epoch]))
+        dataset = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
         loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
         metrics = validate()
         epochs_run = epoch

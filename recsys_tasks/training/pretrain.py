@@ -22,6 +22,7 @@ from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
 from recsys_tasks.training.datasets import (
     LeaveOneOutSplits,
+    PaddedArrays,
     cloze_inputs,
     contrastive_views,
     item_attribute_table,
@@ -120,7 +121,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
             histories, config.mask_probability, splits.mask_index, np.random.default_rng([config.seed, current])
         )
         dataset = length_bucketed_batches(
-            {"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b},
+            PaddedArrays({"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b}),
             config.batch_size,
             np.random.default_rng([config.seed, current, 1]),
         )
