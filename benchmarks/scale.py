@@ -1,9 +1,13 @@
-"""Ingest + validate + augment at 1M, 5M and 25M interactions; wall time and peak memory per stage.
+"""Ingest, validate, augment, pretrain and finetune at 1M, 5M and 25M interactions; wall time and peak
+memory per stage.
 
 The data is the synthetic generator shaped like MovieLens-25M (162k users and 59k items at 25M
 rows, about 155 interactions per user), written to Parquet first and read through the generic
 ``table`` source, so each stage runs exactly as in the pipeline, each in a fresh process whose
-peak resident memory the kernel reports (wait4).
+peak resident memory the kernel reports (wait4). The two model stages run 0 epochs: what is
+measured is everything around training that grows with the data (the training rows and
+histories, ranking every validation user against the whole catalogue, the export and its int8
+variant), not training itself, whose batches are cut one at a time.
 
     .venv/bin/python -m benchmarks.scale [--rows 1000000 5000000 25000000]
 """
@@ -28,7 +32,7 @@ RESULT = Path(__file__).parent / "results" / "scale.md"
 # about 155 once repeats are dropped (measured: 945,779 rows from 6,451 users at mean 200).
 INTERACTIONS_PER_USER = 155
 GENERATED_MEAN_LENGTH = 220
-STAGES = ("ingest", "validate", "augment")
+STAGES = ("ingest", "validate", "augment", "pretrain", "finetune")
 
 
 def run_measured(command: list[str], env: dict) -> tuple[float, float]:
@@ -78,7 +82,7 @@ def main() -> None:
                 dict(os.environ),
             )
             rows = pq.ParquetFile(data).metadata.num_rows
-            conf = json.dumps({"data_source": "table", "data_path": data})
+            conf = json.dumps({"data_source": "table", "data_path": data, "pretrain_epochs": 0, "finetune_epochs": 0})
             env = {**os.environ, "ADAPTREC_HOME": f"{scratch}/home", "MLFLOW_LOGGING_LEVEL": "WARNING"}
             measured = [
                 run_measured(

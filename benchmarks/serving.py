@@ -169,7 +169,7 @@ def main(
     ] = None,
     calls: Annotated[int, typer.Option(help="Timed calls per row")] = 500,
 ) -> None:
-    chosen = datasets or [name for name in DATASETS if name.startswith("synthetic") or SHARED_DATA.exists()]
+    chosen = datasets or [name for name in DATASETS if name.startswith("synthetic") or data_root.exists()]
     unknown = set(chosen) - set(DATASETS)
     if unknown:
         raise typer.BadParameter(f"unknown dataset {sorted(unknown)}: choose from {', '.join(DATASETS)}")
