@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_tasks.augmentation.augment import VOCAB_FILE
+from recsys_tasks.augmentation.augment import SEQUENCES_FILE, SUMMARY_FILE, VOCAB_FILE, AugmentSummary
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.datasets import (
     LeaveOneOutSplits,
@@ -21,14 +21,7 @@ from recsys_tasks.training.datasets import (
 
 
 def splits(sequences, ratings=None, max_length=3) -> LeaveOneOutSplits:
-    return LeaveOneOutSplits(
-        user_ids=[str(i) for i in range(len(sequences))],
-        sequences=sequences,
-        n_items=20,
-        max_length=max_length,
-        mask_index=21,
-        ratings=ratings,
-    )
+    return LeaveOneOutSplits.from_sequences(sequences, ratings, n_items=20, max_length=max_length, mask_index=21)
 
 
 def test_long_histories_are_cut_into_windows_covering_every_target_once() -> None:
@@ -60,22 +53,23 @@ def test_prefixes_make_every_target_its_own_row_with_the_window_before_it() -> N
     assert not pairs["ratings"][:, :-1].any()
 
 
-def padded_rows(data: LeaveOneOutSplits, examples: str) -> dict[str, np.ndarray]:
-    """The rows as padded arrays built straight from their definition (as training built them before
-    it kept offsets only): the reference the offsets must reproduce."""
+def padded_rows(sequences: list, all_ratings: list, max_length: int, examples: str) -> dict[str, np.ndarray]:
+    """The rows as padded arrays built from the users' lists by their definition (as training built
+    them before it kept offsets only): the reference the offsets must reproduce."""
     inputs, targets, ratings = [], [], []
-    for row, history in enumerate(data.train_histories()):
-        ends = range(1, len(history)) if examples == "prefixes" else range(len(history) - 1, 0, -data.max_length)
+    for sequence, sequence_ratings in zip(sequences, all_ratings, strict=True):
+        history = sequence[:-2]
+        ends = range(1, len(history)) if examples == "prefixes" else range(len(history) - 1, 0, -max_length)
         for end in ends:
-            start = max(0, end - data.max_length)
+            start = max(0, end - max_length)
             first_target = end if examples == "prefixes" else start + 1
             inputs.append(history[start:end])
             targets.append([0] * (first_target - start - 1) + history[first_target : end + 1])
-            ratings.append([0.0] * (first_target - start - 1) + data.ratings[row][first_target : end + 1])
+            ratings.append([0.0] * (first_target - start - 1) + sequence_ratings[first_target : end + 1])
     return {
-        "inputs": left_pad(inputs, data.max_length),
-        "targets": left_pad(targets, data.max_length),
-        "ratings": left_pad(ratings, data.max_length, np.float32),
+        "inputs": left_pad(inputs, max_length),
+        "targets": left_pad(targets, max_length),
+        "ratings": left_pad(ratings, max_length, np.float32),
     }
 
 
@@ -83,10 +77,9 @@ def padded_rows(data: LeaveOneOutSplits, examples: str) -> dict[str, np.ndarray]
 def test_row_offsets_batch_exactly_as_padded_rows(examples: str) -> None:
     rng = np.random.default_rng(0)
     sequences = [list(rng.integers(1, 20, size=rng.integers(2, 30))) for _ in range(200)]
-    data = splits(
-        sequences, ratings=[list(rng.integers(1, 6, size=len(s)).astype(float)) for s in sequences], max_length=8
-    )
-    rows, reference = data.next_item_rows(examples), padded_rows(data, examples)
+    ratings = [list(rng.integers(1, 6, size=len(s)).astype(float)) for s in sequences]
+    data = splits(sequences, ratings=ratings, max_length=8)
+    rows, reference = data.next_item_rows(examples), padded_rows(sequences, ratings, data.max_length, examples)
 
     assert all(array.ndim == 1 for array in (rows.items, rows.starts, rows.ends, rows.first_targets))
     full = rows.take(np.arange(len(rows)), data.max_length)
@@ -107,6 +100,59 @@ def test_mean_training_rating_ignores_validation_and_test_items() -> None:
 
     assert data.mean_training_rating() == 2.0
     assert splits([[1, 2, 3]]).mean_training_rating() == 0.0
+
+
+def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> None:
+    run = RunDir(str(tmp_path))
+    sequences, ratings = [[4, 1, 2, 7], [3, 3, 5], [9, 8, 6, 5, 2]], [[5.0, 4, 3, 2], [1.0, 2, 3], [2.0, 2, 4, 4, 1]]
+    chunks = [slice(0, 2), slice(2, 3)]  # as a parquet file of two row groups reads back
+    table = pa.Table.from_batches(
+        [
+            pa.record_batch(
+                {
+                    "user_id": [str(user) for user in range(len(sequences))][rows],
+                    "items": pa.array(sequences[rows], pa.large_list(pa.int32())),
+                    "ratings": pa.array(ratings[rows], pa.large_list(pa.float32())),
+                }
+            )
+            for rows in chunks
+        ]
+    )
+    run.write_parquet(SEQUENCES_FILE, table)
+    run.write_json(
+        SUMMARY_FILE,
+        AugmentSummary(
+            sequences_uri="",
+            vocab_uri="",
+            views_uri="",
+            users=3,
+            items=9,
+            max_length=3,
+            mask_index=10,
+            view_pairs=0,
+            cleaning=[],
+        ).model_dump(),
+    )
+
+    data = LeaveOneOutSplits.load(run)
+
+    expected = splits(sequences, ratings, max_length=3)
+    assert data.user_ids == ["0", "1", "2"] and (data.items.dtype, data.ratings.dtype) == (np.int32, np.float32)
+    for name in ("items", "offsets", "ratings"):
+        np.testing.assert_array_equal(getattr(data, name), getattr(expected, name))
+    assert [list(sequence) for sequence in data.sequences] == sequences
+    assert [list(history) for history in data.train_histories()] == [[4, 1], [3], [9, 8, 6]]
+    inputs, seen, targets = data.holdout("validation")
+    np.testing.assert_array_equal(targets, [2, 3, 5])
+    np.testing.assert_array_equal(seen, [[0, 4, 1], [0, 0, 3], [9, 8, 6]])
+    np.testing.assert_array_equal(data.holdout("test")[2], [7, 5, 2])
+    np.testing.assert_array_equal(data.item_frequencies(), [0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0])  # 9 items, pad, [MASK]
+    assert data.mean_training_rating() == pytest.approx((5 + 4 + 1 + 2 + 2 + 4) / 6)
+
+
+def test_a_sequence_without_validation_and_test_items_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least a validation and a test item"):
+        splits([[1, 2, 3], [4]])
 
 
 def test_bucketed_batches_hold_every_row_once_trimmed_to_their_longest() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from recsys_tasks.evaluation.metrics import (
     CUTOFFS,
+    SCORES_PER_BATCH,
     evaluate_scores,
     exclude_seen,
     ranks_of_targets,
@@ -168,6 +169,23 @@ def test_batch_size_does_not_change_the_result() -> None:
     assert one_by_one == pytest.approx(all_at_once)
     assert uneven == pytest.approx(all_at_once)
     assert 0 < all_at_once["hr_at_20"] < 1
+
+
+def test_a_large_catalogue_is_ranked_a_few_users_at_a_time() -> None:
+    n_items = SCORES_PER_BATCH // 3  # 1.4 million items: two users' scores fit in a batch
+    batch_rows = []
+
+    def score(inputs: np.ndarray) -> np.ndarray:
+        batch_rows.append(len(inputs))
+        scores = np.zeros((len(inputs), n_items + 1), np.float32)
+        scores[np.arange(len(inputs)), inputs[:, 0]] = 1.0
+        return scores
+
+    targets = np.array([5, 70, 900, 12_000, n_items])
+    metrics = evaluate_scores(score, targets[:, None], np.zeros((5, 1), np.int64), targets, n_items)
+
+    assert batch_rows == [2, 2, 1]
+    assert metrics["hr_at_5"] == 1.0
 
 
 def test_coverage_never_counts_excluded_items() -> None:

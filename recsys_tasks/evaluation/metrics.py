@@ -20,6 +20,10 @@ CUTOFFS = (5, 10, 20)
 COVERAGE_CUTOFF = 10
 PRIMARY_METRIC = "ndcg_at_10"
 
+SCORES_PER_BATCH = 1 << 22
+"""Most scores (users × catalogue) ranked at once: about 150 MB of working memory for any catalogue.
+A fixed 1,024 users took 1.8 GB on a 59,000-item catalogue and would take 30 GB on a million items."""
+
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
 """Maps model inputs [B, L] to scores [B, n_items + 1] over item indices (column 0 is padding)."""
 
@@ -59,9 +63,11 @@ def evaluate_scores(
     seen: np.ndarray,
     targets: np.ndarray,
     n_items: int,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> dict[str, float]:
-    """Rank ``targets`` against the whole catalogue, batch by batch, and summarise."""
+    """Rank ``targets`` against the whole catalogue, ``batch_size`` users at a time (by default as
+    many as keep a batch to ``SCORES_PER_BATCH`` scores), and summarise."""
+    batch_size = batch_size or max(1, SCORES_PER_BATCH // (n_items + 1))
     ranks, recommended = [], []
     for start in range(0, len(targets), batch_size):
         batch = slice(start, start + batch_size)
