@@ -102,6 +102,15 @@ def test_mean_training_rating_ignores_validation_and_test_items() -> None:
     assert splits([[1, 2, 3]]).mean_training_rating() == 0.0
 
 
+def test_left_pad_keeps_the_newest_items_right_aligned() -> None:
+    padded = left_pad([[1, 2, 3, 4], [], [5]], 3)
+
+    np.testing.assert_array_equal(padded, [[2, 3, 4], [0, 0, 0], [0, 0, 5]])
+    assert padded.dtype == np.int32
+    assert left_pad([[0.5, 1.5]], 3, np.float32).tolist() == [[0.0, 0.5, 1.5]]
+    assert left_pad([[1, 2]], 0).shape == (1, 0) and left_pad([], 4).shape == (0, 4)
+
+
 def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> None:
     run = RunDir(str(tmp_path))
     sequences, ratings = [[4, 1, 2, 7], [3, 3, 5], [9, 8, 6, 5, 2]], [[5.0, 4, 3, 2], [1.0, 2, 3], [2.0, 2, 4, 4, 1]]
@@ -146,6 +155,8 @@ def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> Non
     np.testing.assert_array_equal(targets, [2, 3, 5])
     np.testing.assert_array_equal(seen, [[0, 4, 1], [0, 0, 3], [9, 8, 6]])
     np.testing.assert_array_equal(data.holdout("test")[2], [7, 5, 2])
+    np.testing.assert_array_equal(data.padded_histories(2, 2), [[4, 1], [0, 3], [8, 6]])
+    np.testing.assert_array_equal(data.padded_histories(0, 5), left_pad(sequences, 5))
     np.testing.assert_array_equal(data.item_frequencies(), [0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0])  # 9 items, pad, [MASK]
     assert data.mean_training_rating() == pytest.approx((5 + 4 + 1 + 2 + 2 + 4) / 6)
 

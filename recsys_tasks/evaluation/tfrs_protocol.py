@@ -26,7 +26,7 @@ from recsys_tasks.errors import InputDataError
 from recsys_tasks.evaluation.metrics import exclude_seen, ranks_of_targets
 from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, SAVED_MODEL, SequentialRecommender
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits, left_pad
+from recsys_tasks.training.datasets import LeaveOneOutSplits
 
 TEST_RATINGS_FILE = "protocol2/test_ratings.parquet"
 TUTORIAL_SEED = 42
@@ -69,8 +69,8 @@ def evaluate_tfrs_protocol(run: RunDir, model_folder, batch_size: int = 512) -> 
         raise InputDataError(f"{int((user_rows < 0).sum())} test ratings belong to users without training history")
     targets = np.asarray([model.index_of.get(item, 0) for item in test[ITEM_COL].to_pylist()])
     ratings = test[RATING_COL].to_numpy().astype(np.float64)
-    histories = left_pad(splits.sequences, splits.max_length)
-    seen = left_pad(splits.sequences, max(len(s) for s in splits.sequences))
+    histories = splits.padded_histories(0, splits.max_length)
+    seen = splits.padded_histories(0, int(np.diff(splits.offsets).max()))
 
     # One query per user, not per test rating: a user has about 20 test ratings on MovieLens-100K.
     # The user's whole training history gets the model's repeat offset, not only the newest max_length items.

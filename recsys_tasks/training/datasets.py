@@ -16,11 +16,27 @@ from recsys_tasks.storage import RunDir
 
 def left_pad(sequences: list, length: int, dtype=np.int32) -> np.ndarray:
     """Keep the newest ``length`` items of each sequence, right-aligned, 0-padded on the left."""
-    padded = np.full((len(sequences), length), PAD_INDEX, dtype=dtype)
-    for row, sequence in enumerate(sequences):
-        tail = np.asarray(sequence[-length:], dtype=dtype)
-        if len(tail):
-            padded[row, length - len(tail) :] = tail
+    lengths = np.fromiter(map(len, sequences), np.int64, count=len(sequences))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.concatenate([np.asarray(sequence, dtype=dtype) for sequence in sequences] or [np.zeros(0, dtype)])
+    return left_pad_slices(values, offsets[:-1], offsets[1:], length)
+
+
+def _flat_with_offsets(column: pa.ChunkedArray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (its values concatenated, row offsets): row r is ``values[offsets[r]:offsets[r + 1]]``."""
+    values = pc.list_flatten(column).to_numpy().astype(dtype, copy=False)
+    offsets = np.concatenate([[0], np.cumsum(pc.list_value_length(column).to_numpy(), dtype=np.int64)])
+    return values, offsets
+
+
+def left_pad_slices(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """``left_pad`` of the rows ``values[starts[r]:ends[r]]``, without a Python object per row or item."""
+    starts = np.maximum(starts, ends - length)
+    kept = ends - starts
+    padded = np.full((len(kept), length), PAD_INDEX, dtype=values.dtype)
+    rows = np.repeat(np.arange(len(kept)), kept)
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(kept) - kept, kept)
+    padded[rows, length - kept[rows] + within] = values[starts[rows] + within]
     return padded
 
 
@@ -53,15 +69,15 @@ class LeaveOneOutSplits:
         summary = AugmentSummary(**run.read_json(SUMMARY_FILE))
         table = run.read_parquet(SEQUENCES_FILE)
         explicit = "ratings" in table.column_names and pc.all(pc.is_valid(pc.list_flatten(table["ratings"]))).as_py()
-        lengths = pc.list_value_length(table["items"]).to_numpy()
+        items, offsets = _flat_with_offsets(table["items"], np.int32)
         return cls(
             user_ids=table["user_id"].to_pylist(),
-            items=pc.list_flatten(table["items"]).to_numpy().astype(np.int32, copy=False),
-            offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]),
+            items=items,
+            offsets=offsets,
             n_items=summary.items,
             max_length=summary.max_length,
             mask_index=summary.mask_index,
-            ratings=pc.list_flatten(table["ratings"]).to_numpy().astype(np.float32, copy=False) if explicit else None,
+            ratings=_flat_with_offsets(table["ratings"], np.float32)[0] if explicit else None,
         )
 
     @classmethod
@@ -134,13 +150,16 @@ class LeaveOneOutSplits:
             first_targets=ends if examples == "prefixes" else starts + 1,
         )
 
+    def padded_histories(self, held_out: int, length: int) -> np.ndarray:
+        """Each user's sequence without its last ``held_out`` items: the newest ``length``, left-padded."""
+        return left_pad_slices(self.items, self.offsets[:-1], self.offsets[1:] - held_out, length)
+
     def holdout(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(model inputs, items to exclude from the ranking, targets) for ``validation`` or ``test``."""
-        cut = {"validation": -2, "test": -1}[split]
-        histories = [sequence[:cut] for sequence in self.sequences]
-        targets = self.items[self.offsets[1:] + cut].astype(np.int64)
-        longest = max(len(h) for h in histories)
-        return left_pad(histories, self.max_length), left_pad(histories, longest), targets
+        held_out = {"validation": 2, "test": 1}[split]
+        targets = self.items[self.offsets[1:] - held_out].astype(np.int64)
+        longest = int(np.diff(self.offsets).max()) - held_out
+        return self.padded_histories(held_out, self.max_length), self.padded_histories(held_out, longest), targets
 
 
 def cloze_inputs(
@@ -161,11 +180,13 @@ def cloze_inputs(
 def contrastive_views(run: RunDir, max_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user rows, view A, view B) as materialised by the augment stage."""
     views: pa.Table = run.read_parquet(VIEWS_FILE)
-    return (
-        views["user_row"].to_numpy(),
-        left_pad(views["view_a"].to_pylist(), max_length),
-        left_pad(views["view_b"].to_pylist(), max_length),
-    )
+    view_a, view_b = (_left_pad_list_column(views[name], max_length) for name in ("view_a", "view_b"))
+    return views["user_row"].to_numpy(), view_a, view_b
+
+
+def _left_pad_list_column(column: pa.ChunkedArray, length: int) -> np.ndarray:
+    values, offsets = _flat_with_offsets(column, np.int32)
+    return left_pad_slices(values, offsets[:-1], offsets[1:], length)
 
 
 def item_attribute_table(run: RunDir, n_items: int) -> tuple[np.ndarray, int]:

@@ -26,7 +26,6 @@ from recsys_tasks.training.datasets import (
     cloze_inputs,
     contrastive_views,
     item_attribute_table,
-    left_pad,
     length_bucketed_batches,
 )
 
@@ -104,7 +103,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         tracker.log_params(config.model_dump(), prefix="pretrain")
 
     user_rows, view_a, view_b = contrastive_views(run, splits.max_length)
-    histories = left_pad(splits.train_histories(), splits.max_length)[user_rows]
+    histories = splits.padded_histories(2, splits.max_length)[user_rows]
 
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
