@@ -22,9 +22,11 @@ def test_labelling_keeps_only_positive_ratings():
 
 
 def test_repeated_events_are_kept_once_and_repeat_visits_stay():
-    rows = [("u", 1, 10, 5.0), ("u", 1, 10, 5.0), ("u", 1, 20, 5.0), ("u", 2, 30, 5.0)]
+    rows = [("u", 2, 30, 5.0), ("u", 1, 10, 3.0), ("v", 1, 10, 4.0), ("u", 1, 20, 5.0), ("u", 1, 10, 5.0)]
+    rows += [("v", 3, 40, 4.0), ("v", 4, 50, 4.0)]
     cleaned, steps = clean(frame(rows), CleaningConfig())
-    assert cleaned.rows() == [("u", 1, 10, 5.0), ("u", 1, 20, 5.0), ("u", 2, 30, 5.0)]
+    # The first of the repeated events is kept (rating 3); v's event at the same item and time is another user's.
+    assert cleaned.rows()[:4] == [("u", 1, 10, 3.0), ("u", 1, 20, 5.0), ("u", 2, 30, 5.0), ("v", 1, 10, 4.0)]
     assert steps[-2].rows_removed == 1
 
 
