@@ -70,7 +70,7 @@ def evaluate_tfrs_protocol(run: RunDir, model_folder, batch_size: int = 512) -> 
     targets = np.asarray([model.index_of.get(item, 0) for item in test[ITEM_COL].to_pylist()])
     ratings = test[RATING_COL].to_numpy().astype(np.float64)
     histories = splits.padded_histories(0, splits.max_length)
-    seen = splits.padded_histories(0, int(np.diff(splits.offsets).max()))
+    seen = splits.padded_histories(0, int(splits.lengths.max()))
 
     # One query per user, not per test rating: a user has about 20 test ratings on MovieLens-100K.
     # The user's whole training history gets the model's repeat offset, not only the newest max_length items.
