@@ -145,7 +145,7 @@ class LeaveOneOutSplits:
         """
         is_training = self._is_training()
         history_lengths = self.lengths - 2
-        bases = np.concatenate([[0], np.cumsum(history_lengths)])
+        bases = _offsets(history_lengths)
         starts, ends = [], []
         for base, length in zip(bases[:-1], history_lengths, strict=True):
             # ``end`` is the position of the row's last target: the input is history[start:end].
