@@ -253,14 +253,16 @@ def test_weight_averaging_exports_weights_that_trail_the_last_step(pretrained: P
 def test_weights_around_best_hold_the_best_epoch_and_two_either_side(
     improvements: list[bool], window: list[int]
 ) -> None:
+    rng = np.random.default_rng(0)
+    weights = {epoch: rng.normal(size=(4, 3)).astype(np.float32) for epoch in range(1, len(improvements) + 1)}
     around_best = WeightsAroundBest(reach=2)
     for epoch, improved in enumerate(improvements, start=1):
-        around_best.add(epoch, [np.full(3, float(epoch), np.float32), np.array([7])], improved)
+        around_best.add(epoch, [weights[epoch], np.array([7])], improved)
 
     assert around_best.epochs == window
     if window:
         averaged, untrained = around_best.average()
-        np.testing.assert_allclose(averaged, np.full(3, np.mean(window)))
+        np.testing.assert_array_equal(averaged, np.mean([weights[epoch] for epoch in window], axis=0, dtype=np.float32))
         assert averaged.dtype == np.float32
         assert untrained.tolist() == [7]
 

@@ -187,36 +187,40 @@ def weight_average_momentum(average_steps: int, steps_per_epoch: int) -> float:
 
 
 class WeightsAroundBest:
-    """The weights of the best epoch so far and of up to ``reach`` epochs before and after it.
+    """The average of the weights of the best epoch so far and of up to ``reach`` epochs before and after it.
 
-    Before a best epoch only the last ``reach`` + 1 epochs are held, and ``reach`` after it, so
-    at most 2 · ``reach`` + 2 copies of the weights are in memory, whatever the number of epochs.
+    It holds the last ``reach`` + 1 epochs' weights (a best epoch's window starts among them) and
+    one running sum, so memory does not grow with the number of epochs or the window. The sum adds
+    the epochs in order, which gives exactly ``np.mean`` over them.
     """
 
     def __init__(self, reach: int):
         self.reach = reach
         self.best_epoch = 0
+        self.epochs: list[int] = []
         self._recent: deque[tuple[int, list[np.ndarray]]] = deque(maxlen=reach + 1)
-        self._window: list[tuple[int, list[np.ndarray]]] = []
+        self._sum: list[np.ndarray] = []
 
     def add(self, epoch: int, weights: list[np.ndarray], is_best: bool) -> None:
         self._recent.append((epoch, weights))
         if is_best:
-            self.best_epoch, self._window = epoch, list(self._recent)
-        elif self._window and epoch - self.best_epoch <= self.reach:
-            self._window.append((epoch, weights))
+            self.best_epoch, self.epochs, self._sum = epoch, [], []
+            for recent_epoch, recent_weights in self._recent:
+                self._accumulate(recent_epoch, recent_weights)
+        elif self.epochs and epoch - self.best_epoch <= self.reach:
+            self._accumulate(epoch, weights)
 
-    @property
-    def epochs(self) -> list[int]:
-        return [epoch for epoch, _ in self._window]
+    def _accumulate(self, epoch: int, weights: list[np.ndarray]) -> None:
+        if not self._sum:
+            self._sum = [weight.copy() for weight in weights]
+        else:
+            for total, weight in zip(self._sum, weights):
+                if total.dtype.kind == "f":  # integer weights never train: the first epoch's stay
+                    total += weight
+        self.epochs.append(epoch)
 
     def average(self) -> list[np.ndarray]:
-        """Each weight averaged over the window's epochs (integer weights, which never train, as they are)."""
-        layers = zip(*(weights for _, weights in self._window))
-        return [
-            np.mean(values, axis=0, dtype=values[0].dtype) if values[0].dtype.kind == "f" else values[0]
-            for values in layers
-        ]
+        return [total / len(self.epochs) if total.dtype.kind == "f" else total for total in self._sum]
 
 
 def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) -> NextItemRetrievalModel:
