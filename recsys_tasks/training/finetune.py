@@ -29,7 +29,7 @@ the best epoch by NDCG@10 is kept and training stops after ``patience`` epochs w
 Then the average of the best epoch's weights and those of up to ``average_epochs`` epochs before
 and after it (stochastic weight averaging over the plateau) is validated too, and exported when
 it scores higher (Amazon Beauty, validation NDCG@10 from scratch 0.0764 → 0.0774, pre-trained
-0.0734 → 0.0740; on MovieLens-100K, whose 943 validation users make the best epoch a lucky peak,
+0.0733 → 0.0740; on MovieLens-100K, whose 943 validation users make the best epoch a lucky peak,
 the average scores lower and the best epoch stays).
 The test split is never read here. The chosen model is exported as the folder the pyfunc loads.
 """
