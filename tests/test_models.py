@@ -24,7 +24,13 @@ from recsys_tasks.models.layers import (
     TransformerBlock,
 )
 from recsys_tasks.models.pretraining import PretrainingModel
-from recsys_tasks.models.retrieval import QueryHead, RankingHead, RepeatOffset, prefix_item_cells
+from recsys_tasks.models.retrieval import (
+    NextItemRetrievalModel,
+    QueryHead,
+    RankingHead,
+    RepeatOffset,
+    prefix_item_cells,
+)
 
 D_MODEL = 16
 LENGTH = 6
@@ -58,9 +64,15 @@ def histories() -> tf.Tensor:
 
 
 def randomise_weights(layer: tf.keras.layers.Layer, seed: int = 2) -> None:
-    """Give every weight a random value, so zero-initialised parts (adapters, heads) matter too."""
+    """Give every weight a random value, so zero-initialised parts (adapters, heads) matter too; lookup
+    tables (integer weights) stay."""
     rng = np.random.default_rng(seed)
-    layer.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in layer.get_weights()])
+    layer.set_weights(
+        [
+            rng.normal(scale=0.3, size=w.shape).astype(np.float32) if w.dtype.kind == "f" else w
+            for w in layer.get_weights()
+        ]
+    )
 
 
 def causal_mask() -> tf.Tensor:
@@ -462,3 +474,71 @@ def test_attribute_prediction_alone_is_an_objective_when_items_have_attributes()
     loss = model.compute_loss({"masked": masked, "labels": np.where(masked == CONFIG.mask_index, 7, 0)})
 
     assert float(loss) > 0
+
+
+def one_epoch_without_moving(
+    model: tf.keras.Model, batches: list[dict], epoch_loss
+) -> tuple[float, float, list[float]]:
+    """Fit one epoch over ``batches`` with a learning rate of 0, so that each batch's loss can be recomputed:
+    (TFRS's reported "loss", ``epoch_loss()`` read after the epoch, each batch's loss)."""
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.0))
+    stacked = {name: np.stack([batch[name] for batch in batches]) for name in batches[0]}
+    reported = model.fit(tf.data.Dataset.from_tensor_slices(stacked), verbose=0).history["loss"][-1]
+    after_epoch = epoch_loss()
+    return reported, after_epoch, [float(model.compute_loss(batch, training=True)) for batch in batches]
+
+
+def assert_epoch_mean_not_last_batch(reported: float, epoch: float, batch_losses: list[float]) -> None:
+    assert reported == pytest.approx(batch_losses[-1], rel=1e-5)  # what the logs used to show
+    assert epoch == pytest.approx(np.mean(batch_losses), rel=1e-5)
+    assert np.mean(batch_losses) != pytest.approx(batch_losses[-1], rel=1e-2)
+
+
+NO_DROPOUT = {"dropout": 0.0}
+
+
+def test_retrieval_epoch_loss_is_the_mean_over_the_epochs_batches() -> None:
+    model = NextItemRetrievalModel(encoder(CONFIG.model_copy(update=NO_DROPOUT)), np.ones(N_ITEMS + 2))
+    randomise_weights(model.encoder)  # an untrained encoder scores every batch near log(items)
+    rng = np.random.default_rng(3)
+    batches = []
+    for _ in range(3):
+        histories = rng.integers(1, N_ITEMS + 1, size=(2, LENGTH + 1)).astype(np.int32)
+        batches.append({"inputs": histories[:, :-1], "targets": histories[:, 1:]})
+
+    assert_epoch_mean_not_last_batch(*one_epoch_without_moving(model, batches, model.epoch_loss))
+
+
+def test_pretraining_epoch_losses_are_means_over_the_epochs_batches() -> None:
+    model = PretrainingModel(
+        encoder(WITH_ATTRIBUTES.model_copy(update=NO_DROPOUT)),
+        temperature=0.2,
+        cloze_weight=1.0,
+        attribute_weight=0.2,
+        autoregressive_weight=1.0,
+        contrastive_weight=0.1,
+    )
+    randomise_weights(model.encoder)
+    rng = np.random.default_rng(4)
+    batches = []
+    for _ in range(3):
+        histories = rng.integers(1, N_ITEMS + 1, size=(2, LENGTH)).astype(np.int32)
+        hidden = rng.random(histories.shape) < 0.4
+        hidden[:, -1] = True  # every row has a masked position
+        batches.append(
+            {
+                "masked": np.where(hidden, CONFIG.mask_index, histories).astype(np.int32),
+                "labels": np.where(hidden, histories, 0).astype(np.int32),
+                "view_a": histories,
+                "view_b": histories[:, ::-1].copy(),
+            }
+        )
+
+    assert_epoch_mean_not_last_batch(*one_epoch_without_moving(model, batches, lambda: model.epoch_losses()["loss"]))
+    assert set(model.epoch_losses()) == {
+        "cloze_loss",
+        "attribute_loss",
+        "autoregressive_loss",
+        "contrastive_loss",
+        "loss",
+    }

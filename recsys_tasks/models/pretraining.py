@@ -59,6 +59,24 @@ class PretrainingModel(tfrs.models.Model):
             for name in ("cloze", "attribute", "autoregressive", "contrastive")
         }
 
+    def epoch_losses(self) -> dict[str, float]:
+        """Each weighted objective's mean over the epoch (``<name>_loss``) and their weighted sum (``loss``).
+
+        TFRS reports ``loss`` as the last batch's alone; the trackers average the whole epoch (Keras
+        resets them when an epoch starts).
+        """
+        weights = {
+            "cloze": self.cloze_weight,
+            "attribute": self.attribute_weight,
+            "autoregressive": self.autoregressive_weight,
+            "contrastive": self.contrastive_weight,
+        }
+        means = {name: float(self.trackers[name].result()) for name, weight in weights.items() if weight}
+        return {
+            **{f"{name}_loss": value for name, value in means.items()},
+            "loss": sum(weights[name] * value for name, value in means.items()),
+        }
+
     def _view_vector(self, view, training):
         last = self.encoder(view, causal=True, training=training)[:, -1]
         return tf.math.l2_normalize(self.projection(last), axis=-1)

@@ -156,6 +156,13 @@ class NextItemRetrievalModel(tfrs.models.Model):
         heads = [self.head, self.repeat_offset] + ([self.ranking_head] if self.ranking_weight else [])
         return [*self.encoder.weights, *(weight for head in heads for weight in head.weights)]
 
+    def epoch_loss(self) -> float:
+        """The training loss averaged over the epoch (TFRS reports ``loss`` as the last batch's alone)."""
+        loss = float(self.loss_trackers["retrieval"].result())
+        if self.ranking_weight:
+            loss += self.ranking_weight * float(self.loss_trackers["ranking"].result())
+        return loss
+
     def query_vectors(self, histories, training=False):
         """One query vector per history: the encoder's output at the newest position."""
         return self.head(self.encoder(histories, causal=True, training=training, newest_only=True)[:, -1])

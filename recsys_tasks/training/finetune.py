@@ -288,7 +288,8 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
         dataset = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
-        loss = model.fit(dataset, epochs=1, verbose=0).history["loss"][-1]
+        model.fit(dataset, epochs=1, verbose=0)
+        loss = model.epoch_loss()
         metrics = validate()
         epochs_run = epoch
         if tracker:

@@ -124,13 +124,8 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
             config.batch_size,
             np.random.default_rng([config.seed, current, 1]),
         )
-        history = model.fit(dataset, epochs=1, verbose=0)
-        losses = {
-            f"pretrain_{name}": values[-1]
-            for name, values in history.history.items()
-            # "total_loss" repeats "loss"; an objective with weight 0 never runs and stays at 0.
-            if name == "loss" or (name != "total_loss" and values[-1] > 0)
-        }
+        model.fit(dataset, epochs=1, verbose=0)
+        losses = {f"pretrain_{name}": value for name, value in model.epoch_losses().items()}
         epoch.assign(current + 1)
         manager.save(checkpoint_number=current + 1)
         if tracker:
