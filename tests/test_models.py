@@ -438,9 +438,9 @@ def test_encoder_config_sizes_and_overrides() -> None:
     assert (config.d_model, config.n_layers, config.n_heads) == (32, 1, 4)
 
 
-def pretraining_model(**weights: float) -> PretrainingModel:
+def pretraining_model(config: EncoderConfig = WITH_ATTRIBUTES, **weights: float) -> PretrainingModel:
     objectives = dict(cloze_weight=1.0, attribute_weight=0.2, autoregressive_weight=1.0, contrastive_weight=0.1)
-    return PretrainingModel(encoder(WITH_ATTRIBUTES), temperature=0.2, **{**objectives, **weights})
+    return PretrainingModel(encoder(config), temperature=0.2, **{**objectives, **weights})
 
 
 def test_pretraining_without_cloze_or_attributes_skips_the_bidirectional_pass() -> None:
@@ -510,14 +510,7 @@ def test_retrieval_epoch_loss_is_the_mean_over_the_epochs_batches() -> None:
 
 
 def test_pretraining_epoch_losses_are_means_over_the_epochs_batches() -> None:
-    model = PretrainingModel(
-        encoder(WITH_ATTRIBUTES.model_copy(update=NO_DROPOUT)),
-        temperature=0.2,
-        cloze_weight=1.0,
-        attribute_weight=0.2,
-        autoregressive_weight=1.0,
-        contrastive_weight=0.1,
-    )
+    model = pretraining_model(WITH_ATTRIBUTES.model_copy(update=NO_DROPOUT))
     randomise_weights(model.encoder)
     rng = np.random.default_rng(4)
     batches = []
