@@ -37,12 +37,15 @@ class PretrainingModel(tfrs.models.Model):
     ):
         super().__init__()
         self.encoder = encoder
-        self.cloze_weight = cloze_weight
-        self.autoregressive_weight = autoregressive_weight
-        self.contrastive_weight = contrastive_weight
-        # Without attributes in the data there is nothing to predict.
-        self.attribute_weight = attribute_weight if encoder.items.uses_attributes else 0.0
-        if not (cloze_weight or self.attribute_weight or autoregressive_weight or contrastive_weight):
+        # One table read by both the loss and its report, keyed like the trackers.
+        self.objective_weights = {
+            "cloze": cloze_weight,
+            # Without attributes in the data there is nothing to predict.
+            "attribute": attribute_weight if encoder.items.uses_attributes else 0.0,
+            "autoregressive": autoregressive_weight,
+            "contrastive": contrastive_weight,
+        }
+        if not any(self.objective_weights.values()):
             raise ValueError(
                 "every pre-training objective has weight 0 (attribute prediction counts only when items have "
                 "attributes): give one of cloze, attribute, autoregressive or contrastive a weight above 0"
@@ -56,7 +59,7 @@ class PretrainingModel(tfrs.models.Model):
         )
         self.trackers = {
             name: tf.keras.metrics.Mean(name=f"{name}_loss")
-            for name in ("cloze", "attribute", "autoregressive", "contrastive")
+            for name in self.objective_weights
         }
 
     def epoch_losses(self) -> dict[str, float]:
@@ -65,12 +68,7 @@ class PretrainingModel(tfrs.models.Model):
         TFRS reports ``loss`` as the last batch's alone; the trackers average the whole epoch (Keras
         resets them when an epoch starts).
         """
-        weights = {
-            "cloze": self.cloze_weight,
-            "attribute": self.attribute_weight,
-            "autoregressive": self.autoregressive_weight,
-            "contrastive": self.contrastive_weight,
-        }
+        weights = self.objective_weights
         means = {name: float(self.trackers[name].result()) for name, weight in weights.items() if weight}
         return {
             **{f"{name}_loss": value for name, value in means.items()},
@@ -111,28 +109,24 @@ class PretrainingModel(tfrs.models.Model):
         return self._catalogue_cross_entropy(tf.boolean_mask(hidden, is_target), tf.boolean_mask(next_items, is_target))
 
     def compute_loss(self, features, training=False):
-        losses, total = {}, 0.0
-        if self.cloze_weight or self.attribute_weight:  # both read the bidirectional pass over masked histories
+        weights, losses = self.objective_weights, {}
+        if weights["cloze"] or weights["attribute"]:  # both read the bidirectional pass over masked histories
             hidden = self.encoder(features["masked"], causal=False, training=training)
             labels = features["labels"]
             is_masked = tf.greater(labels, 0)
             masked_hidden, masked_items = tf.boolean_mask(hidden, is_masked), tf.boolean_mask(labels, is_masked)
-        if self.cloze_weight:
+        if weights["cloze"]:
             losses["cloze"] = self._catalogue_cross_entropy(masked_hidden, masked_items)
-            total += self.cloze_weight * losses["cloze"]
-        if self.attribute_weight:
+        if weights["attribute"]:
             losses["attribute"] = self._attribute_loss(masked_hidden, masked_items)
-            total += self.attribute_weight * losses["attribute"]
-        if self.autoregressive_weight:
+        if weights["autoregressive"]:
             losses["autoregressive"] = self._autoregressive_loss(features["view_a"], training)
-            total += self.autoregressive_weight * losses["autoregressive"]
-        if self.contrastive_weight:
+        if weights["contrastive"]:
             losses["contrastive"] = self.contrastive_task(
                 self._view_vector(features["view_a"], training),
                 self._view_vector(features["view_b"], training),
                 compute_metrics=False,
             )
-            total += self.contrastive_weight * losses["contrastive"]
         for name, value in losses.items():
             self.trackers[name].update_state(value)
-        return total
+        return sum(weights[name] * value for name, value in losses.items())
