@@ -26,7 +26,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-serving
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -36,6 +36,7 @@ help:
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
 	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
+	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, seed by seed (validation and test NDCG)"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
@@ -82,6 +83,10 @@ bench-quality: install
 STEPS ?= 0,900,1800,3600
 bench-pretraining: install
 	$(BIN)/python -m benchmarks.pretraining_budget --dataset $(DATASET) --steps $(STEPS) $(BENCH_ARGS)
+
+SEEDS ?= 0,1,2
+bench-seeds: install
+	$(BIN)/python -m benchmarks.pretraining_seeds --dataset $(DATASET) --seeds $(SEEDS) $(BENCH_ARGS)
 
 bench-serving: install
 	$(BIN)/python -m benchmarks.serving $(BENCH_ARGS)

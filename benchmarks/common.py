@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import sys
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -26,6 +28,19 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
 
 
+def command(module: str) -> str:
+    """The command line that ran the benchmark ``module``, as its results quote it."""
+    return " ".join([f".venv/bin/python -m {module}", *sys.argv[1:]])
+
+
+def write_results(name: str, result: dict, markdown: str, readme_tag: str) -> None:
+    """benchmarks/results/<name>.json and .md, and the README's table between the ``readme_tag`` markers."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    update_readme(readme_tag, markdown)
+
+
 def update_readme(tag: str, markdown: str) -> None:
     """Replace the README text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->``, if present."""
     begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
@@ -34,6 +49,17 @@ def update_readme(tag: str, markdown: str) -> None:
         return
     before, rest = text.split(begin, 1)
     README.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
+
+
+def whole_numbers(option: str, value: str) -> list[int]:
+    """A comma-separated option of non-negative whole numbers, sorted, each once; else a one-line error."""
+    try:
+        numbers = sorted({int(part) for part in value.split(",")})
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r} is not a comma-separated list of whole numbers") from None
+    if numbers[0] < 0:
+        raise typer.BadParameter(f"{option} {value!r} holds a negative number")
+    return numbers
 
 
 def show_progress() -> None:

@@ -13,16 +13,24 @@ measured by separate invocations side by side and gathered by one that names the
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from benchmarks.common import BENCH_WORK, RESULTS, SHARED_DATA, console, machine, show_progress, update_readme
-from benchmarks.quality import DATASETS, RESULT_FILE, Bench, _epoch_budget
+from benchmarks.common import BENCH_WORK, SHARED_DATA, command, console, machine, whole_numbers, write_results
+from benchmarks.quality import (
+    RESULT_FILE,
+    Bench,
+    DataRootOption,
+    DatasetOption,
+    ExamplesOption,
+    FinetuneStepsOption,
+    PatienceStepsOption,
+    WorkOption,
+    _epoch_budget,
+    open_bench,
+)
 
 SHOWN = ("hr_at_10", "ndcg_at_10", "ndcg_at_20", "mrr")
 
@@ -76,32 +84,18 @@ def _markdown(result: dict) -> str:
 
 
 def main(
-    dataset: Annotated[str, typer.Option(help="amazon-beauty or ml-100k")] = "amazon-beauty",
-    data_root: Annotated[Path, typer.Option(help="Folder holding the data sets")] = SHARED_DATA,
-    work: Annotated[Path, typer.Option(help="Where the runs go (the prepared data is bench-quality's)")] = BENCH_WORK,
+    dataset: DatasetOption = "amazon-beauty",
+    data_root: DataRootOption = SHARED_DATA,
+    work: WorkOption = BENCH_WORK,
     steps: Annotated[
         str, typer.Option(help="Pre-training budgets in optimizer steps, comma-separated")
     ] = "0,900,1800,3600",
-    finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 15_000,
-    patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 1_500,
-    examples: Annotated[str, typer.Option(help="Fine-tuning rows: prefixes or windows")] = "prefixes",
+    finetune_steps: FinetuneStepsOption = 15_000,
+    patience_steps: PatienceStepsOption = 1_500,
+    examples: ExamplesOption = "prefixes",
 ) -> None:
-    if dataset not in DATASETS:
-        raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(DATASETS)}")
-    if examples not in ("prefixes", "windows"):
-        raise typer.BadParameter(f"unknown examples {examples!r}: choose prefixes or windows")
-    try:
-        budgets = sorted({int(value) for value in steps.split(",")})
-    except ValueError:
-        raise typer.BadParameter(f"--steps {steps!r} is not a comma-separated list of whole numbers") from None
-    if budgets[0] < 0:
-        raise typer.BadParameter(f"--steps {steps!r} holds a negative budget")
-    data_path = data_root / DATASETS[dataset]["data_path"]
-    if not data_path.exists():
-        raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
-    show_progress()
-    bench = Bench(work / dataset, {**DATASETS[dataset], "data_path": str(data_path)})
-    bench.prepare("prepared")
+    budgets = whole_numbers("--steps", steps)
+    bench = open_bench(dataset, data_root, work, examples)
     rows = {}
     for budget in budgets:
         console.rule(f"{budget:,} pre-training steps")
@@ -113,13 +107,9 @@ def main(
         "examples": examples,
         "budgets": rows,
         "machine": machine(),
-        "command": " ".join([".venv/bin/python -m benchmarks.pretraining_budget", *sys.argv[1:]]),
+        "command": command("benchmarks.pretraining_budget"),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"pretraining-budget-{dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = _markdown(result)
-    (RESULTS / f"pretraining-budget-{dataset}.md").write_text(markdown)
-    update_readme(f"bench-pretraining:{dataset}", markdown)
+    write_results(f"pretraining-budget-{dataset}", result, _markdown(result), f"bench-pretraining:{dataset}")
     table = Table("pre-training steps", "val NDCG@10", "val HR@10", "best epoch", "pre-train s", "fine-tune s")
     for budget, row in rows.items():
         table.add_row(

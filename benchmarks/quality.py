@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -32,7 +31,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from benchmarks.common import BENCH_WORK, RESULTS, SHARED_DATA, console, machine, show_progress, update_readme
+from benchmarks.common import BENCH_WORK, SHARED_DATA, command, console, machine, show_progress, write_results
 from recsys_tasks.settings import Settings
 
 RESULT_FILE = "bench_result.json"
@@ -83,6 +82,35 @@ class Bench:
         shutil.rmtree(target, ignore_errors=True)
         for folder in ("data", "augment"):
             shutil.copytree(Path(self.run(source).uri) / folder, target / folder)
+
+
+# The options every model benchmark takes (their defaults stay in each ``main``).
+DatasetOption = Annotated[str, typer.Option(help="amazon-beauty or ml-100k")]
+DataRootOption = Annotated[Path, typer.Option(help="Folder holding the data sets")]
+WorkOption = Annotated[
+    Path, typer.Option(help="Where the runs go; benchmarks given the same one share the prepared data")
+]
+PretrainStepsOption = Annotated[int, typer.Option(help="Pre-training optimizer steps")]
+FinetuneStepsOption = Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")]
+PatienceStepsOption = Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")]
+ExamplesOption = Annotated[
+    str, typer.Option(help="Fine-tuning rows: prefixes (one per target) or windows (see FinetuneConfig)")
+]
+
+
+def open_bench(dataset: str, data_root: Path, work: Path, examples: str) -> Bench:
+    """The bench of ``dataset`` under ``work``, its data prepared; a bad option is a one-line error naming it."""
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(DATASETS)}")
+    if examples not in ("prefixes", "windows"):
+        raise typer.BadParameter(f"unknown examples {examples!r}: choose prefixes or windows")
+    data_path = data_root / DATASETS[dataset]["data_path"]
+    if not data_path.exists():
+        raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
+    show_progress()
+    bench = Bench(work / dataset, {**DATASETS[dataset], "data_path": str(data_path)})
+    bench.prepare("prepared")
+    return bench
 
 
 def _test_metrics(run, model_folder=None, scorer=None, use_full_history=False) -> dict[str, float]:
@@ -334,30 +362,19 @@ def _markdown(dataset: str, result: dict) -> str:
 
 
 def main(
-    dataset: Annotated[str, typer.Option(help="amazon-beauty or ml-100k")] = "amazon-beauty",
-    data_root: Annotated[Path, typer.Option(help="Folder holding the data sets")] = SHARED_DATA,
-    work: Annotated[Path, typer.Option(help="Where the runs go")] = BENCH_WORK,
-    pretrain_steps: Annotated[int, typer.Option(help="Pre-training optimizer steps")] = 1_200,
-    finetune_steps: Annotated[int, typer.Option(help="Most fine-tuning optimizer steps")] = 15_000,
-    patience_steps: Annotated[int, typer.Option(help="Fine-tuning steps without validation gain")] = 1_500,
-    examples: Annotated[
-        str, typer.Option(help="Fine-tuning rows: prefixes (one per target) or windows (see FinetuneConfig)")
-    ] = "prefixes",
+    dataset: DatasetOption = "amazon-beauty",
+    data_root: DataRootOption = SHARED_DATA,
+    work: WorkOption = BENCH_WORK,
+    pretrain_steps: PretrainStepsOption = 1_200,
+    finetune_steps: FinetuneStepsOption = 15_000,
+    patience_steps: PatienceStepsOption = 1_500,
+    examples: ExamplesOption = "prefixes",
     ablations: Annotated[
         bool, typer.Option(help="Also pre-train with fewer objectives, and without attributes")
     ] = False,
 ) -> None:
-    if dataset not in DATASETS:
-        raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(DATASETS)}")
-    if examples not in ("prefixes", "windows"):
-        raise typer.BadParameter(f"unknown examples {examples!r}: choose prefixes or windows")
-    source = DATASETS[dataset]
-    data_path = data_root / source["data_path"]
-    if not data_path.exists():
-        raise typer.BadParameter(f"{data_path} does not exist: the benchmark reads ../shared/data")
-    show_progress()
     started = time.perf_counter()
-    bench = Bench(work / dataset, {**source, "data_path": str(data_path)})
+    bench = open_bench(dataset, data_root, work, examples)
     budget = (pretrain_steps, finetune_steps, patience_steps, examples)
     result = {
         "dataset": dataset,
@@ -375,13 +392,9 @@ def main(
         "items": summary["items"],
         "seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
-        "command": " ".join([".venv/bin/python -m benchmarks.quality", *sys.argv[1:]]),
+        "command": command("benchmarks.quality"),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{dataset}.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = _markdown(dataset, result)
-    (RESULTS / f"{dataset}.md").write_text(markdown)
-    update_readme(f"bench-quality:{dataset}", markdown)
+    write_results(dataset, result, _markdown(dataset, result), f"bench-quality:{dataset}")
     _print_rows(result["protocol_1"])
 
 

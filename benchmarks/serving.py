@@ -19,8 +19,6 @@ evaluate stage. Writes benchmarks/results/serving.{json,md} and the README table
 from __future__ import annotations
 
 import itertools
-import json
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -32,7 +30,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from benchmarks.common import RESULTS, ROOT, SHARED_DATA, console, machine, show_progress, update_readme
+from benchmarks.common import ROOT, SHARED_DATA, command, console, machine, show_progress, write_results
 from recsys_tasks.settings import Settings
 
 # Fine-tuning epochs per data set: the synthetic catalogue is there for its size (latency does not
@@ -196,12 +194,9 @@ def main(
         for name, row in measured["latency"].items():
             table.add_row(name, f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}")
         console.print(table)
-    result |= {"machine": machine(), "command": " ".join([".venv/bin/python -m benchmarks.serving", *sys.argv[1:]])}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    result |= {"machine": machine(), "command": command("benchmarks.serving")}
     markdown = _markdown(result)
-    (RESULTS / "serving.md").write_text(markdown)
-    update_readme("bench-serving", markdown)
+    write_results("serving", result, markdown, "bench-serving")
     console.print(markdown)
 
 

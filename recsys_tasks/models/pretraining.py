@@ -57,10 +57,7 @@ class PretrainingModel(tfrs.models.Model):
             temperature=temperature,
             name="contrastive",
         )
-        self.trackers = {
-            name: tf.keras.metrics.Mean(name=f"{name}_loss")
-            for name in self.objective_weights
-        }
+        self.trackers = {name: tf.keras.metrics.Mean(name=f"{name}_loss") for name in self.objective_weights}
 
     def epoch_losses(self) -> dict[str, float]:
         """Each weighted objective's mean over the epoch (``<name>_loss``) and their weighted sum (``loss``).
