@@ -138,9 +138,9 @@ def test_random_view_uses_all_three_augmentations() -> None:
 # ---------------------------------------------------------------- augment stage
 
 
-def ingested_run(folder: Path) -> RunDir:
+def ingested_run(folder: Path, pseudonymisation_key: bytes = b"test-key") -> RunDir:
     run = RunDir(str(folder))
-    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0), b"test-key")
+    ingest(run, IngestConfig(source="synthetic", synthetic_size="tiny", seed=0), pseudonymisation_key)
     return run
 
 
@@ -282,3 +282,18 @@ def test_augment_is_deterministic(augmented: tuple[RunDir, AugmentSummary], tmp_
         exclude={"sequences_uri", "vocab_uri", "views_uri"}
     )
     assert not run.read_parquet(VIEWS_FILE).equals(other_seed.read_parquet(VIEWS_FILE))
+
+
+def test_rows_come_in_the_logs_user_order_whatever_the_pseudonymisation_key(
+    augmented: tuple[RunDir, AugmentSummary], tmp_path: Path
+) -> None:
+    run, _ = augmented
+    other_key = ingested_run(tmp_path / "other-key", b"another-key")
+    augment(other_key, AugmentConfig(seed=0))
+
+    sequences, sequences_other_key = read(run, SEQUENCES_FILE), read(other_key, SEQUENCES_FILE)
+    assert not set(sequences["user_id"]) & set(sequences_other_key["user_id"])
+    assert sequences.drop("user_id").equals(sequences_other_key.drop("user_id"))
+    assert run.read_parquet(VIEWS_FILE).equals(other_key.read_parquet(VIEWS_FILE))
+    first_seen = read(run, INTERACTIONS_FILE)["user_id"].unique(maintain_order=True)
+    assert sequences["user_id"].to_list() == first_seen.filter(first_seen.is_in(sequences["user_id"])).to_list()

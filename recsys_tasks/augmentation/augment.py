@@ -62,27 +62,32 @@ def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.Data
     )
 
 
-def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.DataFrame:
+def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_order: pl.Series) -> pl.DataFrame:
     """One row per user: item indices in time order (ties broken by item id, so the order is stable),
     and the rating of each (null for implicit feedback).
 
+    Users come in ``user_order`` (the order of their first event in the log), not sorted by
+    pseudonym: the pseudonyms change with the key, which the embedded default draws at random per
+    home, and every row order downstream (views, batches, shuffles) starts from this one, so the
+    same data and seeds would otherwise train a different model in every home.
     Cleaning's user core (≥ 3) guarantees every user a training item, a validation item and a test item.
     """
-    return (
+    sequences = (
         interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
         .sort([USER_COL, TIME_COL, ITEM_COL])
         .group_by(USER_COL, maintain_order=True)
         .agg(pl.col("index").alias("items"), pl.col(RATING_COL).alias("ratings"))
     )
+    return user_order.to_frame(USER_COL).join(sequences, on=USER_COL, how="inner", maintain_order="left")
 
 
 def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
     # Pseudonyms are 32-character strings; as a categorical each row holds a 4-byte code instead,
     # which is what keeps 25M-row logs within a few GB through cleaning, joins and sorting.
-    interactions, cleaning = clean(
-        pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical)),
-        config.cleaning,
-    )
+    logged = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical))
+    user_order = logged[USER_COL].unique(maintain_order=True)
+    interactions, cleaning = clean(logged, config.cleaning)
+    del logged  # the log before cleaning is not kept alive through the rest of the stage
     for step in cleaning:
         log.info(
             "%-45s %10s rows %9s users %8s items  (-%s rows)",
@@ -94,7 +99,7 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
         )
     items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
     vocabulary = build_vocabulary(interactions, items)
-    sequences = build_sequences(interactions, vocabulary)
+    sequences = build_sequences(interactions, vocabulary, user_order)
     mask_index = vocabulary.height + 1
 
     rng = np.random.default_rng(config.seed)
