@@ -4,12 +4,13 @@
 
 One seed's gap between two models can be noise: the seed sets the initialisation, the Cloze
 masks and the order and dropout of every batch, and on MovieLens-100K's 943 test users that
-moves NDCG@10 with a standard deviation of about 0.002 (README). For each seed this trains ``transformer from scratch (full)`` and
-``pre-trained + full`` exactly as ``benchmarks.quality`` does (same defaults, same step budget
-options; the prepared data, augmented views included, is shared), and reports validation and
-test NDCG@10 per seed, their mean and standard deviation, and on how many seeds pre-training
-scored higher. Each model's result is kept in its run folder (``bench_result.json``), so seeds
-can be measured by separate invocations side by side and gathered by one that names them all.
+moves NDCG@10 with a standard deviation of about 0.002 (README). For each seed this trains
+``transformer from scratch (full)`` and ``pre-trained + full`` exactly as ``benchmarks.quality``
+does (same defaults, same step budget options; the prepared data, augmented views included, is
+shared), and reports validation and test NDCG@10 per seed, their mean and standard deviation,
+and on how many seeds pre-training scored higher. Each model's result is kept in its run folder
+(``bench_result.json``), so seeds can be measured by separate invocations side by side and
+gathered by one that names them all.
 Writes benchmarks/results/pretraining-seeds-<dataset>.json and .md, and the README's table.
 """
 
