@@ -71,7 +71,8 @@ HISTORY ?= 1,2,3
 recommend: install
 	@$(BIN)/recsys recommend --history $(HISTORY) --k 10
 
-test: install
+# Lint first: a style slip fails CI in seconds, not after the suite.
+test: lint
 	$(BIN)/python -m pytest
 
 DATASET ?= amazon-beauty
