@@ -56,7 +56,7 @@ def _summary(rows: list[dict]) -> dict:
             values = [row[f"{split}_{model}"] for row in rows]
             summary[f"{split}_{model}"] = {
                 "mean": statistics.fmean(values),
-                "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "stdev": statistics.stdev(values) if len(values) > 1 else None,
             }
         summary[f"{split}_pretraining_wins"] = sum(row[f"{split}_pretrained"] > row[f"{split}_scratch"] for row in rows)
     return summary
@@ -81,13 +81,14 @@ def _markdown(result: dict) -> str:
             + f" | {row['best_epoch_scratch']} / {row['best_epoch_pretrained']} |"
         )
     summary = result["summary"]
-    spread = [summary[f"{split}_{model}"] for split in ("validation", "test") for model in MODELS]
-    lines.append(
-        "| mean ± sd | "
-        + " | ".join(f"{cell['mean']:.4f} ± {cell['stdev']:.4f}" for cell in spread)
-        + f" | {summary['test_pretrained']['mean'] - summary['test_scratch']['mean']:+.4f} | |"
-    )
     seeds = len(result["seeds"])
+    if seeds > 1:  # one seed has no spread to show
+        spread = [summary[f"{split}_{model}"] for split in ("validation", "test") for model in MODELS]
+        lines.append(
+            "| mean ± sd | "
+            + " | ".join(f"{cell['mean']:.4f} ± {cell['stdev']:.4f}" for cell in spread)
+            + f" | {summary['test_pretrained']['mean'] - summary['test_scratch']['mean']:+.4f} | |"
+        )
     lines += [
         "",
         f"Pre-training scored higher on {summary['validation_pretraining_wins']} of {seeds} seeds on validation "
