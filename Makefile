@@ -36,7 +36,7 @@ help:
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
 	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
-	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, seed by seed (validation and test NDCG)"
+	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, PEFT against full, seed by seed"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 

@@ -1,4 +1,5 @@
-"""Does pre-training beat the same transformer from scratch, seed after seed?
+"""Does pre-training beat the same transformer from scratch, and do the parameter-efficient modes
+stay within 10% of full fine-tuning, seed after seed?
 
     make bench-seeds DATASET=ml-100k SEEDS=0,1,2     (reads ../shared/data)
 
@@ -8,7 +9,10 @@ moves NDCG@10 with a standard deviation of about 0.002 (README). For each seed t
 ``transformer from scratch (full)`` and ``pre-trained + full`` exactly as ``benchmarks.quality``
 does (same defaults, same step budget options; the prepared data, augmented views included, is
 shared), and reports validation and test NDCG@10 per seed, their mean and standard deviation,
-and on how many seeds pre-training scored higher. Each model's result is kept in its run folder
+and on how many seeds pre-training scored higher. From each seed's pre-trained encoder it also
+fine-tunes the ``--peft`` modes (by default ``frozen`` + adapters and ``lora``, as the quality
+benchmark does) and reports each one's NDCG@10 as a share of ``pre-trained + full``'s, with the
+share of parameters it trains. Each model's result is kept in its run folder
 (``bench_result.json``), so seeds can be measured by separate invocations side by side and
 gathered by one that names them all.
 Writes benchmarks/results/pretraining-seeds-<dataset>.json and .md, and the README's table.
@@ -37,28 +41,45 @@ from benchmarks.quality import (
 )
 
 MODELS = {"scratch": "transformer from scratch (full)", "pretrained": "pre-trained + full"}
+# The parameter-efficient modes, named as the quality benchmark's rows.
+PEFT_MODELS = {
+    "frozen": "pre-trained + frozen + adapters",
+    "lora": "pre-trained + LoRA",
+    "head": "pre-trained + head only",
+}
 METRIC = "ndcg_at_10"
+SPLITS = ("validation", "test")
+# The issue's bar: a parameter-efficient mode within 10% of full fine-tuning.
+PEFT_SHARE_TARGET = 0.9
 
 
 def _row(seed: int, results: dict[str, dict]) -> dict:
-    return {
-        "seed": seed,
-        **{f"{split}_{model}": results[model][split][METRIC] for split in ("validation", "test") for model in MODELS},
-        **{f"best_epoch_{model}": results[model]["best_epoch"] for model in MODELS},
-    }
+    row: dict = {"seed": seed}
+    for model, result in results.items():
+        row |= {f"{split}_{model}": result[split][METRIC] for split in SPLITS}
+        row[f"best_epoch_{model}"] = result["best_epoch"]
+        row[f"trainable_{model}"] = result["trainable_parameters"]
+    return row
 
 
-def _summary(rows: list[dict]) -> dict:
-    """Mean and sample standard deviation of each column, and the seeds on which pre-training scored higher."""
+def _mean_sd(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def _summary(rows: list[dict], peft: list[str]) -> dict:
+    """Mean and sample standard deviation of each column, the seeds on which pre-training scored higher,
+    and each parameter-efficient mode's share of full fine-tuning's NDCG@10 and of its parameters."""
     summary: dict = {}
-    for split in ("validation", "test"):
-        for model in MODELS:
-            values = [row[f"{split}_{model}"] for row in rows]
-            summary[f"{split}_{model}"] = {
-                "mean": statistics.fmean(values),
-                "stdev": statistics.stdev(values) if len(values) > 1 else None,
-            }
+    for split in SPLITS:
+        for model in [*MODELS, *peft]:
+            summary[f"{split}_{model}"] = _mean_sd([row[f"{split}_{model}"] for row in rows])
         summary[f"{split}_pretraining_wins"] = sum(row[f"{split}_pretrained"] > row[f"{split}_scratch"] for row in rows)
+        for mode in peft:
+            shares = [row[f"{split}_{mode}"] / row[f"{split}_pretrained"] for row in rows]
+            summary[f"{split}_{mode}_share_of_full"] = _mean_sd(shares)
+            summary[f"{split}_{mode}_within_target"] = sum(share >= PEFT_SHARE_TARGET for share in shares)
+    for mode in peft:
+        summary[f"{mode}_parameter_share"] = rows[0][f"trainable_{mode}"] / rows[0]["trainable_pretrained"]
     return summary
 
 
@@ -73,7 +94,7 @@ def _markdown(result: dict) -> str:
         "|---" * (len(columns) + 3) + "|",
     ]
     for row in result["seeds"]:
-        cells = [row[f"{split}_{model}"] for split in ("validation", "test") for model in MODELS]
+        cells = [row[f"{split}_{model}"] for split in SPLITS for model in MODELS]
         lines.append(
             f"| {row['seed']} | "
             + " | ".join(f"{value:.4f}" for value in cells)
@@ -83,21 +104,68 @@ def _markdown(result: dict) -> str:
     summary = result["summary"]
     seeds = len(result["seeds"])
     if seeds > 1:  # one seed has no spread to show
-        spread = [summary[f"{split}_{model}"] for split in ("validation", "test") for model in MODELS]
+        spread = [summary[f"{split}_{model}"] for split in SPLITS for model in MODELS]
         lines.append(
             "| mean ± sd | "
-            + " | ".join(f"{cell['mean']:.4f} ± {cell['stdev']:.4f}" for cell in spread)
+            + " | ".join(_spread(cell, ".4f") for cell in spread)
             + f" | {summary['test_pretrained']['mean'] - summary['test_scratch']['mean']:+.4f} | |"
         )
     lines += [
         "",
         f"Pre-training scored higher on {summary['validation_pretraining_wins']} of {seeds} seeds on validation "
         f"and {summary['test_pretraining_wins']} of {seeds} on test.",
-        "",
-        f"Measured on {result['machine']} with `{result['command']}`.",
-        "",
     ]
+    if result["peft"]:
+        lines += ["", *_peft_markdown(result)]
+    lines += ["", f"Measured on {result['machine']} with `{result['command']}`.", ""]
     return "\n".join(lines)
+
+
+def _peft_markdown(result: dict) -> list[str]:
+    """Each parameter-efficient mode's test NDCG@10 and its share of full fine-tuning's, seed by seed."""
+    peft, summary, seeds = result["peft"], result["summary"], len(result["seeds"])
+    columns = [f"{cell} {mode}" for mode in peft for cell in ("test", "test share", "val share")]
+    lines = [
+        "Parameter-efficient modes against `pre-trained + full` (shares of its NDCG@10): "
+        + "; ".join(
+            f"`{mode}` trains {result['seeds'][0][f'trainable_{mode}']:,} parameters "
+            f"({summary[f'{mode}_parameter_share']:.1%} of full's)"
+            for mode in peft
+        )
+        + ".",
+        "",
+        "| seed | test full | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
+    for row in result["seeds"]:
+        cells = [f"{row['test_pretrained']:.4f}"]
+        for mode in peft:
+            cells += [
+                f"{row[f'test_{mode}']:.4f}",
+                *(f"{row[f'{split}_{mode}'] / row[f'{split}_pretrained']:.1%}" for split in reversed(SPLITS)),
+            ]
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + " |")
+    if seeds > 1:
+        cells = [_spread(summary["test_pretrained"], ".4f")]
+        for mode in peft:
+            cells += [
+                _spread(summary[f"test_{mode}"], ".4f"),
+                *(_spread(summary[f"{split}_{mode}_share_of_full"], ".1%") for split in reversed(SPLITS)),
+            ]
+        lines.append("| mean ± sd | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        " ".join(
+            f"`{mode}` came within {1 - PEFT_SHARE_TARGET:.0%} of full on {summary[f'test_{mode}_within_target']} "
+            f"of {seeds} seeds on test ({summary[f'validation_{mode}_within_target']} on validation)."
+            for mode in peft
+        ),
+    ]
+    return lines
+
+
+def _spread(cell: dict, number_format: str) -> str:
+    return f"{cell['mean']:{number_format}} ± {cell['stdev']:{number_format}}"
 
 
 def main(
@@ -109,8 +177,21 @@ def main(
     finetune_steps: FinetuneStepsOption = 15_000,
     patience_steps: PatienceStepsOption = 1_500,
     examples: ExamplesOption = "prefixes",
+    peft: Annotated[
+        str,
+        typer.Option(
+            help="Parameter-efficient modes to fine-tune from each seed's pre-trained encoder, comma-separated: "
+            "frozen, lora, head; '' for none"
+        ),
+    ] = "frozen,lora",
 ) -> None:
     chosen_seeds = whole_numbers("--seeds", seeds)
+    peft_modes = [mode for mode in peft.split(",") if mode]
+    unknown = [mode for mode in peft_modes if mode not in PEFT_MODELS]
+    if unknown:
+        raise typer.BadParameter(
+            f"--peft names unknown modes {', '.join(unknown)}: choose from {', '.join(PEFT_MODELS)}"
+        )
     bench = open_bench(dataset, data_root, work, examples)
     pretrain, finetune = _epoch_budget(bench.run("prepared"), pretrain_steps, finetune_steps, patience_steps, examples)
     rows = []
@@ -125,23 +206,31 @@ def main(
                 pretrain.model_copy(update={"epochs": epochs, "seed": seed}),
                 finetune.model_copy(update={"seed": seed}),
             )
+        for mode in peft_modes:
+            console.rule(f"seed {seed}: {PEFT_MODELS[mode]}")
+            results[mode] = _train(
+                bench,
+                f"{mode}-s{seed}",
+                pretrain,
+                finetune.model_copy(update={"mode": mode, "seed": seed}),
+                encoder_from=f"pretrained-s{seed}",
+            )
         rows.append(_row(seed, results))
     result = {
         "dataset": dataset,
         "steps": {"pretrain": pretrain_steps, "finetune": finetune_steps, "patience": patience_steps},
         "examples": examples,
+        "peft": peft_modes,
         "seeds": rows,
-        "summary": _summary(rows),
+        "summary": _summary(rows, peft_modes),
         "machine": machine(),
         "command": command("benchmarks.pretraining_seeds"),
     }
     write_results(f"pretraining-seeds-{dataset}", result, _markdown(result), f"bench-seeds:{dataset}")
-    table = Table("seed", *(f"{split} {model}" for split in ("val", "test") for model in MODELS))
+    shown = [(split, model) for split in SPLITS for model in MODELS] + [("test", mode) for mode in peft_modes]
+    table = Table("seed", *(f"{split} {model}" for split, model in shown))
     for row in rows:
-        table.add_row(
-            str(row["seed"]),
-            *(f"{row[f'{split}_{model}']:.4f}" for split in ("validation", "test") for model in MODELS),
-        )
+        table.add_row(str(row["seed"]), *(f"{row[f'{split}_{model}']:.4f}" for split, model in shown))
     console.print(table)
 
 
