@@ -186,7 +186,7 @@ def main(
     ] = "frozen,lora",
 ) -> None:
     chosen_seeds = whole_numbers("--seeds", seeds)
-    peft_modes = [mode for mode in peft.split(",") if mode]
+    peft_modes = list(dict.fromkeys(mode for mode in peft.split(",") if mode))  # each once, in the order given
     unknown = [mode for mode in peft_modes if mode not in PEFT_MODELS]
     if unknown:
         raise typer.BadParameter(
