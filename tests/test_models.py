@@ -23,7 +23,7 @@ from recsys_tasks.models.layers import (
     SelfAttention,
     TransformerBlock,
 )
-from recsys_tasks.models.pretraining import PretrainingModel, catalogue_cross_entropy, masked_item_loss
+from recsys_tasks.models.pretraining import PretrainingModel
 from recsys_tasks.models.retrieval import (
     NextItemRetrievalModel,
     QueryHead,
@@ -507,40 +507,6 @@ def test_retrieval_epoch_loss_is_the_mean_over_the_epochs_batches() -> None:
         batches.append({"inputs": histories[:, :-1], "targets": histories[:, 1:]})
 
     assert_epoch_mean_not_last_batch(*one_epoch_without_moving(model, batches, model.epoch_loss))
-
-
-def test_masked_item_loss_predicts_the_hidden_real_items_only() -> None:
-    model = encoder(CONFIG.model_copy(update=NO_DROPOUT))
-    randomise_weights(model)
-    histories = np.array([[0, 0, 3, 7, 3, 9], [0, 0, 0, 0, 0, 12]], np.int32)
-    real = histories > 0
-
-    tf.random.set_seed(0)
-    # Almost every real item hidden: the loss is the cross-entropy of exactly those items.
-    loss = float(masked_item_loss(model, tf.constant(histories), mask_probability=0.9999, training=True))
-    hidden = model(np.where(real, CONFIG.mask_index, histories), causal=False, training=False)
-    expected = float(catalogue_cross_entropy(model, tf.boolean_mask(hidden, real), histories[real]))
-
-    assert loss == pytest.approx(expected, rel=1e-5)
-    # Nothing to hide (padding and [MASK] are no items): 0, not the NaN of an empty mean.
-    nothing = np.array([[0, 0, 0, 0, 0, CONFIG.mask_index]], np.int32)
-    assert float(masked_item_loss(model, tf.constant(nothing), mask_probability=0.9999, training=True)) == 0.0
-
-
-def test_retrieval_epoch_loss_adds_the_weighted_cloze_loss() -> None:
-    model = NextItemRetrievalModel(
-        encoder(CONFIG.model_copy(update=NO_DROPOUT)), np.ones(N_ITEMS + 2), cloze_weight=0.5
-    )
-    randomise_weights(model.encoder)
-    rng = np.random.default_rng(5)
-    histories = rng.integers(1, N_ITEMS + 1, size=(4, 2, LENGTH + 1)).astype(np.int32)
-    batches = [{"inputs": batch[:, :-1], "targets": batch[:, 1:]} for batch in histories]
-
-    one_epoch_without_moving(model, batches, model.epoch_loss)
-    retrieval, cloze = (float(model.loss_trackers[name].result()) for name in ("retrieval", "cloze"))
-
-    assert cloze > 1.0  # an untrained encoder guesses hidden items among ~40
-    assert model.epoch_loss() == pytest.approx(retrieval + 0.5 * cloze, rel=1e-6)
 
 
 def test_pretraining_epoch_losses_are_means_over_the_epochs_batches() -> None:

@@ -24,25 +24,6 @@ import tensorflow_recommenders as tfrs
 from recsys_tasks.models.encoder import SequenceEncoder
 
 
-def catalogue_cross_entropy(encoder: SequenceEncoder, hidden: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-    """Mean softmax cross-entropy of ``items`` (real item indices) given ``hidden`` [N, d] over every index
-    of the encoder's (tied) item table; 0 when N is 0."""
-    logits = tf.cast(tf.matmul(hidden, encoder.item_vectors(), transpose_b=True), tf.float32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=items, logits=logits)
-    return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32))
-
-
-def masked_item_loss(encoder: SequenceEncoder, histories: tf.Tensor, mask_probability: float, training: bool):
-    """Cloze on a batch of histories: hide each real item with ``mask_probability`` behind [MASK] and
-    predict it from both sides (what ``datasets.cloze_inputs`` prepares for pre-training, drawn here
-    in the graph so that fine-tuning can keep the objective on its own batches)."""
-    mask_index = encoder.config.mask_index
-    real = tf.logical_and(tf.greater(histories, 0), tf.not_equal(histories, mask_index))
-    chosen = tf.logical_and(tf.random.uniform(tf.shape(histories)) < mask_probability, real)
-    hidden = encoder(tf.where(chosen, mask_index, histories), causal=False, training=training)
-    return catalogue_cross_entropy(encoder, tf.boolean_mask(hidden, chosen), tf.boolean_mask(histories, chosen))
-
-
 class PretrainingModel(tfrs.models.Model):
     def __init__(
         self,
@@ -111,13 +92,18 @@ class PretrainingModel(tfrs.models.Model):
         # A batch whose masked items carry no attributes at all contributes nothing (not NaN).
         return tf.math.divide_no_nan(tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32))
 
+    def _catalogue_cross_entropy(self, hidden, items):
+        """Mean softmax cross-entropy of ``items`` (real item indices) given ``hidden`` [N, d] over every index."""
+        logits = tf.matmul(hidden, self.encoder.item_vectors(), transpose_b=True)
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=items, logits=tf.cast(logits, tf.float32))
+        )
+
     def _autoregressive_loss(self, view, training):
         hidden = self.encoder(view[:, :-1], causal=True, training=training)
         next_items = view[:, 1:]
         is_target = tf.logical_and(tf.greater(next_items, 0), tf.not_equal(next_items, self.encoder.config.mask_index))
-        return catalogue_cross_entropy(
-            self.encoder, tf.boolean_mask(hidden, is_target), tf.boolean_mask(next_items, is_target)
-        )
+        return self._catalogue_cross_entropy(tf.boolean_mask(hidden, is_target), tf.boolean_mask(next_items, is_target))
 
     def compute_loss(self, features, training=False):
         weights, losses = self.objective_weights, {}
@@ -127,7 +113,7 @@ class PretrainingModel(tfrs.models.Model):
             is_masked = tf.greater(labels, 0)
             masked_hidden, masked_items = tf.boolean_mask(hidden, is_masked), tf.boolean_mask(labels, is_masked)
         if weights["cloze"]:
-            losses["cloze"] = catalogue_cross_entropy(self.encoder, masked_hidden, masked_items)
+            losses["cloze"] = self._catalogue_cross_entropy(masked_hidden, masked_items)
         if weights["attribute"]:
             losses["attribute"] = self._attribute_loss(masked_hidden, masked_items)
         if weights["autoregressive"]:

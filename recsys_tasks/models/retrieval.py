@@ -20,11 +20,6 @@ Multi-task (the TFRS multitask pattern): a ranking head on the same query and it
 trained through ``tfrs.tasks.Ranking`` with its own loss weight. With explicit ratings it
 regresses the rating of the next item (MSE, reported as RMSE); with implicit data it classifies
 the true next item against a random item (a click model, binary cross-entropy).
-
-With ``cloze_weight`` > 0 pre-training's masked-item objective stays on during fine-tuning, on the
-training histories themselves (CL4SRec and DuoRec keep their self-supervised loss beside the
-next-item loss the same way): a regulariser that keeps the encoder's bidirectional reading of a
-history in use while the causal one is adapted.
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_tasks.models.encoder import SequenceEncoder
-from recsys_tasks.models.pretraining import masked_item_loss
 
 RetrievalLoss = Literal["full_softmax", "in_batch"]
 RankingTarget = Literal["rating", "click"]
@@ -124,8 +118,6 @@ class NextItemRetrievalModel(tfrs.models.Model):
         ranking_weight: float = 0.0,
         ranking_target: RankingTarget = "click",
         mean_rating: float = 0.0,
-        cloze_weight: float = 0.0,
-        mask_probability: float = 0.2,
     ):
         super().__init__()
         self.encoder = encoder
@@ -157,9 +149,7 @@ class NextItemRetrievalModel(tfrs.models.Model):
                     metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")],
                 )
             )
-        self.cloze_weight, self.mask_probability = cloze_weight, mask_probability
-        self.loss_weights = {"retrieval": 1.0, "ranking": ranking_weight, "cloze": cloze_weight}
-        self.loss_trackers = {name: tf.keras.metrics.Mean(name=f"{name}_loss") for name in self.loss_weights}
+        self.loss_trackers = {name: tf.keras.metrics.Mean(name=f"{name}_loss") for name in ("retrieval", "ranking")}
 
     def parameters(self) -> list[tf.Variable]:
         """The model's weights, without the loss trackers' counters."""
@@ -168,8 +158,10 @@ class NextItemRetrievalModel(tfrs.models.Model):
 
     def epoch_loss(self) -> float:
         """The training loss averaged over the epoch (TFRS reports ``loss`` as the last batch's alone)."""
-        weights = self.loss_weights
-        return sum(weight * float(self.loss_trackers[name].result()) for name, weight in weights.items() if weight)
+        loss = float(self.loss_trackers["retrieval"].result())
+        if self.ranking_weight:
+            loss += self.ranking_weight * float(self.loss_trackers["ranking"].result())
+        return loss
 
     def query_vectors(self, histories, training=False):
         """One query vector per history: the encoder's output at the newest position."""
@@ -209,14 +201,12 @@ class NextItemRetrievalModel(tfrs.models.Model):
                 candidate_sampling_probability=tf.gather(self.sampling_probability, next_items),
                 compute_metrics=False,
             )
-        losses = {"retrieval": retrieval}
-        if self.ranking_weight:
-            losses["ranking"] = self._ranking_loss(queries, next_items, item_vectors, features, is_target, training)
-        if self.cloze_weight:
-            losses["cloze"] = masked_item_loss(self.encoder, features["inputs"], self.mask_probability, training)
-        for name, value in losses.items():
-            self.loss_trackers[name].update_state(value)
-        return sum(self.loss_weights[name] * value for name, value in losses.items())
+        self.loss_trackers["retrieval"].update_state(retrieval)
+        if not self.ranking_weight:
+            return retrieval
+        ranking = self._ranking_loss(queries, next_items, item_vectors, features, is_target, training)
+        self.loss_trackers["ranking"].update_state(ranking)
+        return retrieval + self.ranking_weight * ranking
 
     def _full_softmax_loss(self, queries, next_items, item_vectors, history_cells):
         """Cross-entropy of each next item against every real item (padding and [MASK] are no candidates),

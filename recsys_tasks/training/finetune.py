@@ -114,13 +114,6 @@ class FinetuneConfig(BaseModel):
         "backbone does not learn, so heavy dropout there only blurs the features the few trainable weights read.",
     )
     ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
-    cloze_weight: float = Field(
-        0.0,
-        ge=0,
-        description="Weight of a masked-item (Cloze) loss on the training histories beside next-item retrieval: "
-        "the pre-training objective kept on as a regulariser; 0 = none.",
-    )
-    mask_probability: float = Field(0.2, gt=0, lt=1, description="Share of history positions the Cloze loss hides.")
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
     seed: int = Field(0, description="Seed of initialisation and shuffling.")
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
@@ -246,8 +239,6 @@ def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) 
         ranking_weight=config.ranking_weight,
         ranking_target="rating" if splits.ratings is not None else "click",
         mean_rating=splits.mean_training_rating(),
-        cloze_weight=config.cloze_weight,
-        mask_probability=config.mask_probability,
     )
     model.query_vectors(tf.zeros((1, splits.max_length), tf.int32))
     if config.ranking_weight:
