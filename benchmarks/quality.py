@@ -152,6 +152,7 @@ def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_
         "finetune_seconds": tuned.seconds,
         "finetune_epochs": tuned.epochs_run,
         "best_epoch": tuned.best_epoch,
+        "refit_epochs": tuned.refit_epochs,
     }
     run.write_json(RESULT_FILE, result)
     return result
@@ -187,7 +188,7 @@ def _save_partial(bench: Bench, rows: dict) -> None:
     (Path(bench.settings.resolved_home) / "partial.json").write_text(json.dumps(rows, indent=2))
 
 
-def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool) -> dict[str, dict]:
+def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool, refit: bool) -> dict[str, dict]:
     from recsys_tasks.evaluation.baselines import popularity_scorer, tuned_ease
     from recsys_tasks.training.datasets import LeaveOneOutSplits
 
@@ -248,6 +249,16 @@ def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool
                 finetune,
                 None,
             ),
+        }
+    if refit:
+        refit_on_validation = finetune.model_copy(update={"refit": True})
+        variants |= {
+            "transformer from scratch (full), refit on train + validation": (
+                pretrain.model_copy(update={"epochs": 0}),
+                refit_on_validation,
+                None,
+            ),
+            "pre-trained + full, refit on train + validation": (pretrain, refit_on_validation, "pre-trained + full"),
         }
     run_ids = {name: f"model-{number}" for number, name in enumerate(variants)}
     for name, (pretrain_config, finetune_config, encoder_from) in variants.items():
@@ -372,6 +383,9 @@ def main(
     ablations: Annotated[
         bool, typer.Option(help="Also pre-train with fewer objectives, and without attributes")
     ] = False,
+    refit: Annotated[
+        bool, typer.Option(help="Also refit scratch and pre-trained + full on train + validation targets")
+    ] = False,
 ) -> None:
     started = time.perf_counter()
     bench = open_bench(dataset, data_root, work, examples)
@@ -381,7 +395,7 @@ def main(
         "steps": {"pretrain": pretrain_steps, "finetune": finetune_steps, "patience": patience_steps},
         "examples": examples,
     }
-    result["protocol_1"] = _protocol_1(bench, budget, ablations)
+    result["protocol_1"] = _protocol_1(bench, budget, ablations, refit)
     if dataset == "ml-100k":
         result["protocol_2"] = _protocol_2(bench, budget)
     from recsys_tasks.augmentation.augment import SUMMARY_FILE

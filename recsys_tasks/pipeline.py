@@ -91,6 +91,11 @@ class PipelineParams(BaseModel):
         le=100,
         description="Multi-task: weight of the ranking head (ratings, or clicks) next to retrieval; 0 = off.",
     )
+    finetune_refit: bool = Field(
+        False,
+        description="After validation has chosen the epochs, train again on training + validation targets "
+        "(the model then knows each user's newest interactions; about twice the fine-tuning time).",
+    )
     mixed_precision: bool | None = Field(None, description="float16 compute; null = on where a GPU is visible.")
     xla: bool | None = Field(None, description="XLA-compile training steps; null = on where a GPU is visible.")
     batch_recommendations: bool = Field(
@@ -240,6 +245,7 @@ def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
         epochs=params.finetune_epochs,
         examples=params.finetune_examples,
         ranking_weight=params.ranking_weight,
+        refit=params.finetune_refit,
         seed=params.seed,
         accelerator=params.accelerator(),
     )

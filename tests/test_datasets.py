@@ -53,12 +53,27 @@ def test_prefixes_make_every_target_its_own_row_with_the_window_before_it() -> N
     assert not pairs["ratings"][:, :-1].any()
 
 
-def padded_rows(sequences: list, all_ratings: list, max_length: int, examples: str) -> dict[str, np.ndarray]:
+def test_a_refit_also_trains_on_each_users_validation_item_but_never_the_test_item() -> None:
+    # Histories without the test item: 1..7, [3, 4], [9, 10, 11].
+    data = splits([list(range(1, 9)), [3, 4, 5], [9, 10, 11, 12]])
+
+    rows = data.next_item_rows("prefixes", held_out=1)
+    pairs = rows.take(np.arange(len(rows)), data.max_length)
+
+    assert pairs["targets"][:, -1].tolist() == [2, 3, 4, 5, 6, 7, 4, 10, 11]
+    np.testing.assert_array_equal(pairs["inputs"][5], [4, 5, 6])
+    with pytest.raises(ValueError, match="held_out=3"):
+        data.next_item_rows("prefixes", held_out=3)
+
+
+def padded_rows(
+    sequences: list, all_ratings: list, max_length: int, examples: str, held_out: int
+) -> dict[str, np.ndarray]:
     """The rows as padded arrays built from the users' lists by their definition (as training built
     them before it kept offsets only): the reference the offsets must reproduce."""
     inputs, targets, ratings = [], [], []
     for sequence, sequence_ratings in zip(sequences, all_ratings, strict=True):
-        history = sequence[:-2]
+        history = sequence[:-held_out]
         ends = range(1, len(history)) if examples == "prefixes" else range(len(history) - 1, 0, -max_length)
         for end in ends:
             start = max(0, end - max_length)
@@ -73,13 +88,15 @@ def padded_rows(sequences: list, all_ratings: list, max_length: int, examples: s
     }
 
 
+@pytest.mark.parametrize("held_out", [2, 1])
 @pytest.mark.parametrize("examples", ["prefixes", "windows"])
-def test_row_offsets_batch_exactly_as_padded_rows(examples: str) -> None:
+def test_row_offsets_batch_exactly_as_padded_rows(examples: str, held_out: int) -> None:
     rng = np.random.default_rng(0)
     sequences = [list(rng.integers(1, 20, size=rng.integers(2, 30))) for _ in range(200)]
     ratings = [list(rng.integers(1, 6, size=len(s)).astype(float)) for s in sequences]
     data = splits(sequences, ratings=ratings, max_length=8)
-    rows, reference = data.next_item_rows(examples), padded_rows(sequences, ratings, data.max_length, examples)
+    rows = data.next_item_rows(examples, held_out)
+    reference = padded_rows(sequences, ratings, data.max_length, examples, held_out)
 
     assert all(array.ndim == 1 for array in (rows.items, rows.starts, rows.ends, rows.first_targets))
     full = rows.take(np.arange(len(rows)), data.max_length)

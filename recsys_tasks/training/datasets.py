@@ -115,11 +115,11 @@ class LeaveOneOutSplits:
     def train_histories(self) -> list[np.ndarray]:
         return [sequence[:-2] for sequence in self.sequences]
 
-    def _is_training(self) -> np.ndarray:
-        """Which entries of ``items`` belong to a training history (all but each user's last two)."""
+    def _is_training(self, held_out: int = 2) -> np.ndarray:
+        """Which entries of ``items`` belong to a training history (all but each user's last ``held_out``)."""
         is_training = np.ones(len(self.items), bool)
-        for held_out in (1, 2):
-            is_training[self.offsets[1:] - held_out] = False
+        for newest in range(1, held_out + 1):
+            is_training[self.offsets[1:] - newest] = False
         return is_training
 
     def mean_training_rating(self) -> float:
@@ -133,8 +133,10 @@ class LeaveOneOutSplits:
         """Interactions per item index in the training histories (index 0 and [MASK] stay 0)."""
         return np.bincount(self.items[self._is_training()], minlength=self.n_items + 2).astype(np.float64)
 
-    def next_item_rows(self, examples: TrainingExamples) -> NextItemRows:
-        """Model inputs and aligned next-item targets from every training history h.
+    def next_item_rows(self, examples: TrainingExamples, held_out: int = 2) -> NextItemRows:
+        """Model inputs and aligned next-item targets from every training history h: each user's
+        sequence without its last ``held_out`` items (2: validation and test; 1: the test item only,
+        for a refit once validation has chosen the epochs).
 
         ``prefixes``: every item of h after the first is the target of its own row, whose input is
         the (newest ``max_length``) items before it, as the reference code of DuoRec and BSARec
@@ -143,8 +145,10 @@ class LeaveOneOutSplits:
         once, at a fraction of the encoder work, but all the targets of a window share one dropout
         draw of their context.
         """
-        is_training = self._is_training()
-        history_lengths = self.lengths - 2
+        if held_out not in (1, 2):
+            raise ValueError(f"held_out={held_out}: rows hold out the test item (1) or validation and test (2)")
+        is_training = self._is_training(held_out)
+        history_lengths = self.lengths - held_out
         bases = _offsets(history_lengths)
         starts, ends = [], []
         for base, length in zip(bases[:-1], history_lengths, strict=True):

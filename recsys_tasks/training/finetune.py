@@ -31,6 +31,11 @@ and after it (stochastic weight averaging over the plateau) is validated too, an
 it scores higher (Amazon Beauty, validation NDCG@10 from scratch 0.0764 → 0.0774, pre-trained
 0.0733 → 0.0740; on MovieLens-100K, whose 943 validation users make the best epoch a lucky peak,
 the average scores lower and the best epoch stays).
+With ``refit`` the model is then trained afresh, with the same seed, on the training and
+validation targets (each user's sequence but the test item) for as many epochs as the choice
+needed, and the same epochs' weights are averaged and exported: the exported model has learnt
+each user's newest interaction before the test item, as EASE and popularity count it too. Its
+validation figures are those of the choosing run, since the refit has trained on validation.
 The test split is never read here. The chosen model is exported as the folder the pyfunc loads.
 """
 
@@ -65,7 +70,7 @@ from recsys_tasks.serving.pyfunc_model import (
 from recsys_tasks.serving.quantize import export_int8
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
-from recsys_tasks.training.datasets import LeaveOneOutSplits, length_bucketed_batches
+from recsys_tasks.training.datasets import LeaveOneOutSplits, NextItemRows, length_bucketed_batches
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE, PRETRAINED_ENCODER_DIR
 
 log = logging.getLogger(__name__)
@@ -115,6 +120,11 @@ class FinetuneConfig(BaseModel):
     )
     ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
     patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
+    refit: bool = Field(
+        False,
+        description="Once validation has chosen the epochs, train afresh on training + validation targets for "
+        "them and export that model (about twice the fine-tuning time; the test split stays unseen).",
+    )
     seed: int = Field(0, description="Seed of initialisation and shuffling.")
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
@@ -127,7 +137,8 @@ class FinetuneSummary(BaseModel):
     exported_epochs: list[int] = Field(
         description="The epochs whose weights were averaged for export, or the best one."
     )
-    validation: dict[str, float]
+    validation: dict[str, float] = Field(description="Of the chosen weights, before any refit.")
+    refit_epochs: int = Field(0, description="Epochs of the refit on training + validation targets; 0 = none.")
     trainable_parameters: int
     total_parameters: int
     seconds: float
@@ -186,41 +197,58 @@ def weight_average_momentum(average_steps: int, steps_per_epoch: int) -> float:
     return 1.0 - 1.0 / horizon if horizon > 1 else 0.0
 
 
-class WeightsAroundBest:
-    """The average of the weights of the best epoch so far and of up to ``reach`` epochs before and after it.
+class EpochWeights:
+    """The average of some epochs' weights, kept as one running sum.
 
-    It holds the last ``reach`` + 1 epochs' weights (a best epoch's window starts among them) and
-    one running sum, so memory does not grow with the number of epochs or the window. The sum adds
-    the epochs in order, which gives exactly ``np.mean`` over them.
+    The sum adds the epochs in order, which gives exactly ``np.mean`` over them; integer weights
+    never train, so the first epoch's stay.
     """
 
-    def __init__(self, reach: int):
-        self.reach = reach
-        self.best_epoch = 0
+    def __init__(self):
         self.epochs: list[int] = []
-        self._recent: deque[tuple[int, list[np.ndarray]]] = deque(maxlen=reach + 1)
         self._sum: list[np.ndarray] = []
 
-    def add(self, epoch: int, weights: list[np.ndarray], is_best: bool) -> None:
-        self._recent.append((epoch, weights))
-        if is_best:
-            self.best_epoch, self.epochs, self._sum = epoch, [], []
-            for recent_epoch, recent_weights in self._recent:
-                self._accumulate(recent_epoch, recent_weights)
-        elif self.epochs and epoch - self.best_epoch <= self.reach:
-            self._accumulate(epoch, weights)
-
-    def _accumulate(self, epoch: int, weights: list[np.ndarray]) -> None:
+    def add(self, epoch: int, weights: list[np.ndarray]) -> None:
         if not self._sum:
             self._sum = [weight.copy() for weight in weights]
         else:
             for total, weight in zip(self._sum, weights):
-                if total.dtype.kind == "f":  # integer weights never train: the first epoch's stay
+                if total.dtype.kind == "f":
                     total += weight
         self.epochs.append(epoch)
 
     def average(self) -> list[np.ndarray]:
         return [total / len(self.epochs) if total.dtype.kind == "f" else total for total in self._sum]
+
+
+class WeightsAroundBest:
+    """The average of the weights of the best epoch so far and of up to ``reach`` epochs before and after it.
+
+    It holds the last ``reach`` + 1 epochs' weights (a best epoch's window starts among them) and
+    one running sum, so memory does not grow with the number of epochs or the window.
+    """
+
+    def __init__(self, reach: int):
+        self.reach = reach
+        self.best_epoch = 0
+        self._recent: deque[tuple[int, list[np.ndarray]]] = deque(maxlen=reach + 1)
+        self._window = EpochWeights()
+
+    @property
+    def epochs(self) -> list[int]:
+        return self._window.epochs
+
+    def add(self, epoch: int, weights: list[np.ndarray], is_best: bool) -> None:
+        self._recent.append((epoch, weights))
+        if is_best:
+            self.best_epoch, self._window = epoch, EpochWeights()
+            for recent_epoch, recent_weights in self._recent:
+                self._window.add(recent_epoch, recent_weights)
+        elif self.epochs and epoch - self.best_epoch <= self.reach:
+            self._window.add(epoch, weights)
+
+    def average(self) -> list[np.ndarray]:
+        return self._window.average()
 
 
 def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) -> NextItemRetrievalModel:
@@ -250,25 +278,57 @@ def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) 
     return model
 
 
-def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
+def _compiled_model(
+    run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig, rows: NextItemRows, jit_compile: bool
+) -> NextItemRetrievalModel:
+    """A model initialised from the seed, compiled with Adam and a weight average sized to ``rows``' epochs."""
     tf.keras.utils.set_random_seed(config.seed)
-    jit_compile = configure_accelerator(config.accelerator)
-    splits = LeaveOneOutSplits.load(run)
     model = build_model(run, splits, config)
-    encoder = model.encoder
-    rows = splits.next_item_rows(config.examples)
     momentum = weight_average_momentum(config.average_steps, math.ceil(len(rows) / config.batch_size))
     optimizer = tf.keras.optimizers.Adam(config.learning_rate, use_ema=momentum > 0, ema_momentum=momentum)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    log.info("%s training rows, weight average momentum %.3f", f"{len(rows):,}", momentum)
+    return model
+
+
+def _train_epoch(model: NextItemRetrievalModel, rows: NextItemRows, config: FinetuneConfig, epoch: int) -> float:
+    """One shuffled pass over ``rows``; the epoch's mean loss."""
+    model.fit(length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch])), verbose=0)
+    return model.epoch_loss()
+
+
+def _refit(
+    run: RunDir,
+    splits: LeaveOneOutSplits,
+    config: FinetuneConfig,
+    epochs: list[int],
+    jit_compile: bool,
+    tracker: RunTracker | None,
+) -> NextItemRetrievalModel:
+    """A model trained afresh on training + validation targets up to the last of ``epochs``, those averaged."""
+    rows = splits.next_item_rows(config.examples, held_out=1)
+    model = _compiled_model(run, splits, config, rows, jit_compile)
+    chosen = EpochWeights()
+    for epoch in range(1, max(epochs) + 1):
+        loss = _train_epoch(model, rows, config, epoch)
+        log.info("refit on training + validation targets, epoch %d/%d  loss %.4f", epoch, max(epochs), loss)
+        if tracker:
+            tracker.log_metrics({"refit_loss": loss}, step=epoch)
+        if epoch in epochs:
+            chosen.add(epoch, model.get_weights())
+    model.set_weights(chosen.average())
+    return model
+
+
+def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
+    jit_compile = configure_accelerator(config.accelerator)
+    splits = LeaveOneOutSplits.load(run)
+    rows = splits.next_item_rows(config.examples)
+    model = _compiled_model(run, splits, config, rows, jit_compile)
+    encoder = model.encoder
     trainable = count_parameters(model.trainable_variables)
     total = count_parameters(model.parameters())
-    log.info(
-        "fine-tuning (%s): %s of %s parameters trainable, weight average momentum %.3f",
-        config.mode,
-        f"{trainable:,}",
-        f"{total:,}",
-        momentum,
-    )
+    log.info("fine-tuning (%s): %s of %s parameters trainable", config.mode, f"{trainable:,}", f"{total:,}")
     if tracker:
         tracker.log_params(config.model_dump(), prefix="finetune")
         tracker.log_metrics({"trainable_parameters": trainable, "total_parameters": total})
@@ -287,9 +347,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
     around_best = WeightsAroundBest(config.average_epochs)
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
-        dataset = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
-        model.fit(dataset, epochs=1, verbose=0)
-        loss = model.epoch_loss()
+        loss = _train_epoch(model, rows, config, epoch)
         metrics = validate()
         epochs_run = epoch
         if tracker:
@@ -330,6 +388,9 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
         if keep_average:
             best_metrics, best_weights, exported_epochs = averaged, average, around_best.epochs
     model.set_weights(best_weights)
+    refit_epochs = max(exported_epochs) if config.refit else 0
+    if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
+        model = _refit(run, splits, config, exported_epochs, jit_compile, tracker)
     # Exported from the same architecture built afresh with the chosen weights: without the optimizer,
     # whose moments and weight average would otherwise make up three quarters of the SavedModel, and
     # under the float32 policy, as it is served in float32 (CPUs have no fast float16, and TFLite's
@@ -356,6 +417,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             "trainable_parameters": trainable,
             "total_parameters": total,
             "exported_epochs": exported_epochs,
+            "refit_epochs": refit_epochs,
             "repeat_offset": float(model.repeat_offset.offset.numpy()),
         }
         (folder / ARTIFACT_FILES[MODEL_META]).write_text(json.dumps(meta, indent=2))
@@ -366,6 +428,7 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
         best_epoch=best_epoch,
         exported_epochs=exported_epochs,
         validation=best_metrics,
+        refit_epochs=refit_epochs,
         trainable_parameters=trainable,
         total_parameters=total,
         seconds=round(time.perf_counter() - started, 2),
