@@ -14,8 +14,11 @@ fine-tunes the ``--peft`` modes (by default ``frozen`` + adapters and ``lora``, 
 benchmark does) and reports each one's NDCG@10 as a share of ``pre-trained + full``'s, with the
 share of parameters it trains. Each model's result is kept in its run folder
 (``bench_result.json``), so seeds can be measured by separate invocations side by side and
-gathered by one that names them all.
-Writes benchmarks/results/pretraining-seeds-<dataset>.json and .md, and the README's table.
+gathered by one that names them all. With ``--refit`` every model is refit on train + validation
+targets once validation has chosen its epochs (``FinetuneConfig.refit``), in run folders and
+results of its own; a seed's pre-trained encoder is reused from its run without the refit when
+that has finished (the same seed pre-trains the same encoder).
+Writes benchmarks/results/pretraining-seeds-<dataset>[-refit].json and .md, and the README's table.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rich.table import Table
 
 from benchmarks.common import BENCH_WORK, SHARED_DATA, command, console, machine, whole_numbers, write_results
 from benchmarks.quality import (
+    RESULT_FILE,
     DataRootOption,
     DatasetOption,
     ExamplesOption,
@@ -85,10 +89,17 @@ def _summary(rows: list[dict], peft: list[str]) -> dict:
 
 def _markdown(result: dict) -> str:
     columns = [f"{split} {label}" for split in ("val", "test") for label in ("scratch", "pre-trained")]
+    refit = (
+        "; every model refit on train + validation targets for the epochs validation chose, its validation "
+        "figures those of the choosing run"
+        if result["refit"]
+        else ""
+    )
     lines = [
         f"NDCG@10 of `{MODELS['scratch']}` and `{MODELS['pretrained']}` on {result['dataset']}, seed by seed "
         f"(pre-training {result['steps']['pretrain']:,} steps; fine-tuning at most {result['steps']['finetune']:,}, "
-        f"stopping after {result['steps']['patience']:,} without gain; fine-tuning rows: {result['examples']}).",
+        f"stopping after {result['steps']['patience']:,} without gain; fine-tuning rows: {result['examples']}"
+        f"{refit}).",
         "",
         "| seed | " + " | ".join(columns) + " | test difference | best epoch scratch / pre-trained |",
         "|---" * (len(columns) + 3) + "|",
@@ -184,6 +195,9 @@ def main(
             "frozen, lora, head; '' for none"
         ),
     ] = "frozen,lora",
+    refit: Annotated[
+        bool, typer.Option(help="Refit every model on train + validation targets once validation chose its epochs")
+    ] = False,
 ) -> None:
     chosen_seeds = whole_numbers("--seeds", seeds)
     peft_modes = list(dict.fromkeys(mode for mode in peft.split(",") if mode))  # each once, in the order given
@@ -194,26 +208,31 @@ def main(
         )
     bench = open_bench(dataset, data_root, work, examples)
     pretrain, finetune = _epoch_budget(bench.run("prepared"), pretrain_steps, finetune_steps, patience_steps, examples)
+    finetune = finetune.model_copy(update={"refit": refit})
+    suffix = "-refit" if refit else ""
     rows = []
     for seed in chosen_seeds:
+        pretrained_encoder = f"pretrained-s{seed}"
+        reuse_encoder = refit and bench.run(pretrained_encoder).exists(RESULT_FILE)
         pretrain_epochs = {"scratch": 0, "pretrained": pretrain.epochs}
         results = {}
         for model, epochs in pretrain_epochs.items():
-            console.rule(f"seed {seed}: {MODELS[model]}")
+            console.rule(f"seed {seed}: {MODELS[model]}{suffix}")
             results[model] = _train(
                 bench,
-                f"{model}-s{seed}",
+                f"{model}{suffix}-s{seed}",
                 pretrain.model_copy(update={"epochs": epochs, "seed": seed}),
                 finetune.model_copy(update={"seed": seed}),
+                encoder_from=pretrained_encoder if model == "pretrained" and reuse_encoder else None,
             )
         for mode in peft_modes:
-            console.rule(f"seed {seed}: {PEFT_MODELS[mode]}")
+            console.rule(f"seed {seed}: {PEFT_MODELS[mode]}{suffix}")
             results[mode] = _train(
                 bench,
-                f"{mode}-s{seed}",
+                f"{mode}{suffix}-s{seed}",
                 pretrain,
                 finetune.model_copy(update={"mode": mode, "seed": seed}),
-                encoder_from=f"pretrained-s{seed}",
+                encoder_from=f"pretrained{suffix}-s{seed}",
             )
         rows.append(_row(seed, results))
     result = {
@@ -221,12 +240,13 @@ def main(
         "steps": {"pretrain": pretrain_steps, "finetune": finetune_steps, "patience": patience_steps},
         "examples": examples,
         "peft": peft_modes,
+        "refit": refit,
         "seeds": rows,
         "summary": _summary(rows, peft_modes),
         "machine": machine(),
         "command": command("benchmarks.pretraining_seeds"),
     }
-    write_results(f"pretraining-seeds-{dataset}", result, _markdown(result), f"bench-seeds:{dataset}")
+    write_results(f"pretraining-seeds-{dataset}{suffix}", result, _markdown(result), f"bench-seeds:{dataset}{suffix}")
     shown = [(split, model) for split in SPLITS for model in MODELS] + [("test", mode) for mode in peft_modes]
     table = Table("seed", *(f"{split} {model}" for split, model in shown))
     for row in rows:
