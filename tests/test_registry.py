@@ -120,3 +120,4 @@ def test_every_version_carries_a_model_card_with_the_gate_decision(trained_run):
     report = EvaluationReport(**run_dir(RUN_ID, settings).read_json(REPORT_FILE))
     assert f"{report.metrics['model']['ndcg_at_10']:.4f}" in card
     assert "| int8 |" in card and "synthetic-tiny-seed0" in card
+    assert "- trained on: training targets (" in card  # the pipeline's default: no refit

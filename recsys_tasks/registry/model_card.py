@@ -54,7 +54,12 @@ def build_model_card(
         version=registration.version,
         airflow_run_id=airflow_run_id,
         data=data,
-        training={"encoder": model_meta["encoder"], "finetune": model_meta["finetune"]},
+        training={
+            "encoder": model_meta["encoder"],
+            "finetune": model_meta["finetune"],
+            "exported_epochs": model_meta["exported_epochs"],
+            "refit_epochs": model_meta.get("refit_epochs", 0),  # absent from models exported before the refit
+        },
         trainable_parameters=model_meta["trainable_parameters"],
         total_parameters=model_meta["total_parameters"],
         metrics=report.metrics,
@@ -65,6 +70,15 @@ def build_model_card(
 
 def _row(cells) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _training_targets(training: dict[str, Any]) -> str:
+    """Which targets the exported weights learnt from, and which epochs they are."""
+    epochs = training["exported_epochs"]
+    kept = f"epoch {epochs[0]}" if len(epochs) == 1 else f"the average of epochs {epochs[0]}–{epochs[-1]}"
+    if training["refit_epochs"]:
+        return f"training + validation targets ({kept} of a refit, after validation chose them)"
+    return f"training targets ({kept}, chosen on validation)"
 
 
 def render_markdown(card: ModelCard) -> str:
@@ -89,6 +103,7 @@ def render_markdown(card: ModelCard) -> str:
         f"- fine-tuning: mode `{finetune['mode']}`, loss `{finetune['loss']}`, "
         f"ranking weight {finetune['ranking_weight']}",
         f"- parameters: {card.trainable_parameters:,} trainable of {card.total_parameters:,}",
+        f"- trained on: {_training_targets(card.training)}",
         "",
         "## Test metrics (leave-one-out, full ranking, history excluded)",
         _row(["model", *_SHOWN_METRICS]),
