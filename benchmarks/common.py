@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def machine() -> str:
 
 def command(module: str) -> str:
     """The command line that ran the benchmark ``module``, as its results quote it."""
-    return " ".join([f".venv/bin/python -m {module}", *sys.argv[1:]])
+    return " ".join([f".venv/bin/python -m {module}", *map(shlex.quote, sys.argv[1:])])  # '' stays visible
 
 
 def write_results(name: str, result: dict, markdown: str, readme_tag: str) -> None:
