@@ -343,24 +343,20 @@ def test_multitask_finetuning_exports_a_rating_head(pretrained: Pretrained, tmp_
     assert np.sqrt(np.mean((predicted - actual) ** 2)) < 1.1 * np.std(actual)
 
 
-def test_exported_model_reproduces_the_reported_validation_metrics(
-    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
-) -> None:
-    run, summary = fully_finetuned
-    splits = LeaveOneOutSplits.load(run)
-    inputs, seen, targets = splits.holdout("validation")
-
-    metrics = evaluate_scores(recommender.score_indices, inputs, seen, targets, splits.n_items)
-
-    assert metrics == pytest.approx(summary.validation, abs=0.005)
-    assert recommender.n_items == splits.n_items
-
-
 def exported_validation_metrics(run: RunDir) -> dict[str, float]:
     splits = LeaveOneOutSplits.load(run)
     inputs, seen, targets = splits.holdout("validation")
     scorer = SequentialRecommender.from_folder(run.path(EXPORTED_MODEL_DIR)).score_indices
     return evaluate_scores(scorer, inputs, seen, targets, splits.n_items)
+
+
+def test_exported_model_reproduces_the_reported_validation_metrics(
+    fully_finetuned: tuple[RunDir, FinetuneSummary], recommender: SequentialRecommender
+) -> None:
+    run, summary = fully_finetuned
+
+    assert exported_validation_metrics(run) == pytest.approx(summary.validation, abs=0.005)
+    assert recommender.n_items == LeaveOneOutSplits.load(run).n_items
 
 
 def test_refit_trains_the_chosen_epochs_again_on_the_validation_targets(
