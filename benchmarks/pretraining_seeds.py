@@ -17,8 +17,10 @@ share of parameters it trains. Each model's result is kept in its run folder
 gathered by one that names them all. With ``--refit`` every model is refit on train + validation
 targets once validation has chosen its epochs (``FinetuneConfig.refit``), in run folders and
 results of its own; a seed's pre-trained encoder is reused from its run without the refit when
-that has finished (the same seed pre-trains the same encoder).
-Writes benchmarks/results/pretraining-seeds-<dataset>[-refit].json and .md, and the README's table.
+that has finished (the same seed pre-trains the same encoder). ``--model-size`` trains another
+encoder preset than ``small``, in run folders and results named with it; ``--no-scratch`` leaves out
+the model from scratch where only the parameter-efficient modes are in question.
+Writes benchmarks/results/pretraining-seeds-<dataset>[-<size>][-refit].json and .md, and the README's table.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from benchmarks.quality import (
     _train,
     open_bench,
 )
+from recsys_tasks.models.config import MODEL_SIZES
 
 MODELS = {"scratch": "transformer from scratch (full)", "pretrained": "pre-trained + full"}
 # The parameter-efficient modes, named as the quality benchmark's rows.
@@ -70,14 +73,17 @@ def _mean_sd(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "stdev": statistics.stdev(values) if len(values) > 1 else None}
 
 
-def _summary(rows: list[dict], peft: list[str]) -> dict:
-    """Mean and sample standard deviation of each column, the seeds on which pre-training scored higher,
-    and each parameter-efficient mode's share of full fine-tuning's NDCG@10 and of its parameters."""
+def _summary(rows: list[dict], models: list[str], peft: list[str]) -> dict:
+    """Mean and sample standard deviation of each column, the seeds on which pre-training scored higher
+    (when scratch was trained), and each parameter-efficient mode's share of full fine-tuning's NDCG@10
+    and of its parameters."""
     summary: dict = {}
     for split in SPLITS:
-        for model in [*MODELS, *peft]:
+        for model in [*models, *peft]:
             summary[f"{split}_{model}"] = _mean_sd([row[f"{split}_{model}"] for row in rows])
-        summary[f"{split}_pretraining_wins"] = sum(row[f"{split}_pretrained"] > row[f"{split}_scratch"] for row in rows)
+        if "scratch" in models:
+            wins = sum(row[f"{split}_pretrained"] > row[f"{split}_scratch"] for row in rows)
+            summary[f"{split}_pretraining_wins"] = wins
         for mode in peft:
             shares = [row[f"{split}_{mode}"] / row[f"{split}_pretrained"] for row in rows]
             summary[f"{split}_{mode}_share_of_full"] = _mean_sd(shares)
@@ -88,18 +94,32 @@ def _summary(rows: list[dict], peft: list[str]) -> dict:
 
 
 def _markdown(result: dict) -> str:
-    columns = [f"{split} {label}" for split in ("val", "test") for label in ("scratch", "pre-trained")]
     refit = (
         "; every model refit on train + validation targets for the epochs validation chose, its validation "
         "figures those of the choosing run"
         if result["refit"]
         else ""
     )
+    setting = (
+        f"on {result['dataset']}, seed by seed ({result['model_size']} encoder; pre-training "
+        f"{result['steps']['pretrain']:,} steps; fine-tuning at most {result['steps']['finetune']:,}, stopping after "
+        f"{result['steps']['patience']:,} without gain; fine-tuning rows: {result['examples']}{refit})."
+    )
+    if "scratch" in result["models"]:
+        lines = [*_scratch_markdown(result, setting), ""]
+    else:
+        lines = [f"`{MODELS['pretrained']}` and the parameter-efficient modes {setting}", ""]
+    if result["peft"]:
+        lines += [*_peft_markdown(result), ""]
+    lines += [f"Measured on {result['machine']} with `{result['command']}`.", ""]
+    return "\n".join(lines)
+
+
+def _scratch_markdown(result: dict, setting: str) -> list[str]:
+    """NDCG@10 from scratch and pre-trained, seed by seed, and on how many seeds pre-training scored higher."""
+    columns = [f"{split} {label}" for split in ("val", "test") for label in ("scratch", "pre-trained")]
     lines = [
-        f"NDCG@10 of `{MODELS['scratch']}` and `{MODELS['pretrained']}` on {result['dataset']}, seed by seed "
-        f"(pre-training {result['steps']['pretrain']:,} steps; fine-tuning at most {result['steps']['finetune']:,}, "
-        f"stopping after {result['steps']['patience']:,} without gain; fine-tuning rows: {result['examples']}"
-        f"{refit}).",
+        f"NDCG@10 of `{MODELS['scratch']}` and `{MODELS['pretrained']}` {setting}",
         "",
         "| seed | " + " | ".join(columns) + " | test difference | best epoch scratch / pre-trained |",
         "|---" * (len(columns) + 3) + "|",
@@ -126,10 +146,7 @@ def _markdown(result: dict) -> str:
         f"Pre-training scored higher on {summary['validation_pretraining_wins']} of {seeds} seeds on validation "
         f"and {summary['test_pretraining_wins']} of {seeds} on test.",
     ]
-    if result["peft"]:
-        lines += ["", *_peft_markdown(result)]
-    lines += ["", f"Measured on {result['machine']} with `{result['command']}`.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _peft_markdown(result: dict) -> list[str]:
@@ -198,6 +215,10 @@ def main(
     refit: Annotated[
         bool, typer.Option(help="Refit every model on train + validation targets once validation chose its epochs")
     ] = False,
+    model_size: Annotated[str, typer.Option(help=f"Encoder preset: {', '.join(MODEL_SIZES)}")] = "small",
+    scratch: Annotated[
+        bool, typer.Option(help="Also train the transformer from scratch, to compare pre-training with")
+    ] = True,
 ) -> None:
     chosen_seeds = whole_numbers("--seeds", seeds)
     peft_modes = list(dict.fromkeys(mode for mode in peft.split(",") if mode))  # each once, in the order given
@@ -206,17 +227,26 @@ def main(
         raise typer.BadParameter(
             f"--peft names unknown modes {', '.join(unknown)}: choose from {', '.join(PEFT_MODELS)}"
         )
+    if model_size not in MODEL_SIZES:
+        raise typer.BadParameter(f"unknown --model-size {model_size!r}: choose from {', '.join(MODEL_SIZES)}")
+    if not scratch and not peft_modes:
+        raise typer.BadParameter("--no-scratch with --peft '' leaves nothing to compare pre-trained + full with")
     bench = open_bench(dataset, data_root, work, examples)
     pretrain, finetune = _epoch_budget(bench.run("prepared"), pretrain_steps, finetune_steps, patience_steps, examples)
+    pretrain = pretrain.model_copy(update={"model_size": model_size})
     finetune = finetune.model_copy(update={"refit": refit})
-    suffix = "-refit" if refit else ""
+    # Runs and results of another encoder size or with the refit are named apart; small's keep the plain names.
+    size_suffix = "" if model_size == "small" else f"-{model_size}"
+    suffix = size_suffix + ("-refit" if refit else "")
+    models = ["scratch", "pretrained"] if scratch else ["pretrained"]
     rows = []
     for seed in chosen_seeds:
-        pretrained_encoder = f"pretrained-s{seed}"
+        pretrained_encoder = f"pretrained{size_suffix}-s{seed}"
         reuse_encoder = refit and bench.run(pretrained_encoder).exists(RESULT_FILE)
         pretrain_epochs = {"scratch": 0, "pretrained": pretrain.epochs}
         results = {}
-        for model, epochs in pretrain_epochs.items():
+        for model in models:
+            epochs = pretrain_epochs[model]
             console.rule(f"seed {seed}: {MODELS[model]}{suffix}")
             results[model] = _train(
                 bench,
@@ -237,17 +267,19 @@ def main(
         rows.append(_row(seed, results))
     result = {
         "dataset": dataset,
+        "model_size": model_size,
         "steps": {"pretrain": pretrain_steps, "finetune": finetune_steps, "patience": patience_steps},
         "examples": examples,
+        "models": models,
         "peft": peft_modes,
         "refit": refit,
         "seeds": rows,
-        "summary": _summary(rows, peft_modes),
+        "summary": _summary(rows, models, peft_modes),
         "machine": machine(),
         "command": command("benchmarks.pretraining_seeds"),
     }
     write_results(f"pretraining-seeds-{dataset}{suffix}", result, _markdown(result), f"bench-seeds:{dataset}{suffix}")
-    shown = [(split, model) for split in SPLITS for model in MODELS] + [("test", mode) for mode in peft_modes]
+    shown = [(split, model) for split in SPLITS for model in models] + [("test", mode) for mode in peft_modes]
     table = Table("seed", *(f"{split} {model}" for split, model in shown))
     for row in rows:
         table.add_row(str(row["seed"]), *(f"{row[f'{split}_{model}']:.4f}" for split, model in shown))

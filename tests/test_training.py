@@ -317,6 +317,16 @@ def test_lora_finetuning_trains_low_rank_factors_and_head_only(pretrained: Pretr
     assert np.linalg.matrix_rank(update, tol=1e-5) <= 3
 
 
+def test_item_lora_rank_grows_with_the_encoder_width_unless_given(pretrained: Pretrained) -> None:
+    width = load_pretrained_encoder(pretrained.run).config.d_model
+
+    scaled = load_pretrained_encoder(pretrained.run, item_lora_rank=FinetuneConfig().item_lora_rank).config
+    given = load_pretrained_encoder(pretrained.run, item_lora_rank=3).config
+
+    assert width == 32 and scaled.item_lora_rank == 2  # tiny: one rank per 16 of width
+    assert given.item_lora_rank == 3
+
+
 def test_head_only_finetuning_leaves_the_encoder_as_pretrained(pretrained: Pretrained, tmp_path: Path) -> None:
     run, summary = finetuned(pretrained, tmp_path, mode="head", epochs=3)
 

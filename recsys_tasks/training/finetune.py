@@ -76,6 +76,11 @@ from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FI
 log = logging.getLogger(__name__)
 
 EXPORTED_MODEL_DIR = "finetune/model"
+# The item table's LoRA trains about rank / width of the table's parameters, so a rank that grows with the
+# width keeps that share (about 6%) as the encoder widens. On Amazon Beauty validation (README) rank 8
+# instead of 4 lifted frozen from 89.5% to 90.6% of full at width 128, but at width 64 only from 88.3% to
+# 88.7%, at 11.9% of the parameters.
+WIDTH_PER_ITEM_LORA_RANK = 16
 
 
 class FinetuneConfig(BaseModel):
@@ -105,11 +110,12 @@ class FinetuneConfig(BaseModel):
     )
     adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
     lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
-    item_lora_rank: int = Field(
-        4,
+    item_lora_rank: int | None = Field(
+        None,
         ge=0,
         description="frozen and lora modes: rank of a LoRA update of the frozen item table (0 = none); "
-        "it lets each item move a little at rank · (items + width) parameters.",
+        "it lets each item move a little at rank · (items + width) parameters. None scales it with the "
+        f"encoder: one rank per {WIDTH_PER_ITEM_LORA_RANK} of width (4 for small, 8 for base).",
     )
     frozen_dropout: float = Field(
         0.1,
@@ -170,11 +176,20 @@ class _ServingModule(tf.Module):
 
 
 def load_pretrained_encoder(
-    run: RunDir, adapter_dim: int = 0, lora_rank: int = 0, item_lora_rank: int = 0, dropout: float | None = None
+    run: RunDir,
+    adapter_dim: int = 0,
+    lora_rank: int = 0,
+    item_lora_rank: int | None = 0,
+    dropout: float | None = None,
 ) -> SequenceEncoder:
-    """The pre-trained encoder, with new adapters or LoRA factors if asked, and another dropout rate if given."""
+    """The pre-trained encoder, with new adapters or LoRA factors if asked, and another dropout rate if given.
+
+    ``item_lora_rank=None`` scales the item table's LoRA rank with the encoder's width.
+    """
     with run.reading_folder(PRETRAINED_ENCODER_DIR) as folder:
         config = EncoderConfig.model_validate_json((folder / ENCODER_CONFIG_FILE).read_text())
+        if item_lora_rank is None:
+            item_lora_rank = max(1, config.d_model // WIDTH_PER_ITEM_LORA_RANK)
         extra = {"adapter_dim": adapter_dim, "lora_rank": lora_rank, "item_lora_rank": item_lora_rank}
         if dropout is not None:
             extra["dropout"] = dropout
