@@ -162,11 +162,11 @@ def _peft_markdown(result: dict) -> list[str]:
         )
         + ".",
         "",
-        "| seed | test full | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 2) + "|",
+        "| seed | val full | test full | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 3) + "|",
     ]
     for row in result["seeds"]:
-        cells = [f"{row['test_pretrained']:.4f}"]
+        cells = [f"{row[f'{split}_pretrained']:.4f}" for split in SPLITS]
         for mode in peft:
             cells += [
                 f"{row[f'test_{mode}']:.4f}",
@@ -174,7 +174,7 @@ def _peft_markdown(result: dict) -> list[str]:
             ]
         lines.append(f"| {row['seed']} | " + " | ".join(cells) + " |")
     if seeds > 1:
-        cells = [_spread(summary["test_pretrained"], ".4f")]
+        cells = [_spread(summary[f"{split}_pretrained"], ".4f") for split in SPLITS]
         for mode in peft:
             cells += [
                 _spread(summary[f"test_{mode}"], ".4f"),
