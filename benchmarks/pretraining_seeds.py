@@ -151,7 +151,7 @@ def _scratch_markdown(result: dict, setting: str) -> list[str]:
         )
     lines += [
         "",
-        f"Pre-training scored higher on {summary['validation_pretraining_wins']} of {seeds} seeds on validation "
+        f"Pre-training scored higher on {summary['validation_pretraining_wins']} of {_seed_count(seeds)} on validation "
         f"and {summary['test_pretraining_wins']} of {seeds} on test.",
     ]
     return lines
@@ -196,7 +196,7 @@ def _peft_markdown(result: dict) -> list[str]:
         "",
         " ".join(
             f"`{mode}` came within {1 - PEFT_SHARE_TARGET:.0%} of full's NDCG@10 on "
-            f"{summary[f'test_{mode}_within_target']} of {seeds} seeds on test "
+            f"{summary[f'test_{mode}_within_target']} of {_seed_count(seeds)} on test "
             f"({summary[f'validation_{mode}_within_target']} on validation), of its HR@10 on "
             f"{summary[f'test_{mode}_{HIT_METRIC}_within_target']} on test "
             f"({summary[f'validation_{mode}_{HIT_METRIC}_within_target']} on validation)."
@@ -204,6 +204,10 @@ def _peft_markdown(result: dict) -> list[str]:
         ),
     ]
     return lines
+
+
+def _seed_count(seeds: int) -> str:
+    return f"{seeds} seed" if seeds == 1 else f"{seeds} seeds"
 
 
 def _spread(cell: dict, number_format: str) -> str:
