@@ -45,6 +45,9 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@# Bytecode now, not at each task start: where PYTHONDONTWRITEBYTECODE is set, every process would
+	@# otherwise compile Great Expectations, MLflow and Airflow from source again (seconds per task).
+	$(BIN)/python -m compileall -q -j0 $(VENV)/lib/python3.11/site-packages > /dev/null
 	touch $@
 
 install: $(BIN)/.installed

@@ -204,7 +204,7 @@ def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     drift_check = DriftCheck(SnapshotStore(settings.resolved_snapshots_uri), params.dataset_key(), run_id)
     tracker = _tracker(settings, run_id)
     try:
-        summary = validate(run, ValidationConfig(), drift_check).model_dump()
+        summary = validate(run, ValidationConfig(), drift_check, settings.great_expectations_log_level).model_dump()
     finally:
         # Passed or failed, the result and the Data Docs go to the run's MLflow run too.
         if run.exists(RESULT_FILE):

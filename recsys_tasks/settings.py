@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     pseudonymisation_key: SecretStr | None = Field(default=None, description="HMAC key for user ids.")
     schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
     training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
+    great_expectations_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description="Log level of Great Expectations in the validate stage; INFO brings back its ~600 lines a run.",
+    )
     mlflow_ui_url: str = Field(
         default="http://127.0.0.1:5000",
         description="MLflow UI that the Airflow plugin links to (`make mlflow-ui` serves the default).",

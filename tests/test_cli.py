@@ -55,3 +55,21 @@ def test_a_stage_with_nothing_to_do_says_so_and_succeeds(adaptrec_home):
     result = run_command("recsys", "batch_recommend", "--run-id", "cli-test")
     assert result.returncode == 0, result.stderr
     assert "batch_recommend skipped: batch_recommendations is off for this run" in result.stdout
+
+
+def test_validate_prints_its_verdict_not_the_data_library_log(adaptrec_home):
+    assert run_command("recsys", "ingest", "--run-id", "cli-test", "--set", "synthetic_size=tiny").returncode == 0
+    quiet = run_command("recsys", "validate", "--run-id", "cli-test", "--set", "synthetic_size=tiny")
+    assert quiet.returncode == 0, quiet.stderr
+    assert '"success": true' in quiet.stdout
+    assert len(quiet.stderr.splitlines()) <= 4, quiet.stderr  # the stage line and the drift line
+    asked = run_command(
+        "recsys",
+        "validate",
+        "--run-id",
+        "cli-test",
+        "--set",
+        "synthetic_size=tiny",
+        env={"ADAPTREC_GREAT_EXPECTATIONS_LOG_LEVEL": "INFO"},
+    )
+    assert "great_expectations" in asked.stderr or len(asked.stderr.splitlines()) > 100, asked.stderr[-2000:]

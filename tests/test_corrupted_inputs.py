@@ -1,46 +1,42 @@
-"""Every kind of broken input stops the run at ingest or validate, says what is wrong, and changes nothing."""
+"""Every kind of broken input stops the run at ingest or validate, says what is wrong, and changes nothing.
+
+Each case runs ``recsys ingest``, ``validate`` and ``augment`` as commands, as a person would; well-formed
+variants (byte-order marks, CRLF, unicode ids, ISO times, gzip) must pass all three.
+"""
 
 from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recsys_tasks.constants import TAG_AIRFLOW_RUN_ID
+from recsys_tasks.pipeline import PipelineParams
 from recsys_tasks.settings import Settings
 from recsys_tasks.validation.drift import SnapshotStore
-from tests.corrupted_inputs import CORPUS, clean_rows, run_corruption, stop_of, tab_separated, write_movielens
+from tests.corrupted_inputs import CORPUS, PASSED, RAW_USER, run_case
 
 
-def test_the_clean_base_passes(tmp_path):
-    write_movielens(tmp_path / "data", tab_separated(clean_rows()))
-    params = {"data_source": "movielens-100k", "data_path": str(tmp_path / "data")}
-    assert stop_of(params, "clean", Settings(home=tmp_path / "home")) == ("passed", "")
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One AdaptRec home for the corpus: every case has its own data folder (so its own data set) and run id."""
+    return tmp_path_factory.mktemp("corpus-home")
 
 
-@pytest.mark.parametrize("corruption", CORPUS, ids=[c.kind for c in CORPUS])
-def test_broken_input_stops_early_with_a_named_problem(tmp_path, corruption):
-    settings = Settings(home=tmp_path / "home")
-    store = SnapshotStore(settings.resolved_snapshots_uri)
-    key = f"movielens-100k-{tmp_path / 'data'}"
-    before = store.load(key)
+@pytest.mark.parametrize("case", CORPUS, ids=[case.kind for case in CORPUS])
+def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, case):
+    run_id = f"case-{CORPUS.index(case)}"
+    outcome = run_case(case, tmp_path / "data", home, run_id)
+    settings = Settings(home=home)
 
-    stage, message = run_corruption(corruption, tmp_path / "data", settings)
-
-    assert (stage, "\n" in message) == (corruption.stops_at, False), message
-    assert corruption.message in message
-    assert "\t" not in message  # no raw input line (with its raw user id) is echoed
-    run = settings.resolved_home / "runs" / "corrupted"
-    assert not (run / "augment").exists()
-    client = MlflowClient(settings.resolved_tracking_uri)
-    assert client.search_registered_models() == []
-    if stage == "validate":  # the failed result is on the run's MLflow run, for whoever looks there
-        (mlflow_run,) = client.search_runs(
-            [client.get_experiment_by_name(settings.experiment_name).experiment_id],
-            filter_string=f"tags.`{TAG_AIRFLOW_RUN_ID}` = 'corrupted'",
-        )
-        logged = {artifact.path for artifact in client.list_artifacts(mlflow_run.info.run_id, "validation")}
-        assert logged == {"validation/result.json", "validation/data_docs"}
-    after = store.load(key)
-    # The accepted baseline (if the case made one) is still the clean run's, never the broken one.
-    assert (after[0].run_id if after else None) == ("baseline" if corruption.needs_accepted_baseline else None)
-    assert before is None
+    assert outcome.stage == case.stops_at, outcome.message
+    assert "Traceback" not in outcome.output
+    assert RAW_USER not in outcome.output  # no raw user id is echoed, whatever went wrong
+    if case.stops_at != PASSED:
+        assert outcome.exit_code == 2
+        assert case.message in outcome.message, outcome.message
+        assert not (settings.resolved_home / "runs" / run_id / "augment").exists()
+    assert MlflowClient(settings.resolved_tracking_uri).search_registered_models() == []
+    dataset_key = PipelineParams.parse(outcome.params).dataset_key()
+    accepted = SnapshotStore(settings.resolved_snapshots_uri).load(dataset_key)
+    # Only data that passed the gate becomes the accepted snapshot; a broken run leaves the baseline's.
+    expected = run_id if case.stops_at in (PASSED, "augment") else f"{run_id}-baseline" if case.baseline else None
+    assert (accepted[0].run_id if accepted else None) == expected

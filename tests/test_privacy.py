@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import stat
 from pathlib import Path
@@ -16,6 +17,7 @@ from recsys_tasks.data.privacy import local_key_file, pseudonymise, resolve_key
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.settings import Settings
+from tests.conftest import run_command
 
 RAW_ID_MARK = "RAWUSER"
 
@@ -104,3 +106,57 @@ def test_no_raw_user_id_survives_past_ingest(tmp_path, caplog, capsys):
     assert set(interactions["user_id"].to_pylist()) == set(
         pseudonymise(pa.array(raw_ids), resolve_key(settings)).to_pylist()
     )
+
+
+def _movielens_with(folder: Path, line: str) -> dict:
+    planted_movielens(folder)
+    with (folder / "u.data").open("a") as fh:
+        fh.write(line + "\n")
+    return {"data_source": "movielens-100k", "data_path": str(folder)}
+
+
+def _table_with(folder: Path, line: str) -> dict:
+    folder.mkdir()
+    rows = [f"{RAW_ID_MARK}-{user},{item},{1_700_000_000 + 60 * item},4" for user in range(30) for item in range(12)]
+    (folder / "events.csv").write_text("\n".join(["user_id,item_id,timestamp,rating", *rows, line]) + "\n")
+    return {"data_source": "table", "data_path": str(folder / "events.csv")}
+
+
+def _sequences_with(folder: Path, line: str) -> dict:
+    folder.mkdir()
+    (folder / "Shop.txt").write_text(f"{RAW_ID_MARK}-1 1 2 3\n{line}\n")
+    return {"data_source": "sequence", "data_path": str(folder / "Shop.txt")}
+
+
+BROKEN_INPUTS = {
+    "MovieLens line with an extra field": (_movielens_with, f"{RAW_ID_MARK}-9\t3\t4\t880000000\textra"),
+    "MovieLens raw id where the item belongs": (_movielens_with, f"7\t{RAW_ID_MARK}-9\t4\t880000000"),
+    "MovieLens raw id where the time belongs": (_movielens_with, f"{RAW_ID_MARK}-9\t3\t4\t{RAW_ID_MARK}"),
+    "MovieLens line cut short": (_movielens_with, f"{RAW_ID_MARK}-9"),
+    "table line with an extra field": (_table_with, f"{RAW_ID_MARK}-9,3,1700000000,4,extra"),
+    "table with user and item swapped": (_table_with, f"3,{RAW_ID_MARK}-9,1700000000,4"),
+    "table raw id where the time belongs": (_table_with, f"{RAW_ID_MARK}-9,3,{RAW_ID_MARK},4"),
+    "sequence raw id where an item belongs": (_sequences_with, f"{RAW_ID_MARK}-2 4 {RAW_ID_MARK}-3 5"),
+    "duplicated events (stops at the data gate)": (
+        _movielens_with,
+        "\n".join([f"{RAW_ID_MARK}-0000\t1\t1\t880000000"] * 40),
+    ),
+}
+
+
+@pytest.mark.parametrize(("write", "line"), BROKEN_INPUTS.values(), ids=BROKEN_INPUTS.keys())
+def test_no_raw_user_id_is_echoed_by_a_broken_input(tmp_path, write, line):
+    params = write(tmp_path / "input", line)
+    home = tmp_path / "home"
+    output = ""
+    for stage in ("ingest", "validate"):
+        result = run_command(
+            "recsys", stage, "--run-id", "broken", "--conf", json.dumps(params), env={"ADAPTREC_HOME": str(home)}
+        )
+        output += result.stdout + result.stderr
+        if result.returncode:
+            break
+    assert result.returncode == 2 and "error:" in result.stderr, output  # it did stop, with one line
+    assert RAW_ID_MARK not in output
+    written = [path for path in home.rglob("*") if path.is_file()]
+    assert [str(path) for path in written if RAW_ID_MARK in texts_of(path)] == []

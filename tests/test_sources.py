@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -335,3 +341,127 @@ def test_an_unmapped_event_type_is_named(tmp_path: Path) -> None:
 def test_an_event_column_needs_its_ratings() -> None:
     with pytest.raises(ValueError, match="an event column needs event_ratings"):
         ColumnMapping(event="kind")
+
+
+TABLE = "user_id,item_id,timestamp,rating\nu1,10,1700000000,4\nu2,20,1700000060,5\n"
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [gzip.compress, bz2.compress, lzma.compress, lambda data: data],
+    ids=["gzip", "bz2", "xz", "plain"],
+)
+def test_compressed_files_are_read_by_their_leading_bytes_whatever_their_name(tmp_path: Path, compress) -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(compress(TABLE.encode()))
+    interactions, _ = read_table(str(path), ColumnMapping())
+    assert interactions["item_id"].to_pylist() == [10, 20]
+
+
+def test_a_parquet_file_is_known_by_its_leading_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"  # misnamed
+    pq.write_table(pa.table({"user_id": ["u"], "item_id": [3], "timestamp": [1_700_000_000], "rating": [4.0]}), path)
+    assert read_table(str(path), ColumnMapping())[0]["item_id"].to_pylist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"PK\x03\x04rest of a zip archive", "is a zip archive: unpack it first"),
+        (b"(\xb5/\xfdzstd frame", "is zstd-compressed: unpack it first"),
+        (gzip.compress(TABLE.encode() * 50)[:-30], "cannot be read: Compressed file ended before the end-of-stream"),
+    ],
+    ids=["zip", "zstd", "truncated gzip"],
+)
+def test_archives_that_cannot_be_read_as_they_are_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        read_table(str(path), ColumnMapping())
+
+
+def test_a_folder_where_a_file_belongs_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "events.csv").mkdir()
+    with pytest.raises(InputDataError, match="events.csv cannot be read: Is a directory"):
+        read_table(str(tmp_path / "events.csv"), ColumnMapping())
+
+
+def test_an_unreadable_file_is_one_line_not_a_traceback(request) -> None:
+    """Read as an unprivileged user (root reads any file): in a forked child that drops to ``nobody``."""
+    folder = Path(tempfile.mkdtemp())  # pytest's own folders are closed to other users
+    folder.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(folder))
+    path = folder / "events.csv"
+    path.write_text(TABLE)
+    path.chmod(0o000)
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe and never returns)
+        os.close(reader)
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            read_table(str(path), ColumnMapping())
+            report = "read"
+        except InputDataError as exc:
+            report = f"InputDataError: {exc}"
+        except BaseException as exc:  # noqa: BLE001 (anything else is the failure this test looks for)
+            report = f"{type(exc).__name__}: {exc}"
+        os.write(writer, report.encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        report = pipe.read()
+    os.waitpid(child, 0)
+    assert report == f"InputDataError: interaction table at {path} cannot be read: Permission denied"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (TABLE + "u3,30,1700000120,4,RAW\n", "line 4 has 5 fields instead of 4"),
+        (TABLE + "user_id,item_id,timestamp,rating\nu3,30,1700000120,4\n", "repeats its header on line 4"),
+        (
+            "user_id,item_id,timestamp,rating\nu1,1,2024-03-01T10:00:00Z,4\nu2,2,2024-03-01T11:00:00,4\n",
+            r"mixes ISO-8601 times with a zone \(first on row 1\) and without one \(first on row 2\)",
+        ),
+        (
+            "user_id,item_id,timestamp,rating\nalice,7,1700000000,4\n7,alice,1700000001,4\n",
+            "user and item look swapped",
+        ),
+    ],
+    ids=["extra field", "repeated header", "mixed zones", "swapped text ids"],
+)
+def test_table_problems_name_the_line_or_the_cause_never_the_content(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "events.csv"
+    path.write_text(text)
+    with pytest.raises(InputDataError, match=message) as raised:
+        read_table(str(path), ColumnMapping())
+    assert "RAW" not in str(raised.value) and "alice" not in str(raised.value)
+
+
+def test_null_like_tokens_are_nulls_in_every_column_and_source(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,rating\nNULL,1,1700000000,4\n nan ,2,1700000000,4\nNone,None,,4\n,4,5,6\n"
+    )
+    interactions, _ = read_table(str(path), ColumnMapping())
+    assert interactions["user_id"].to_pylist() == [None] * 4
+    assert interactions["item_id"].to_pylist() == [1, 2, None, 4]
+    assert interactions["timestamp"].to_pylist() == [1_700_000_000, 1_700_000_000, None, 5]
+    folder = write_movielens(tmp_path / "ml", "NULL\t10\t4\t881250949\nnan\t20\t3\t881250950\nalice\tNone\t4\t1\n")
+    assert read_movielens_100k(str(folder))[0]["user_id"].to_pylist() == [None, None, "alice"]
+    assert read_sequences(str(write_sequences(tmp_path, ["None 1 2 3", "bob 4 5"])))[0]["user_id"].to_pylist() == [
+        None,
+        None,
+        None,
+        "bob",
+        "bob",
+    ]
+
+
+def test_a_value_that_does_not_convert_is_named_by_line_and_column_not_shown(tmp_path: Path) -> None:
+    folder = write_movielens(tmp_path / "ml", "1\t10\t4\t881250949\n2\t20\t3\t881250950\n3\tRAW-7\t4\t881250951\n")
+    with pytest.raises(InputDataError, match="line 3: item_id is not an integer$"):
+        read_movielens_100k(str(folder))

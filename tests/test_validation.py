@@ -6,14 +6,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pydantic
 import pytest
 
-from recsys_tasks.data.schema import INTERACTIONS_FILE, INTERACTIONS_SCHEMA, ITEMS_FILE, ITEMS_SCHEMA
+from recsys_tasks.data.schema import (
+    INTERACTIONS_FILE,
+    INTERACTIONS_SCHEMA,
+    ITEMS_FILE,
+    ITEMS_SCHEMA,
+    LIKELY_SWAPPED_ROWS_COL,
+    USERS_FILE,
+    USERS_SCHEMA,
+)
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
-from recsys_tasks.validation.validate import ValidationConfig, validate
+from recsys_tasks.validation.validate import ValidationConfig, gini, validate
 
 N_USERS = 50
 INTERACTIONS_PER_USER = 6
@@ -101,6 +110,14 @@ def drop_rating_column(columns: Columns) -> None:
     del columns["rating"]
 
 
+def every_event_at_one_second(columns: Columns) -> None:
+    columns["timestamp"] = [START_OF_2024] * len(columns["timestamp"])
+
+
+def most_events_on_item_zero(columns: Columns) -> None:
+    columns["item_id"] = [0 if index % 10 else item for index, item in enumerate(columns["item_id"])]
+
+
 NEXT_WEEK = int(time.time()) + 7 * 86400
 
 # corruption, whether the table keeps the canonical schema, texts the error must contain
@@ -135,6 +152,23 @@ CORRUPTIONS = {
         add_user_with_one_interaction,
         True,
         ["user_activity: expect_column_values_to_be_between(n_interactions) — 1 of 51 rows outside [3, inf]"],
+    ),
+    "every event at one second": (
+        every_event_at_one_second,
+        True,
+        [
+            "statistics: too many events share one timestamp (no spread: their order would come from tie-breaks): "
+            "expect_column_max_to_be_between(top_timestamp_share) — observed 1, expected [-inf, 0.5]",
+            "statistics: too many users have all their events at one timestamp (their order would be lost)",
+        ],
+    ),
+    "one item holds 90% of the events": (
+        most_events_on_item_zero,
+        True,
+        [
+            "item_activity: one item holds too large a share of all interactions: "
+            "expect_column_max_to_be_between(share_of_interactions) — observed 0.9067, expected [-inf, 0.2]"
+        ],
     ),
     "too few rows": (
         keep_first_rows(60),
@@ -181,3 +215,25 @@ def test_corrupt_data_fails_with_one_line_naming_the_problem(
 def test_config_rejects_bounds_in_the_wrong_order() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"min_rows \(500\) must not exceed max_rows \(100\)"):
         ValidationConfig(min_rows=500, max_rows=100)
+
+
+def test_gini_is_zero_for_equal_counts_and_grows_as_one_item_takes_all() -> None:
+    assert gini(np.array([5, 5, 5, 5])) == 0.0
+    assert gini(np.array([0, 0, 0, 8])) == pytest.approx(0.75)
+    assert gini(np.array([])) == 0.0
+
+
+def test_the_concentration_bound_is_configurable(tmp_path: Path) -> None:
+    run = write_run(tmp_path, pa.table(clean_interactions(), schema=INTERACTIONS_SCHEMA))
+    with pytest.raises(DataValidationError, match="interactions concentrate on a few items: "):
+        validate(run, ValidationConfig(max_item_popularity_gini=0.01))
+
+
+def test_rows_that_ingest_found_swapped_fail_the_gate_above_their_share(tmp_path: Path) -> None:
+    run = write_run(tmp_path, pa.table(clean_interactions(), schema=INTERACTIONS_SCHEMA))
+    users = [f"user-{user}" for user in range(N_USERS)]
+    swapped = [6 if user < 5 else 0 for user in range(N_USERS)]  # 30 of 300 rows
+    run.write_parquet(USERS_FILE, pa.table({"user_id": users, LIKELY_SWAPPED_ROWS_COL: swapped}, schema=USERS_SCHEMA))
+    with pytest.raises(DataValidationError, match=r"user and item look swapped in some rows.* observed 0.1, expected"):
+        validate(run, ValidationConfig())
+    assert validate(run, ValidationConfig(max_likely_swapped_row_share=0.1)).success

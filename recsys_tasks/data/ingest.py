@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recsys_tasks.constants import USER_COL
+from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
 from recsys_tasks.data import sources
 from recsys_tasks.data.privacy import pseudonymise
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE, LIKELY_SWAPPED_ROWS_COL, USERS_FILE, USERS_SCHEMA
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
 from recsys_tasks.storage import RunDir
@@ -47,6 +50,7 @@ class IngestSummary(BaseModel):
     source: str
     interactions_uri: str
     items_uri: str
+    users_uri: str
     rows: int
     users: int
     items: int
@@ -62,6 +66,7 @@ def ingest(run: RunDir, config: IngestConfig, pseudonymisation_key: bytes) -> In
         interactions, items = sources.read_table(config.path, config.columns)
     else:
         interactions, items = sources.read_sequences(config.path)
+    users = _users(interactions, pseudonymisation_key, has_clock=config.source != "sequence")
     user_column = interactions.schema.get_field_index(USER_COL)
     interactions = interactions.set_column(
         user_column, interactions.field(user_column), pseudonymise(interactions[USER_COL], pseudonymisation_key)
@@ -70,7 +75,56 @@ def ingest(run: RunDir, config: IngestConfig, pseudonymisation_key: bytes) -> In
         source=config.source,
         interactions_uri=run.write_parquet(INTERACTIONS_FILE, interactions),
         items_uri=run.write_parquet(ITEMS_FILE, items),
+        users_uri=run.write_parquet(USERS_FILE, users),
         rows=interactions.num_rows,
         users=pc.count_distinct(interactions["user_id"]).as_py(),
         items=pc.count_distinct(interactions["item_id"]).as_py(),
+    )
+
+
+def _users(interactions: pa.Table, pseudonymisation_key: bytes, has_clock: bool) -> pa.Table:
+    """One row per user: its pseudonym, and how many of its rows look like user and item swapped.
+
+    A row looks swapped when its item id, read as a user id, belongs to a user with another event
+    closer to the row's time than this user's own nearest other event: in a real log the actor of an
+    event is the one active at that moment. Sources without a clock (sequence files, whose times are
+    positions) are not checked. Raw ids exist only here, so ingest counts and only counts go on.
+    """
+    events = pl.DataFrame(
+        {
+            "user": interactions[USER_COL],
+            "item": interactions[ITEM_COL].cast(pa.string()),
+            "time": interactions[TIME_COL],
+        }
+    ).drop_nulls("user")
+    per_user = events.group_by("user").len().sort("user")
+    if not has_clock or events.is_empty():
+        swapped = per_user.select("user", pl.lit(0, pl.Int64).alias("swapped"))
+    else:
+        own_gap = pl.min_horizontal(
+            pl.col("time") - pl.col("time").shift(1).over("user"),
+            pl.col("time").shift(-1).over("user") - pl.col("time"),
+        )
+        rows = events.drop_nulls(["item", "time"]).sort(["user", "time"]).with_columns(own_gap=own_gap)
+        rows = rows.filter(pl.col("item").is_in(per_user["user"].implode()))
+        actors = (
+            events.select(pl.col("user").alias("item"), pl.col("time").alias("actor_time"))
+            .drop_nulls()
+            .sort("actor_time")
+        )
+        nearest = rows.sort("time").join_asof(
+            actors, left_on="time", right_on="actor_time", by="item", strategy="nearest", check_sortedness=False
+        )
+        looks_swapped = (pl.col("actor_time") - pl.col("time")).abs() < pl.col("own_gap").fill_null(
+            np.iinfo(np.int64).max
+        )
+        swapped = per_user.join(
+            nearest.filter(looks_swapped.fill_null(False)).group_by("user").len("swapped"), on="user", how="left"
+        ).select("user", pl.col("swapped").fill_null(0).cast(pl.Int64))
+    return pa.table(
+        {
+            USER_COL: pseudonymise(swapped["user"].to_arrow(), pseudonymisation_key),
+            LIKELY_SWAPPED_ROWS_COL: swapped["swapped"].to_arrow(),
+        },
+        schema=USERS_SCHEMA,
     )

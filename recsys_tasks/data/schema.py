@@ -2,6 +2,7 @@
 
 interactions: one row per (user, item, time) event.
 items: the catalogue with attribute ids (genres, brands, categories, topics).
+users: one row per (pseudonymised) user, with what ingest could tell only from the raw ids.
 """
 
 import pyarrow as pa
@@ -26,5 +27,12 @@ ITEMS_SCHEMA = pa.schema(
     ]
 )
 
+# users: one row per user, with what ingest can tell only while raw ids are known. ``likely_swapped_rows``
+# counts the user's rows whose item id is itself a user active closer to that moment than this user is:
+# user and item look exchanged in those rows.
+LIKELY_SWAPPED_ROWS_COL = "likely_swapped_rows"
+USERS_SCHEMA = pa.schema([pa.field(USER_COL, pa.string()), pa.field(LIKELY_SWAPPED_ROWS_COL, pa.int64())])
+
 INTERACTIONS_FILE = "data/interactions.parquet"
 ITEMS_FILE = "data/items.parquet"
+USERS_FILE = "data/users.parquet"

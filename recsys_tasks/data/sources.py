@@ -7,9 +7,16 @@ the file; values that parse but are implausible are left for the validate stage 
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial, reduce
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 import numpy as np
@@ -27,11 +34,142 @@ _MOVIELENS_GENRES = 19
 _RATING_TYPES = {"user_id": pa.string(), "item_id": pa.int64(), "rating": pa.float32(), "timestamp": pa.int64()}
 
 
-def _open(uri: str, what: str):
+# Tokens that exporters write for a missing value; compared after trimming, ignoring case.
+NULL_TOKENS = ("", "null", "none", "nan", "n/a", "#n/a")
+_CSV_NULL_VALUES = sorted({variant for token in NULL_TOKENS for variant in (token, token.upper(), token.title())})
+# Leading bytes of the compressed formats: the stdlib reads three of them transparently, the others are named.
+_DECOMPRESSORS = {
+    b"\x1f\x8b": lambda raw: gzip.GzipFile(fileobj=raw),
+    b"BZh": bz2.BZ2File,
+    b"\xfd7zXZ\x00": lzma.LZMAFile,
+}
+_UNSUPPORTED_CONTAINERS = {b"PK\x03\x04": "a zip archive", b"(\xb5/\xfd": "zstd-compressed"}
+_PARQUET_MAGIC = b"PAR1"
+_ZONE_SUFFIX = r"(Z|[+-]\d{2}:?\d{2})$"
+_TYPE_NAMES = {"int8": "an integer", "int64": "an integer", "float": "a number", "double": "a number"}
+
+
+@contextmanager
+def _input(uri: str, what: str) -> Iterator[BinaryIO]:
+    """The file at ``uri`` as bytes, decompressed when its first bytes say gzip, bz2 or xz.
+
+    Any I/O problem while it is read (permissions, a folder where a file belongs, a truncated archive) becomes
+    one InputDataError naming the file, never a traceback.
+    """
     fs, path = fsspec.core.url_to_fs(uri)
     if not fs.exists(path):
         raise InputDataError(f"{what} not found at {uri}: check the data path")
-    return fs.open(path, "rb")
+    try:
+        with fs.open(path, "rb") as raw:
+            magic = raw.read(8)
+            raw.seek(0)
+            for prefix, kind in _UNSUPPORTED_CONTAINERS.items():
+                if magic.startswith(prefix):
+                    raise InputDataError(
+                        f"{what} at {uri} is {kind}: unpack it first (gzip, bz2 and xz are read as is)"
+                    )
+            decompressor = next((opener for prefix, opener in _DECOMPRESSORS.items() if magic.startswith(prefix)), None)
+            if decompressor is None:
+                yield raw
+            else:
+                with decompressor(raw) as decompressed:
+                    yield decompressed
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise InputDataError(f"{what} at {uri} cannot be read: {reason}") from None
+
+
+def _starts_with_parquet_magic(uri: str, what: str) -> bool:
+    with _input(uri, what) as fh:
+        return fh.read(len(_PARQUET_MAGIC)) == _PARQUET_MAGIC
+
+
+def _csv(
+    source: Callable[[], AbstractContextManager],
+    read: pcsv.ReadOptions,
+    parse: pcsv.ParseOptions,
+    convert: pcsv.ConvertOptions,
+) -> pa.Table:
+    """Read CSV from ``source()``; a problem names the line, never its content (it may hold a raw user id)."""
+    with source() as fh:
+        try:
+            return pcsv.read_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
+        except pa.ArrowInvalid as exc:
+            problem = str(exc)
+    # Only on these error paths is the file read again, to find the line without showing it.
+    if re.search(r"Expected \d+ columns, got \d+", problem):
+        raise pa.ArrowInvalid(_wrong_field_count(source, read, parse))
+    if "CSV conversion error" in problem and convert.column_types:
+        raise pa.ArrowInvalid(_first_unconvertible_value(source, read, parse, convert))
+    raise pa.ArrowInvalid(problem)
+
+
+def _single_threaded(read: pcsv.ReadOptions) -> pcsv.ReadOptions:
+    """pyarrow numbers the rows it reports only when it reads on one thread."""
+    return pcsv.ReadOptions(
+        use_threads=False, column_names=read.column_names, encoding=read.encoding, block_size=read.block_size
+    )
+
+
+def _wrong_field_count(source: Callable[[], AbstractContextManager], read, parse) -> str:
+    wrong_rows: list[pcsv.InvalidRow] = []
+
+    def note(row: pcsv.InvalidRow) -> str:
+        wrong_rows.append(row)
+        return "skip"
+
+    with source() as fh:
+        pcsv.read_csv(
+            fh,
+            read_options=_single_threaded(read),
+            parse_options=pcsv.ParseOptions(
+                delimiter=parse.delimiter, quote_char=parse.quote_char, invalid_row_handler=note
+            ),
+            convert_options=pcsv.ConvertOptions(include_columns=[]),
+        )
+    first = wrong_rows[0]
+    hint = " (wrong delimiter or encoding?)" if first.actual_columns == 1 else ""
+    others = f"; {len(wrong_rows) - 1} more such lines" if len(wrong_rows) > 1 else ""
+    return f"line {first.number} has {first.actual_columns} fields instead of {first.expected_columns}{hint}{others}"
+
+
+def _first_unconvertible_value(source: Callable[[], AbstractContextManager], read, parse, convert) -> str:
+    """The first line whose value does not convert to its column's type, found by halving, the value not shown."""
+    with source() as fh:
+        text = pcsv.read_csv(
+            fh,
+            read_options=read,
+            parse_options=parse,
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in convert.column_types},
+                include_columns=list(convert.column_types),
+                null_values=convert.null_values,
+                strings_can_be_null=convert.strings_can_be_null,
+            ),
+        )
+    failures = []
+    for name, wanted in convert.column_types.items():
+        values = text[name]
+        if _converts(values, wanted):
+            continue
+        low, high = 0, len(values)  # values[low:high] holds a value that does not convert
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if not _converts(values[low:middle], wanted) else (middle, high)
+        failures.append((low, name, wanted))
+    if not failures:
+        return "a value does not convert to its column's type"
+    row, name, wanted = min(failures)
+    header_lines = 0 if read.column_names else 1
+    return f"line {row + 1 + header_lines}: {name} is not {_TYPE_NAMES.get(str(wanted), str(wanted))}"
+
+
+def _converts(values: pa.ChunkedArray, wanted: pa.DataType) -> bool:
+    try:
+        pc.cast(pc.utf8_trim_whitespace(values), wanted)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _read_delimited(
@@ -47,34 +185,34 @@ def _read_delimited(
     """Parse a delimited file; ``names=None`` reads them from a header line.
 
     pyarrow splits on one character only; a longer delimiter (MovieLens-1M's ``::``) is first
-    replaced by the ASCII unit separator, which text data never holds.
+    replaced by the ASCII unit separator, which text data never holds. Null-like tokens
+    (``NULL``, ``nan``, ``None``, empty) become nulls in every column, text included.
     """
-    with _open(uri, what) as fh:
-        source = fh
-        if len(delimiter) > 1:
-            source, delimiter = pa.BufferReader(fh.read().replace(delimiter.encode(), b"\x1f")), "\x1f"
-        try:
-            return pcsv.read_csv(
-                source,
-                read_options=pcsv.ReadOptions(column_names=names, encoding=encoding),
-                parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
-                convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)),
-            )
-        except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
-            shown = "::" if delimiter == "\x1f" else delimiter
-            raise InputDataError(
-                f"{what} at {uri} is not valid {shown!r}-separated text: {_parse_problem(exc)}"
-            ) from None
+    shown, source = delimiter, partial(_input, uri, what)
+    if len(delimiter) > 1:
+        with _input(uri, what) as fh:
+            text = fh.read().replace(delimiter.encode(), b"\x1f")
+        source, delimiter = (lambda: nullcontext(pa.BufferReader(text))), "\x1f"
+    try:
+        return _csv(
+            source,
+            pcsv.ReadOptions(column_names=names, encoding=encoding),
+            pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
+            pcsv.ConvertOptions(
+                column_types=types,
+                include_columns=list(types),
+                null_values=_CSV_NULL_VALUES,
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{what} at {uri} is not valid {shown!r}-separated text: {_parse_problem(exc)}") from None
 
 
 def _parse_problem(exc: Exception) -> str:
     """pyarrow's reason without the offending line: it holds a raw user id, which must not reach a log."""
     reason = str(exc).splitlines()[0]
-    columns = re.search(r"Expected (\d+) columns, got (\d+)", reason)
-    if columns is None:
-        return reason
-    hint = " (wrong delimiter or encoding?)" if columns.group(2) == "1" else ""
-    return f"a line has {columns.group(2)} fields instead of {columns.group(1)}{hint}"
+    return re.sub(r"^CSV parse error: (Row #\d+: )?(Expected \d+ columns, got \d+):.*", r"\2", reason)
 
 
 def _genre_attributes(genres: pa.ChunkedArray) -> pa.Array:
@@ -166,7 +304,7 @@ def _attributes_file(sequences_uri: str) -> str | None:
 
 def _read_attributes(path: str) -> dict[str, list[int]]:
     """``{"item id": [attribute ids]}``; anything else is refused with the file's name."""
-    with _open(path, "item attribute file") as fh:
+    with _input(path, "item attribute file") as fh:
         try:
             attributes = json.loads(fh.read().decode("utf8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -187,10 +325,11 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
     keeps the order exact. Interactions are implicit, so every rating is 1.0.
     """
     users, items, positions = [], [], []
-    with _open(path, "sequence file") as fh:
+    with _input(path, "sequence file") as fh:
         for line_number, raw in enumerate(fh, start=1):
             try:
-                fields = raw.decode("utf8").split()
+                # utf-8-sig on the first line: an editor's byte-order mark is not part of the first user id.
+                fields = raw.decode("utf-8-sig" if line_number == 1 else "utf8").split()
             except UnicodeDecodeError:
                 raise InputDataError(f"sequence file {path} line {line_number}: not UTF-8 text") from None
             if not fields:
@@ -208,7 +347,7 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
         raise InputDataError(f"sequence file {path} holds no sequences")
     interactions = pa.table(
         {
-            "user_id": pa.array(users, pa.string()),
+            "user_id": null_tokens_as_nulls(pa.array(users, pa.string())),
             "item_id": pa.array(items, pa.int64()),
             "timestamp": pa.array(np.asarray(positions, dtype=np.int64) + base_timestamp),
             "rating": pa.array(np.ones(len(items), dtype=np.float32)),
@@ -255,29 +394,81 @@ class ColumnMapping(BaseModel):
         return [self.user, self.item, self.timestamp, *label, *([self.attributes] if self.attributes else [])]
 
 
-def _read_any_table(uri: str, columns: list[str]) -> pa.Table:
+def null_tokens_as_nulls(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text that only says "missing" (``NULL``, ``nan``, ``None``, empty, ...) becomes a real null."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column
+    token = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    return pc.if_else(pc.is_in(token, pa.array(NULL_TOKENS)), pa.scalar(None, column.type), column)
+
+
+def _read_any_table(uri: str, columns: list[str], text_columns: list[str]) -> pa.Table:
+    """Parquet (known by its leading bytes, whatever the name) or CSV with a header; null tokens as nulls.
+
+    ``text_columns`` of a CSV file are read as text, not inferred (user ids like ``007`` keep their zeros).
+    """
     what = f"interaction table {uri}"
-    with _open(uri, "interaction table") as fh:
-        try:
-            table = pq.read_table(fh) if uri.endswith(".parquet") else pcsv.read_csv(fh)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise InputDataError(f"{what} cannot be parsed: {str(exc).splitlines()[0]}") from None
+    try:
+        if _starts_with_parquet_magic(uri, "interaction table"):
+            with _input(uri, "interaction table") as fh:
+                table = pq.read_table(fh)
+        else:
+            table = _csv(
+                partial(_input, uri, "interaction table"),
+                pcsv.ReadOptions(),
+                pcsv.ParseOptions(),
+                pcsv.ConvertOptions(
+                    column_types=dict.fromkeys(text_columns, pa.string()),
+                    null_values=_CSV_NULL_VALUES,
+                    strings_can_be_null=True,
+                ),
+            )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{what} cannot be parsed: {_parse_problem(exc)}") from None
     missing = [column for column in columns if column not in table.column_names]
     if missing:
         raise InputDataError(f"{what} has no column {', '.join(map(repr, missing))}; its columns: {table.column_names}")
-    return table
+    table = table.select(columns)
+    repeated = _repeated_header_line(table)
+    if repeated is not None:
+        raise InputDataError(f"{what} repeats its header on line {repeated}: were files concatenated? Remove it")
+    return pa.table([null_tokens_as_nulls(table[name]) for name in columns], names=columns)
+
+
+def _repeated_header_line(table: pa.Table) -> int | None:
+    """The file line of the first row whose text columns all hold their own column names, if any."""
+    text_columns = [name for name in table.column_names if pa.types.is_string(table.schema.field(name).type)]
+    if not text_columns:  # a header row would have turned its columns to text
+        return None
+    is_header = reduce(pc.and_, [pc.fill_null(pc.equal(table[name], name), False) for name in text_columns])
+    rows = np.flatnonzero(is_header.to_numpy(zero_copy_only=False))
+    return int(rows[0]) + 2 if rows.size else None  # lines count from 1, after the header line
 
 
 def _unix_seconds(column: pa.ChunkedArray, uri: str, name: str) -> pa.ChunkedArray:
+    """Unix seconds from integers, a timestamp type or ISO-8601 text (``T`` or a space; zoned text → UTC)."""
     try:
         if pa.types.is_integer(column.type):
             return column.cast(pa.int64())
-        as_time = column if pa.types.is_timestamp(column.type) else column.cast(pa.timestamp("s"))
-        return as_time.cast(pa.timestamp("s")).cast(pa.int64())
+        if pa.types.is_timestamp(column.type):
+            return pc.cast(column, pa.timestamp("s", column.type.tz), safe=False).cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputDataError(
-            f"column {name!r} of {uri} is neither unix seconds, a timestamp nor ISO-8601 text"
-        ) from None
+        raise InputDataError(f"column {name!r} of {uri} holds timestamps outside the representable range") from None
+    if pa.types.is_string(column.type):
+        zoned = pc.match_substring_regex(column, _ZONE_SUFFIX).to_numpy(zero_copy_only=False)
+        present = column.is_valid().to_numpy(zero_copy_only=False)
+        if zoned[present].any() and not zoned[present].all():
+            with_zone, without = np.flatnonzero(present & zoned)[0], np.flatnonzero(present & ~zoned)[0]
+            raise InputDataError(
+                f"column {name!r} of {uri} mixes ISO-8601 times with a zone (first on row {with_zone + 1}) and "
+                f"without one (first on row {without + 1}): give every value a zone, or none (read as UTC)"
+            )
+        try:
+            as_time = column.cast(pa.timestamp("ns", "UTC" if zoned[present].any() else None))
+            return pc.cast(as_time, pa.timestamp("s", as_time.type.tz), safe=False).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    raise InputDataError(f"column {name!r} of {uri} is neither unix seconds, a timestamp nor ISO-8601 text") from None
 
 
 def _ratings(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.Array | pa.ChunkedArray:
@@ -319,16 +510,37 @@ def _item_attributes(table: pa.Table, items: pa.ChunkedArray, mapping: ColumnMap
     )
 
 
+def _item_ids(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.ChunkedArray:
+    """Item ids as integers; text that is not a number is refused, naming a user/item swap when it is one."""
+    column = table[mapping.item]
+    try:
+        return column.cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = column.cast(pa.string())
+    not_numbers = pc.invert(pc.fill_null(pc.match_substring_regex(text, r"^\s*[+-]?\d+\s*$"), True))
+    wrong = pc.filter(text, not_numbers)
+    user_ids = pc.unique(table[mapping.user].cast(pa.string()).drop_null())
+    from_user_column = pc.sum(pc.is_in(wrong, user_ids)).as_py() or 0
+    problem = (
+        f"item ids in column {mapping.item!r} of {uri} must be integers: {len(wrong)} "
+        f"row{'s hold' if len(wrong) > 1 else ' holds'} other text"
+    )
+    if from_user_column * 2 > len(wrong):
+        problem += (
+            f", {from_user_column} of them values of the user column {mapping.user!r}: user and item look swapped "
+            "in those rows"
+        )
+    raise InputDataError(problem)
+
+
 def read_table(uri: str, mapping: ColumnMapping) -> tuple[pa.Table, pa.Table]:
     """A generic CSV (with header) or Parquet file of interactions, columns named by ``mapping``."""
-    table = _read_any_table(uri, mapping.columns())
-    try:
-        items = table[mapping.item].cast(pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputDataError(f"item ids in column {mapping.item!r} of {uri} must be integers") from None
+    table = _read_any_table(uri, mapping.columns(), text_columns=[mapping.user])
+    items = _item_ids(table, mapping, uri)
     interactions = pa.table(
         {
-            "user_id": table[mapping.user].cast(pa.string()),
+            "user_id": null_tokens_as_nulls(table[mapping.user].cast(pa.string())),
             "item_id": items,
             "timestamp": _unix_seconds(table[mapping.timestamp], uri, mapping.timestamp),
             "rating": _ratings(table, mapping, uri),

@@ -6,7 +6,10 @@ in-memory dataframe to all of its validation definitions:
 - ``interactions``: exact schema, types, nulls, value ranges, duplicate events, size and cardinality;
 - ``user_activity``: one row per user derived from the interactions, so that every user has enough history for a
   leave-one-out split and no single user (a bot) holds too large a share;
-- ``item_activity``: one row per item, with a minimum number of interactions;
+- ``item_activity``: one row per item, with a minimum number of interactions and no item holding too large a share;
+- ``statistics``: one row of whole-table statistics: concentration of item popularity (Gini), the share of events
+  at the busiest second and of users whose events all share one second (their order would be lost), and the share
+  of rows that ingest found likely swapped (the item id is a user active at that moment, the user is not);
 - ``drift``: today's data against the data set's last accepted snapshot (see ``drift.py``), when there is one;
 - ``items``: schema and a unique, non-null item id.
 
@@ -26,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE, LIKELY_SWAPPED_ROWS_COL, USERS_FILE
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
 from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, take_snapshot
@@ -49,6 +54,7 @@ RESULT_FILE = "validation/result.json"
 DATA_DOCS_FOLDER = "validation/data_docs"
 ACTIVITY_COUNT_COL = "n_interactions"
 SHARE_COL = "share_of_interactions"
+ONE_SECOND_COL = "all_events_at_one_second"
 INTERACTION_COLUMNS = [USER_COL, ITEM_COL, TIME_COL, RATING_COL]
 ITEM_COLUMNS = [ITEM_COL, "title", "attributes"]
 
@@ -91,7 +97,37 @@ class ValidationConfig(BaseModel):
         le=1.0,
         description="Largest share of all interactions one user may hold (a bot or a scraper shows up here).",
     )
+    max_single_timestamp_user_share: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of users with several events all stamped at one second: their order is lost.",
+    )
+    max_likely_swapped_row_share: float = Field(
+        default=0.03,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Largest share of rows whose item id is a user active closer to that moment than the row's own user"
+            " (user and item exchanged in some rows)."
+        ),
+    )
     min_interactions_per_item: int = Field(default=1, ge=1, description="Fewest interactions per item.")
+    max_top_item_share: float = Field(
+        default=0.2, gt=0.0, le=1.0, description="Largest share of all interactions one item may hold."
+    )
+    max_item_popularity_gini: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Largest Gini coefficient of interactions per item (0: all equal, 1: one item holds all).",
+    )
+    max_top_timestamp_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Largest share of all interactions stamped with one and the same second.",
+    )
     min_rows: int = Field(default=100, ge=0, description="Fewest interaction rows.")
     max_rows: int = Field(default=100_000_000, ge=0, description="Most interaction rows.")
     min_users: int = Field(default=10, ge=0, description="Fewest distinct users.")
@@ -143,21 +179,37 @@ class _Table:
     expectations: list[Expectation]
 
 
-def validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | None = None) -> ValidationSummary:
+def validate(
+    run: RunDir,
+    config: ValidationConfig,
+    drift_check: DriftCheck | None = None,
+    library_log_level: str = "WARNING",
+) -> ValidationSummary:
     """Validate the canonical tables of ``run``; raise DataValidationError when any expectation fails.
 
     With a ``drift_check``, today's data is also compared with the data set's accepted snapshot, and
-    on success its own statistics become the accepted snapshot.
+    on success its own statistics become the accepted snapshot. Great Expectations logs at
+    ``library_log_level`` (its INFO lines run to hundreds per validation).
     """
+    with _great_expectations_logging(library_log_level):
+        return _validate(run, config, drift_check)
+
+
+def _validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | None) -> ValidationSummary:
     interactions_table = run.read_parquet(INTERACTIONS_FILE)
     interactions = interactions_table.to_pandas()
     items = run.read_parquet(ITEMS_FILE).to_pandas()
+    user_activity = _user_activity(interactions)
+    item_activity = _activity(interactions, ITEM_COL)
     tables = [
         _Table("interactions", interactions, _interaction_expectations(config, now=int(time.time()))),
-        _Table("user_activity", _activity(interactions, USER_COL), _user_activity_expectations(config)),
-        _Table("item_activity", _activity(interactions, ITEM_COL), _item_activity_expectations(config)),
+        _Table("user_activity", user_activity, _user_activity_expectations(config)),
+        _Table("item_activity", item_activity, _item_activity_expectations(config)),
         _Table("items", items, _item_expectations()),
     ]
+    if _has_schema(interactions):
+        statistics = _statistics(interactions, user_activity, item_activity, _likely_swapped_rows(run))
+        tables.append(_Table("statistics", statistics, _statistics_expectations(config)))
     baseline = drift_check.store.load(drift_check.dataset_key) if drift_check else None
     drift, drift_baseline = None, "no drift check configured"
     if drift_check and baseline is None:
@@ -167,7 +219,7 @@ def validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | No
         drift = drift_statistics(pl.from_arrow(interactions_table), *baseline)
         drift_baseline = f"accepted snapshot of {drift_check.dataset_key} from run {baseline[0].run_id}"
         tables.append(_Table("drift", pd.DataFrame([drift]), _drift_expectations(drift_check.config)))
-    with run.writing_folder(DATA_DOCS_FOLDER) as docs_dir, _quiet_great_expectations():
+    with run.writing_folder(DATA_DOCS_FOLDER) as docs_dir:
         results = _run_checkpoints(tables, docs_dir, run_name=run.uri.rsplit("/", 1)[-1])
 
     result_uri = run.write_json(
@@ -235,6 +287,54 @@ def _activity(interactions: pd.DataFrame, key: str) -> pd.DataFrame:
     return counts.assign(**{SHARE_COL: counts[ACTIVITY_COUNT_COL] / max(len(interactions), 1)})
 
 
+def _likely_swapped_rows(run: RunDir) -> int:
+    """Rows that ingest found likely swapped (user and item exchanged); 0 for runs ingested before it counted."""
+    if not run.exists(USERS_FILE):
+        return 0
+    return int(pc.sum(run.read_parquet(USERS_FILE)[LIKELY_SWAPPED_ROWS_COL]).as_py() or 0)
+
+
+def _user_activity(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Per user: interactions, their share, and whether several events all share one second."""
+    activity = _activity(interactions, USER_COL)
+    one_second = pd.Series(False, index=activity.index)
+    if TIME_COL in interactions.columns and not activity.empty:
+        try:
+            seconds = activity[USER_COL].map(interactions.groupby(USER_COL)[TIME_COL].nunique())
+            one_second = (activity[ACTIVITY_COUNT_COL] > 1) & (seconds == 1)
+        except TypeError:  # timestamps of a wrong type: the interactions suite names them
+            pass
+    return activity.assign(**{ONE_SECOND_COL: one_second})
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts: 0 when all are equal, towards 1 when one holds everything."""
+    ordered = np.sort(np.asarray(counts, dtype=np.float64))
+    if ordered.size == 0 or ordered.sum() == 0:
+        return 0.0
+    ranks = np.arange(1, ordered.size + 1)
+    return float((2 * ranks - ordered.size - 1) @ ordered / (ordered.size * ordered.sum()))
+
+
+def _statistics(
+    interactions: pd.DataFrame, user_activity: pd.DataFrame, item_activity: pd.DataFrame, likely_swapped_rows: int
+) -> pd.DataFrame:
+    """One row of whole-table statistics, each bounded by one expectation."""
+    rows = max(len(interactions), 1)
+    busiest_second = interactions[TIME_COL].value_counts().max() if len(interactions) else 0
+    single_second_users = float(user_activity[ONE_SECOND_COL].mean()) if len(user_activity) else 0.0
+    return pd.DataFrame(
+        [
+            {
+                "item_popularity_gini": gini(item_activity[ACTIVITY_COUNT_COL].to_numpy()),
+                "top_timestamp_share": busiest_second / rows,
+                "single_timestamp_user_share": single_second_users,
+                "likely_swapped_row_share": likely_swapped_rows / rows,
+            }
+        ]
+    )
+
+
 def _interaction_expectations(config: ValidationConfig, now: int) -> list[Expectation]:
     import great_expectations as gx
 
@@ -273,7 +373,11 @@ def _user_activity_expectations(config: ValidationConfig) -> list[Expectation]:
         gx.expectations.ExpectColumnValuesToBeBetween(
             column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
         ),
-        gx.expectations.ExpectColumnMaxToBeBetween(column=SHARE_COL, max_value=config.max_top_user_share),
+        gx.expectations.ExpectColumnMaxToBeBetween(
+            column=SHARE_COL,
+            max_value=config.max_top_user_share,
+            description="one user holds too large a share of all interactions (a bot?)",
+        ),
     ]
 
 
@@ -284,6 +388,35 @@ def _item_activity_expectations(config: ValidationConfig) -> list[Expectation]:
         gx.expectations.ExpectColumnValuesToBeBetween(
             column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_item
         ),
+        gx.expectations.ExpectColumnMaxToBeBetween(
+            column=SHARE_COL,
+            max_value=config.max_top_item_share,
+            description="one item holds too large a share of all interactions",
+        ),
+    ]
+
+
+def _statistics_expectations(config: ValidationConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    limits = {
+        "item_popularity_gini": (config.max_item_popularity_gini, "interactions concentrate on a few items"),
+        "top_timestamp_share": (
+            config.max_top_timestamp_share,
+            "too many events share one timestamp (no spread: their order would come from tie-breaks)",
+        ),
+        "single_timestamp_user_share": (
+            config.max_single_timestamp_user_share,
+            "too many users have all their events at one timestamp (their order would be lost)",
+        ),
+        "likely_swapped_row_share": (
+            config.max_likely_swapped_row_share,
+            "user and item look swapped in some rows: their item id is a user active at that moment, their user is not",
+        ),
+    }
+    return [
+        gx.expectations.ExpectColumnMaxToBeBetween(column=name, max_value=limit, description=description)
+        for name, (limit, description) in limits.items()
     ]
 
 
@@ -317,7 +450,7 @@ def _run_checkpoints(
 
     context = _ephemeral_context(docs_dir)
     source = context.data_sources.add_pandas("adaptrec")
-    # One run id for all checkpoints groups the three results as one run in the Data Docs.
+    # One run id for all checkpoints groups their results as one run in the Data Docs.
     run_id = gx.RunIdentifier(run_name=run_name)
     results: dict[str, ExpectationSuiteValidationResult] = {}
     for table in tables:
@@ -330,7 +463,6 @@ def _run_checkpoints(
             gx.Checkpoint(
                 name=table.name,
                 validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[_DOCS_SITE_NAME])],
                 result_format="SUMMARY",
             )
         )
@@ -338,6 +470,8 @@ def _run_checkpoints(
         suite_order = {expectation.id: index for index, expectation in enumerate(suite.expectations)}
         result.results.sort(key=lambda expectation_result: suite_order[expectation_result.expectation_config.id])
         results[table.name] = result
+    # Once for all tables: an UpdateDataDocsAction per checkpoint re-renders the whole site each time.
+    context.build_data_docs(site_names=[_DOCS_SITE_NAME])
     return results
 
 
@@ -368,11 +502,11 @@ def _ephemeral_context(docs_dir: Path) -> AbstractDataContext:
 
 
 @contextmanager
-def _quiet_great_expectations() -> Iterator[None]:
-    """Keep GE's info chatter out of the task log; its warnings and errors still show."""
+def _great_expectations_logging(level: str) -> Iterator[None]:
+    """GE's own loggers at ``level`` while it is imported and run (WARNING keeps its info chatter out)."""
     logger = logging.getLogger("great_expectations")
     previous_level = logger.level
-    logger.setLevel(logging.WARNING)
+    logger.setLevel(level)
     try:
         yield
     finally:
@@ -388,7 +522,10 @@ def _describe_failure(result: ExpectationValidationResult, table_columns: set[st
     missing_columns = [column for column in columns if column not in table_columns]
     if missing_columns:
         return f"{expectation} — missing column {', '.join(missing_columns)}"
-    return f"{expectation} — {_describe_problem(result)}"
+    described = f"{expectation} — {_describe_problem(result)}"
+    return (
+        f"{result.expectation_config.description}: {described}" if result.expectation_config.description else described
+    )
 
 
 def _describe_problem(result: ExpectationValidationResult) -> str:
@@ -440,6 +577,8 @@ def _range(kwargs: dict[str, Any]) -> str:
 def _format(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4g}"  # a share or a statistic: four digits say it
     return str(value)
 
 
