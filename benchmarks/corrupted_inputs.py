@@ -1,4 +1,4 @@
-"""Run the corrupted-input corpus and write the table: kind → where the run stopped → the message.
+"""Run the input corpus through the CLI and write the table: kind → where the run stopped → exit code → message.
 
 .venv/bin/python -m benchmarks.corrupted_inputs   (from the repository root)
 """
@@ -12,8 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from recsys_tasks.settings import Settings
-from tests.corrupted_inputs import CORPUS, run_corruption
+from tests.corrupted_inputs import CORPUS, run_case
 
 RESULT = Path(__file__).parent / "results" / "corrupted_inputs.md"
 
@@ -21,18 +20,21 @@ RESULT = Path(__file__).parent / "results" / "corrupted_inputs.md"
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for number, corruption in enumerate(CORPUS):
-            case = Path(scratch) / str(number)
-            stage, message = run_corruption(corruption, case / "data", Settings(home=case / "home"))
+        home = Path(scratch) / "home"
+        for number, case in enumerate(CORPUS):
+            outcome = run_case(case, Path(scratch) / str(number), home, f"case-{number}")
             # Temporary paths would only be noise in the table.
-            rows.append((corruption.kind, stage, re.sub(rf"{re.escape(scratch)}/\d+", "…", message)))
-    table = Table("kind of broken input", "stopped at", "message")
+            message = re.sub(rf"{re.escape(scratch)}/(\d+|home)", "…", outcome.message)
+            rows.append((case.kind, outcome.stage, str(outcome.exit_code), message))
+    table = Table("input", "stopped at", "exit", "message")
     for row in rows:
         table.add_row(*row)
     Console(width=200).print(table)
-    lines = ["| kind of broken input | stopped at | message |", "|---|---|---|"]
+    lines = ["| input | stopped at | exit | message |", "|---|---|---|---|"]
     escaped_pipe = "\\|"
-    lines += [f"| {kind} | `{stage}` | {message.replace('|', escaped_pipe)} |" for kind, stage, message in rows]
+    lines += [
+        f"| {kind} | `{stage}` | {code} | {message.replace('|', escaped_pipe)} |" for kind, stage, code, message in rows
+    ]
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text("\n".join(lines) + "\n")
     print(f"written to {RESULT}")

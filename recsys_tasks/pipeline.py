@@ -27,6 +27,7 @@ from recsys_tasks.models.config import FinetuneMode, ModelSize, TrainingExamples
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig
+from recsys_tasks.validation.validate import ValidationConfig
 
 if TYPE_CHECKING:  # heavy modules: imported by the stage runners only
     from mlflow.tracking import MlflowClient
@@ -58,6 +59,11 @@ class PipelineParams(BaseModel):
     column_mapping: ColumnMapping = Field(
         default_factory=ColumnMapping,
         description="table only: which columns hold user, item, timestamp and rating (null rating = implicit).",
+    )
+    data_gate: ValidationConfig = Field(
+        default_factory=ValidationConfig,
+        description="Thresholds of the data gate (ratings, timestamps, duplicates, shares of one user, item or "
+        "second, swapped rows, table sizes); omitted fields keep their defaults.",
     )
     synthetic_size: SyntheticPreset = Field("small", description="Size of the built-in synthetic data set.")
     seed: int = Field(0, ge=0, description="Seed of data generation, augmentation and training.")
@@ -193,18 +199,12 @@ def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.validation.drift import SnapshotStore
-    from recsys_tasks.validation.validate import (
-        DATA_DOCS_FOLDER,
-        RESULT_FILE,
-        DriftCheck,
-        ValidationConfig,
-        validate,
-    )
+    from recsys_tasks.validation.validate import DATA_DOCS_FOLDER, RESULT_FILE, DriftCheck, validate
 
     drift_check = DriftCheck(SnapshotStore(settings.resolved_snapshots_uri), params.dataset_key(), run_id)
     tracker = _tracker(settings, run_id)
     try:
-        summary = validate(run, ValidationConfig(), drift_check, settings.great_expectations_log_level).model_dump()
+        summary = validate(run, params.data_gate, drift_check, settings.great_expectations_log_level).model_dump()
     finally:
         # Passed or failed, the result and the Data Docs go to the run's MLflow run too.
         if run.exists(RESULT_FILE):

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 from recsys_tasks.data.schema import (
+    CHANCE_SWAPPED_ROWS_COL,
     INTERACTIONS_FILE,
     INTERACTIONS_SCHEMA,
     ITEMS_FILE,
@@ -232,8 +233,15 @@ def test_the_concentration_bound_is_configurable(tmp_path: Path) -> None:
 def test_rows_that_ingest_found_swapped_fail_the_gate_above_their_share(tmp_path: Path) -> None:
     run = write_run(tmp_path, pa.table(clean_interactions(), schema=INTERACTIONS_SCHEMA))
     users = [f"user-{user}" for user in range(N_USERS)]
-    swapped = [6 if user < 5 else 0 for user in range(N_USERS)]  # 30 of 300 rows
-    run.write_parquet(USERS_FILE, pa.table({"user_id": users, LIKELY_SWAPPED_ROWS_COL: swapped}, schema=USERS_SCHEMA))
+    observed = [7 if user < 5 else 0 for user in range(N_USERS)]  # 35 of 300 rows
+    by_chance = [1 if user < 5 else 0 for user in range(N_USERS)]  # 5 of them would match by chance alone
+    run.write_parquet(
+        USERS_FILE,
+        pa.table(
+            {"user_id": users, LIKELY_SWAPPED_ROWS_COL: observed, CHANCE_SWAPPED_ROWS_COL: by_chance},
+            schema=USERS_SCHEMA,
+        ),
+    )
     with pytest.raises(DataValidationError, match=r"user and item look swapped in some rows.* observed 0.1, expected"):
         validate(run, ValidationConfig())
     assert validate(run, ValidationConfig(max_likely_swapped_row_share=0.1)).success

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
 from recsys_tasks.data import sources
 from recsys_tasks.data.privacy import pseudonymise
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE, LIKELY_SWAPPED_ROWS_COL, USERS_FILE, USERS_SCHEMA
+from recsys_tasks.data.schema import (
+    CHANCE_SWAPPED_ROWS_COL,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    LIKELY_SWAPPED_ROWS_COL,
+    USERS_FILE,
+    USERS_SCHEMA,
+)
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
 from recsys_tasks.storage import RunDir
@@ -83,12 +90,14 @@ def ingest(run: RunDir, config: IngestConfig, pseudonymisation_key: bytes) -> In
 
 
 def _users(interactions: pa.Table, pseudonymisation_key: bytes, has_clock: bool) -> pa.Table:
-    """One row per user: its pseudonym, and how many of its rows look like user and item swapped.
+    """One row per user: its pseudonym, how many of its rows look like user and item swapped, and by chance.
 
     A row looks swapped when its item id, read as a user id, belongs to a user with another event
     closer to the row's time than this user's own nearest other event: in a real log the actor of an
-    event is the one active at that moment. Sources without a clock (sequence files, whose times are
-    positions) are not checked. Raw ids exist only here, so ingest counts and only counts go on.
+    event is the one active at that moment. Where user and item ids share a range, some rows match by
+    chance; the same count over a shuffled item column measures how many. Sources without a clock
+    (sequence files, whose times are positions) are not checked. Raw ids exist only here, so ingest
+    counts and only the counts go on.
     """
     events = pl.DataFrame(
         {
@@ -97,34 +106,36 @@ def _users(interactions: pa.Table, pseudonymisation_key: bytes, has_clock: bool)
             "time": interactions[TIME_COL],
         }
     ).drop_nulls("user")
-    per_user = events.group_by("user").len().sort("user")
-    if not has_clock or events.is_empty():
-        swapped = per_user.select("user", pl.lit(0, pl.Int64).alias("swapped"))
+    users = events.group_by("user").len().sort("user").select("user")
+    counted = (LIKELY_SWAPPED_ROWS_COL, CHANCE_SWAPPED_ROWS_COL)
+    if has_clock and not events.is_empty():
+        events = events.with_columns(shuffled_item=pl.col("item").shuffle(seed=0))
+        for item_column, name in zip(("item", "shuffled_item"), counted):
+            users = users.join(_rows_whose_item_was_the_actor(events, item_column, name), on="user", how="left")
     else:
-        own_gap = pl.min_horizontal(
-            pl.col("time") - pl.col("time").shift(1).over("user"),
-            pl.col("time").shift(-1).over("user") - pl.col("time"),
-        )
-        rows = events.drop_nulls(["item", "time"]).sort(["user", "time"]).with_columns(own_gap=own_gap)
-        rows = rows.filter(pl.col("item").is_in(per_user["user"].implode()))
-        actors = (
-            events.select(pl.col("user").alias("item"), pl.col("time").alias("actor_time"))
-            .drop_nulls()
-            .sort("actor_time")
-        )
-        nearest = rows.sort("time").join_asof(
-            actors, left_on="time", right_on="actor_time", by="item", strategy="nearest", check_sortedness=False
-        )
-        looks_swapped = (pl.col("actor_time") - pl.col("time")).abs() < pl.col("own_gap").fill_null(
-            np.iinfo(np.int64).max
-        )
-        swapped = per_user.join(
-            nearest.filter(looks_swapped.fill_null(False)).group_by("user").len("swapped"), on="user", how="left"
-        ).select("user", pl.col("swapped").fill_null(0).cast(pl.Int64))
+        users = users.with_columns(*(pl.lit(0).alias(name) for name in counted))
     return pa.table(
         {
-            USER_COL: pseudonymise(swapped["user"].to_arrow(), pseudonymisation_key),
-            LIKELY_SWAPPED_ROWS_COL: swapped["swapped"].to_arrow(),
+            USER_COL: pseudonymise(users["user"].to_arrow(), pseudonymisation_key),
+            **{name: users[name].fill_null(0).cast(pl.Int64).to_arrow() for name in counted},
         },
         schema=USERS_SCHEMA,
     )
+
+
+def _rows_whose_item_was_the_actor(events: pl.DataFrame, item_column: str, counted: str) -> pl.DataFrame:
+    """Per user, the rows whose ``item_column`` value is a user active closer to the row's time than the user."""
+    own_gap = pl.min_horizontal(
+        pl.col("time") - pl.col("time").shift(1).over("user"), pl.col("time").shift(-1).over("user") - pl.col("time")
+    )
+    rows = events.drop_nulls([item_column, "time"]).sort(["user", "time"]).with_columns(own_gap=own_gap)
+    # A row whose item id equals its own user id would find itself: swapped or not, it reads the same.
+    rows = rows.filter(
+        pl.col(item_column).is_in(events["user"].unique().implode()) & (pl.col(item_column) != pl.col("user"))
+    )
+    actors = events.select(pl.col("user").alias(item_column), actor_time="time").drop_nulls().sort("actor_time")
+    nearest = rows.sort("time").join_asof(
+        actors, left_on="time", right_on="actor_time", by=item_column, strategy="nearest", check_sortedness=False
+    )
+    acted = (pl.col("actor_time") - pl.col("time")).abs() < pl.col("own_gap").fill_null(np.iinfo(np.int64).max)
+    return nearest.filter(acted.fill_null(False)).group_by("user").len(counted)

@@ -28,10 +28,17 @@ ITEMS_SCHEMA = pa.schema(
 )
 
 # users: one row per user, with what ingest can tell only while raw ids are known. ``likely_swapped_rows``
-# counts the user's rows whose item id is itself a user active closer to that moment than this user is:
-# user and item look exchanged in those rows.
+# counts the user's rows whose item id is itself a user active closer to that moment than this user is (user and
+# item look exchanged); ``chance_swapped_rows`` counts the same with the item column shuffled: chance alone.
 LIKELY_SWAPPED_ROWS_COL = "likely_swapped_rows"
-USERS_SCHEMA = pa.schema([pa.field(USER_COL, pa.string()), pa.field(LIKELY_SWAPPED_ROWS_COL, pa.int64())])
+CHANCE_SWAPPED_ROWS_COL = "chance_swapped_rows"
+USERS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_COL, pa.string()),
+        pa.field(LIKELY_SWAPPED_ROWS_COL, pa.int64()),
+        pa.field(CHANCE_SWAPPED_ROWS_COL, pa.int64()),
+    ]
+)
 
 INTERACTIONS_FILE = "data/interactions.parquet"
 ITEMS_FILE = "data/items.parquet"

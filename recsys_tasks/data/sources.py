@@ -1,8 +1,11 @@
 """Readers that turn public dataset formats into the canonical tables.
 
-They never touch the network and read through pyarrow's multi-threaded CSV reader. A parse
-problem (truncated line, wrong delimiter, text where an id belongs) raises InputDataError naming
-the file; values that parse but are implausible are left for the validate stage to report.
+They never touch the network and read through pyarrow's multi-threaded CSV reader. Files are
+recognised by their leading bytes (gzip, bz2 and xz are decompressed, Parquet is read as Parquet),
+and text that only says "missing" is a null. A parse or I/O problem (truncated line, wrong
+delimiter, text where an id belongs, a file that cannot be read) raises InputDataError naming the
+file and the line, never the line's content; values that parse but are implausible are left for
+the validate stage to report.
 """
 
 from __future__ import annotations

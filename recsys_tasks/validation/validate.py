@@ -36,7 +36,13 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE, LIKELY_SWAPPED_ROWS_COL, USERS_FILE
+from recsys_tasks.data.schema import (
+    CHANCE_SWAPPED_ROWS_COL,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    LIKELY_SWAPPED_ROWS_COL,
+    USERS_FILE,
+)
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
 from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, take_snapshot
@@ -104,12 +110,12 @@ class ValidationConfig(BaseModel):
         description="Largest share of users with several events all stamped at one second: their order is lost.",
     )
     max_likely_swapped_row_share: float = Field(
-        default=0.03,
+        default=0.02,
         ge=0.0,
         le=1.0,
         description=(
-            "Largest share of rows whose item id is a user active closer to that moment than the row's own user"
-            " (user and item exchanged in some rows)."
+            "Largest share of rows, beyond chance, whose item id is a user active closer to that moment than the"
+            " row's own user (user and item exchanged in some rows)."
         ),
     )
     min_interactions_per_item: int = Field(default=1, ge=1, description="Fewest interactions per item.")
@@ -288,10 +294,15 @@ def _activity(interactions: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _likely_swapped_rows(run: RunDir) -> int:
-    """Rows that ingest found likely swapped (user and item exchanged); 0 for runs ingested before it counted."""
+    """Rows that ingest found likely swapped (user and item exchanged) beyond what chance gives; 0 for runs
+    ingested before it counted them."""
     if not run.exists(USERS_FILE):
         return 0
-    return int(pc.sum(run.read_parquet(USERS_FILE)[LIKELY_SWAPPED_ROWS_COL]).as_py() or 0)
+    users = run.read_parquet(USERS_FILE)
+    observed, by_chance = (
+        pc.sum(users[name]).as_py() or 0 for name in (LIKELY_SWAPPED_ROWS_COL, CHANCE_SWAPPED_ROWS_COL)
+    )
+    return max(0, observed - by_chance)
 
 
 def _user_activity(interactions: pd.DataFrame) -> pd.DataFrame:
