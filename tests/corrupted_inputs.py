@@ -294,7 +294,7 @@ CORPUS = [
         "too many events share one timestamp",
     ),
     Case(
-        "one user's events all at one timestamp, for most users",
+        "each user's events all at one timestamp",
         movielens(lambda: tab_separated([(*row[:3], str(FIRST_EVENT + int(row[0]) * 3_600)) for row in clean_rows()])),
         "validate",
         "too many users have all their events at one timestamp",
