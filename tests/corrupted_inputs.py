@@ -13,6 +13,7 @@ import json
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.conftest import run_command
@@ -108,7 +109,6 @@ TABLE_HEADER = "user_id,item_id,timestamp,rating"
 
 def table_lines(iso_separator: str = "T", zone: str = "") -> list[str]:
     """The clean rows as a CSV table: named users, ISO-8601 times."""
-    from datetime import UTC, datetime
 
     def iso(seconds: str) -> str:
         return datetime.fromtimestamp(int(seconds), UTC).strftime(f"%Y-%m-%d{iso_separator}%H:%M:%S") + zone
@@ -125,28 +125,25 @@ def table(lines: Callable[[], list[str]], encode: Callable[[str], bytes] = str.e
     return write
 
 
-def every_tenth(lines: list[str], change: Callable[[list[str]], list[str]]) -> list[str]:
-    return [",".join(change(line.split(","))) if index % 10 == 0 else line for index, line in enumerate(lines)]
+def with_fields_changed(lines: list[str], change: Callable[[list[str], int], list[str]], every: int) -> list[str]:
+    """Every ``every``-th line (from the first) passed through ``change(fields, line index)``."""
+    return [
+        ",".join(change(line.split(","), index)) if index % every == 0 else line for index, line in enumerate(lines)
+    ]
 
 
 def swapped_table() -> list[str]:
-    return every_tenth(table_lines(), lambda fields: [fields[1], fields[0], *fields[2:]])
+    return with_fields_changed(table_lines(), lambda fields, _: [fields[1], fields[0], *fields[2:]], every=10)
 
 
 def null_like_user_ids() -> list[str]:
     tokens = ["NULL", "nan", "None", ""]
-    return [
-        ",".join([tokens[index % 4], *line.split(",")[1:]]) if index % 10 == 0 else line
-        for index, line in enumerate(table_lines())
-    ]
+    return with_fields_changed(table_lines(), lambda fields, index: [tokens[index // 10 % 4], *fields[1:]], every=10)
 
 
 def mixed_zones() -> list[str]:
     """Every other time written with a "Z" (UTC), the rest without a zone."""
-    return [
-        line if index % 2 == 0 else ",".join(fields[:2] + [fields[2] + "Z"] + fields[3:])
-        for index, (line, fields) in enumerate((line, line.split(",")) for line in table_lines())
-    ]
+    return with_fields_changed(table_lines(), lambda fields, _: [*fields[:2], fields[2] + "Z", *fields[3:]], every=2)
 
 
 def header_repeated() -> list[str]:
@@ -163,11 +160,11 @@ def sequences(text: Callable[[], str], encode: Callable[[str], bytes] = str.enco
     return write
 
 
-def sequence_text(newline: str = "\n") -> str:
+def sequence_text() -> str:
     histories: dict[str, list[str]] = {}
     for user, item, _, _ in clean_rows():
         histories.setdefault(f"{RAW_USER}-{user}", []).append(item)
-    return "".join(f"{user} {' '.join(items)}{newline}" for user, items in histories.items())
+    return "".join(f"{user} {' '.join(items)}\n" for user, items in histories.items())
 
 
 def utf8_with_bom_and_crlf(text: str) -> bytes:
@@ -334,7 +331,7 @@ CORPUS = [
         "zoned and naive ISO-8601 times mixed",
         table(mixed_zones),
         "ingest",
-        "mixes ISO-8601 times with a zone (first on row 2) and without one (first on row 1)",
+        "mixes ISO-8601 times with a zone (first on row 1) and without one (first on row 2)",
     ),
     Case("the header repeated mid-file", table(header_repeated), "ingest", "repeats its header on line 202"),
     Case(

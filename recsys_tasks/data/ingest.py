@@ -99,15 +99,23 @@ def _users(interactions: pa.Table, pseudonymisation_key: bytes, has_clock: bool)
     (sequence files, whose times are positions) are not checked. Raw ids exist only here, so ingest
     counts and only the counts go on.
     """
-    events = pl.DataFrame(
-        {
-            "user": interactions[USER_COL],
-            "item": interactions[ITEM_COL].cast(pa.string()),
-            "time": interactions[TIME_COL],
-        }
-    ).drop_nulls("user")
-    users = events.group_by("user").len().sort("user").select("user")
     counted = (LIKELY_SWAPPED_ROWS_COL, CHANCE_SWAPPED_ROWS_COL)
+    # One string cache for both columns: a user id and the same text as an item id get the same integer
+    # code, and the joins below run on codes, not strings (at 25M rows strings would cost gigabytes).
+    with pl.StringCache():
+        raw = pl.DataFrame(
+            {"user": interactions[USER_COL], "item": interactions[ITEM_COL].cast(pa.string())},
+            schema={"user": pl.Categorical, "item": pl.Categorical},
+        )
+        events = pl.DataFrame(
+            {
+                "user": raw["user"].to_physical(),
+                "item": raw["item"].to_physical(),
+                "time": interactions[TIME_COL],
+            }
+        ).filter(raw["user"].is_not_null())
+        users = raw.select(name=pl.col("user").drop_nulls().unique()).with_columns(user=pl.col("name").to_physical())
+        users = users.with_columns(pl.col("name").cast(pl.Utf8)).sort("name")
     if has_clock and not events.is_empty():
         events = events.with_columns(shuffled_item=pl.col("item").shuffle(seed=0))
         for item_column, name in zip(("item", "shuffled_item"), counted):
@@ -116,7 +124,7 @@ def _users(interactions: pa.Table, pseudonymisation_key: bytes, has_clock: bool)
         users = users.with_columns(*(pl.lit(0).alias(name) for name in counted))
     return pa.table(
         {
-            USER_COL: pseudonymise(users["user"].to_arrow(), pseudonymisation_key),
+            USER_COL: pseudonymise(users["name"].to_arrow(), pseudonymisation_key),
             **{name: users[name].fill_null(0).cast(pl.Int64).to_arrow() for name in counted},
         },
         schema=USERS_SCHEMA,

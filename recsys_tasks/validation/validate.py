@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,10 @@ _INTEGER_TYPES = ["int8", "int16", "int32", "int64"]
 _FLOAT_TYPES = ["float32", "float64"]
 
 
+# A share or a coefficient between 0 and 1.
+_Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
 class ValidationConfig(BaseModel):
     """Thresholds of the data gate."""
 
@@ -103,36 +107,24 @@ class ValidationConfig(BaseModel):
         le=1.0,
         description="Largest share of all interactions one user may hold (a bot or a scraper shows up here).",
     )
-    max_single_timestamp_user_share: float = Field(
+    max_single_timestamp_user_share: _Share = Field(
         default=0.1,
-        ge=0.0,
-        le=1.0,
         description="Largest share of users with several events all stamped at one second: their order is lost.",
     )
-    max_likely_swapped_row_share: float = Field(
+    max_likely_swapped_row_share: _Share = Field(
         default=0.02,
-        ge=0.0,
-        le=1.0,
         description=(
             "Largest share of rows, beyond chance, whose item id is a user active closer to that moment than the"
             " row's own user (user and item exchanged in some rows)."
         ),
     )
     min_interactions_per_item: int = Field(default=1, ge=1, description="Fewest interactions per item.")
-    max_top_item_share: float = Field(
-        default=0.2, gt=0.0, le=1.0, description="Largest share of all interactions one item may hold."
+    max_top_item_share: _Share = Field(default=0.2, description="Largest share of all interactions one item may hold.")
+    max_item_popularity_gini: _Share = Field(
+        default=0.9, description="Largest Gini coefficient of interactions per item (0: all equal, 1: one holds all)."
     )
-    max_item_popularity_gini: float = Field(
-        default=0.9,
-        gt=0.0,
-        le=1.0,
-        description="Largest Gini coefficient of interactions per item (0: all equal, 1: one item holds all).",
-    )
-    max_top_timestamp_share: float = Field(
-        default=0.5,
-        gt=0.0,
-        le=1.0,
-        description="Largest share of all interactions stamped with one and the same second.",
+    max_top_timestamp_share: _Share = Field(
+        default=0.5, description="Largest share of all interactions stamped with one and the same second."
     )
     min_rows: int = Field(default=100, ge=0, description="Fewest interaction rows.")
     max_rows: int = Field(default=100_000_000, ge=0, description="Most interaction rows.")
