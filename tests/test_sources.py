@@ -19,6 +19,7 @@ import pytest
 from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.data.sources import (
     ColumnMapping,
+    _parse_problem,
     read_movielens_1m,
     read_movielens_100k,
     read_movielens_csv,
@@ -465,3 +466,14 @@ def test_a_value_that_does_not_convert_is_named_by_line_and_column_not_shown(tmp
     folder = write_movielens(tmp_path / "ml", "1\t10\t4\t881250949\n2\t20\t3\t881250950\n3\tRAW-7\t4\t881250951\n")
     with pytest.raises(InputDataError, match="line 3: item_id is not an integer$"):
         read_movielens_100k(str(folder))
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "CSV parse error: Row #3: Expected 4 columns, got 5: RAW-1,2,3,4,5",
+        "In CSV column #1: CSV conversion error to int64: invalid value 'RAW-1'",
+    ],
+)
+def test_any_pyarrow_reason_that_reaches_a_message_loses_the_offending_text(reason: str) -> None:
+    assert "RAW" not in _parse_problem(ValueError(reason))

@@ -213,9 +213,10 @@ def _read_delimited(
 
 
 def _parse_problem(exc: Exception) -> str:
-    """pyarrow's reason without the offending line: it holds a raw user id, which must not reach a log."""
+    """pyarrow's reason without the offending line or value: either may hold a raw user id."""
     reason = str(exc).splitlines()[0]
-    return re.sub(r"^CSV parse error: (Row #\d+: )?(Expected \d+ columns, got \d+):.*", r"\2", reason)
+    reason = re.sub(r"^CSV parse error: (Row #\d+: )?(Expected \d+ columns, got \d+):.*", r"\2", reason)
+    return re.sub(r": invalid value .*", ": a value of another type", reason)
 
 
 def _genre_attributes(genres: pa.ChunkedArray) -> pa.Array:
