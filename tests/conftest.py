@@ -59,6 +59,13 @@ def adaptrec_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def no_inherited_mlflow(monkeypatch) -> None:
+    """Commands started by the test use the MLflow store of the home they are given, not one another test exported."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _mlflow_uri_stays_in_its_module():
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep one module's registry out of the next."""

@@ -21,6 +21,7 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("corpus-home")
 
 
+@pytest.mark.usefixtures("no_inherited_mlflow")
 @pytest.mark.parametrize("case", CORPUS, ids=[case.kind for case in CORPUS])
 def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, case):
     run_id = f"case-{CORPUS.index(case)}"
@@ -34,7 +35,8 @@ def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, cas
         assert outcome.exit_code == 2
         assert case.message in outcome.message, outcome.message
         assert not (settings.resolved_home / "runs" / run_id / "augment").exists()
-    assert MlflowClient(settings.resolved_tracking_uri).search_registered_models() == []
+    store = settings.resolved_tracking_uri  # for the registry too: an earlier test may have set a global one
+    assert MlflowClient(tracking_uri=store, registry_uri=store).search_registered_models() == []
     dataset_key = PipelineParams.parse(outcome.params).dataset_key()
     accepted = SnapshotStore(settings.resolved_snapshots_uri).load(dataset_key)
     # Only data that passed the gate becomes the accepted snapshot; a broken run leaves the baseline's.

@@ -144,6 +144,7 @@ BROKEN_INPUTS = {
 }
 
 
+@pytest.mark.usefixtures("no_inherited_mlflow")
 @pytest.mark.parametrize(("write", "line"), BROKEN_INPUTS.values(), ids=BROKEN_INPUTS.keys())
 def test_no_raw_user_id_is_echoed_by_a_broken_input(tmp_path, write, line):
     params = write(tmp_path / "input", line)
