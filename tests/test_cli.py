@@ -72,4 +72,4 @@ def test_validate_prints_its_verdict_not_the_data_library_log(adaptrec_home):
         "synthetic_size=tiny",
         env={"ADAPTREC_GREAT_EXPECTATIONS_LOG_LEVEL": "INFO"},
     )
-    assert "great_expectations" in asked.stderr or len(asked.stderr.splitlines()) > 100, asked.stderr[-2000:]
+    assert len(asked.stderr.splitlines()) > 100, asked.stderr  # Great Expectations' own INFO lines are back

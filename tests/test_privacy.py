@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import stat
 from pathlib import Path
@@ -17,7 +16,7 @@ from recsys_tasks.data.privacy import local_key_file, pseudonymise, resolve_key
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.settings import Settings
-from tests.conftest import run_command
+from tests.corrupted_inputs import run_stages
 
 RAW_ID_MARK = "RAWUSER"
 
@@ -147,17 +146,9 @@ BROKEN_INPUTS = {
 @pytest.mark.usefixtures("no_inherited_mlflow")
 @pytest.mark.parametrize(("write", "line"), BROKEN_INPUTS.values(), ids=BROKEN_INPUTS.keys())
 def test_no_raw_user_id_is_echoed_by_a_broken_input(tmp_path, write, line):
-    params = write(tmp_path / "input", line)
     home = tmp_path / "home"
-    output = ""
-    for stage in ("ingest", "validate"):
-        result = run_command(
-            "recsys", stage, "--run-id", "broken", "--conf", json.dumps(params), env={"ADAPTREC_HOME": str(home)}
-        )
-        output += result.stdout + result.stderr
-        if result.returncode:
-            break
-    assert result.returncode == 2 and "error:" in result.stderr, output  # it did stop, with one line
-    assert RAW_ID_MARK not in output
+    outcome = run_stages(write(tmp_path / "input", line), "broken", home)
+    assert (outcome.exit_code, outcome.stage in ("ingest", "validate")) == (2, True), outcome.output
+    assert RAW_ID_MARK not in outcome.output
     written = [path for path in home.rglob("*") if path.is_file()]
     assert [str(path) for path in written if RAW_ID_MARK in texts_of(path)] == []
