@@ -424,8 +424,8 @@ def test_an_unreadable_file_is_one_line_not_a_traceback(request) -> None:
         (TABLE + "u3,30,1700000120,4,RAW\n", "line 4 has 5 fields instead of 4"),
         (TABLE + "user_id,item_id,timestamp,rating\nu3,30,1700000120,4\n", "repeats its header on line 4"),
         (
-            "user_id,item_id,timestamp,rating\nu1,1,2024-03-01T10:00:00Z,4\nu2,2,2024-03-01T11:00:00,4\n",
-            r"mixes ISO-8601 times with a zone \(first on row 1\) and without one \(first on row 2\)",
+            "user_id,item_id,timestamp,rating\nu1,1,2024-03-01T10:00:00Z,4\nu2,2,NULL,4\nu3,3,2024-03-01T11:00:00,4\n",
+            r"mixes ISO-8601 times with a zone \(first on row 1\) and without one \(first on row 3\)",
         ),
         (
             "user_id,item_id,timestamp,rating\nalice,7,1700000000,4\n7,alice,1700000001,4\n",
@@ -477,3 +477,12 @@ def test_a_value_that_does_not_convert_is_named_by_line_and_column_not_shown(tmp
 )
 def test_any_pyarrow_reason_that_reaches_a_message_loses_the_offending_text(reason: str) -> None:
     assert "RAW" not in _parse_problem(ValueError(reason))
+
+
+@pytest.mark.parametrize("column", ["user_id", "item_id"])
+def test_an_id_column_of_lists_is_named_not_a_traceback(tmp_path: Path, column: str) -> None:
+    values = {"user_id": ["u1", "u2"], "item_id": [1, 2], "timestamp": [1_700_000_000] * 2, "rating": [4.0] * 2}
+    values[column] = [[1], [2]]
+    pq.write_table(pa.table(values), tmp_path / "events.parquet")
+    with pytest.raises(InputDataError, match=f"ids in column '{column}'"):
+        read_table(str(tmp_path / "events.parquet"), ColumnMapping())

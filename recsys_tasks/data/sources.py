@@ -459,7 +459,7 @@ def _unix_seconds(column: pa.ChunkedArray, uri: str, name: str) -> pa.ChunkedArr
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise InputDataError(f"column {name!r} of {uri} holds timestamps outside the representable range") from None
     if pa.types.is_string(column.type):
-        zoned = pc.match_substring_regex(column, _ZONE_SUFFIX).to_numpy(zero_copy_only=False)
+        zoned = pc.fill_null(pc.match_substring_regex(column, _ZONE_SUFFIX), False).to_numpy(zero_copy_only=False)
         present = column.is_valid().to_numpy(zero_copy_only=False)
         if zoned[present].any() and not zoned[present].all():
             with_zone, without = np.flatnonzero(present & zoned)[0], np.flatnonzero(present & ~zoned)[0]
@@ -521,7 +521,10 @@ def _item_ids(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.ChunkedAr
         return column.cast(pa.int64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    text = column.cast(pa.string())
+    try:
+        text = column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(f"item ids in column {mapping.item!r} of {uri} must be integers") from None
     not_numbers = pc.invert(pc.fill_null(pc.match_substring_regex(text, r"^\s*[+-]?\d+\s*$"), True))
     wrong = pc.filter(text, not_numbers)
     user_ids = pc.unique(table[mapping.user].cast(pa.string()).drop_null())
@@ -538,13 +541,20 @@ def _item_ids(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.ChunkedAr
     raise InputDataError(problem)
 
 
+def _user_ids(table: pa.Table, mapping: ColumnMapping, uri: str) -> pa.ChunkedArray:
+    try:
+        return null_tokens_as_nulls(table[mapping.user].cast(pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputDataError(f"user ids in column {mapping.user!r} of {uri} must be text or numbers") from None
+
+
 def read_table(uri: str, mapping: ColumnMapping) -> tuple[pa.Table, pa.Table]:
     """A generic CSV (with header) or Parquet file of interactions, columns named by ``mapping``."""
     table = _read_any_table(uri, mapping.columns(), text_columns=[mapping.user])
     items = _item_ids(table, mapping, uri)
     interactions = pa.table(
         {
-            "user_id": null_tokens_as_nulls(table[mapping.user].cast(pa.string())),
+            "user_id": _user_ids(table, mapping, uri),
             "item_id": items,
             "timestamp": _unix_seconds(table[mapping.timestamp], uri, mapping.timestamp),
             "rating": _ratings(table, mapping, uri),
