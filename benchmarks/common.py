@@ -1,4 +1,4 @@
-"""What every benchmark script shares: where results go, the README tables, progress lines, the machine."""
+"""What every benchmark script shares: where results go, the studies' tables, progress lines, the machine."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
 # Run folders of the model benchmarks; bench-quality and bench-pretraining share its prepared data.
 BENCH_WORK = ROOT / ".adaptrec" / "bench"
-README = ROOT / "README.md"
+STUDIES = ROOT / "docs" / "experiments"
 
 # Piped into a log file, rich would wrap the tables at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -34,22 +34,22 @@ def command(module: str) -> str:
     return " ".join([f".venv/bin/python -m {module}", *map(shlex.quote, sys.argv[1:])])  # '' stays visible
 
 
-def write_results(name: str, result: dict, markdown: str, readme_tag: str) -> None:
-    """benchmarks/results/<name>.json and .md, and the README's table between the ``readme_tag`` markers."""
+def write_results(name: str, result: dict, markdown: str, study_tag: str) -> None:
+    """benchmarks/results/<name>.json and .md, and the study's table between the ``study_tag`` markers."""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
-    update_readme(readme_tag, markdown)
+    update_studies(study_tag, markdown)
 
 
-def update_readme(tag: str, markdown: str) -> None:
-    """Replace the README text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->``, if present."""
+def update_studies(tag: str, markdown: str) -> None:
+    """Replace the text between ``<!-- tag:begin -->`` and ``<!-- tag:end -->`` in every study that has them."""
     begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
-    text = README.read_text()
-    if begin not in text:
-        return
-    before, rest = text.split(begin, 1)
-    README.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
+    for study in sorted(STUDIES.glob("*.md")):
+        text = study.read_text()
+        if begin in text:
+            before, rest = text.split(begin, 1)
+            study.write_text(before + begin + "\n" + markdown + end + rest.split(end, 1)[1])
 
 
 def whole_numbers(option: str, value: str) -> list[int]:

@@ -6,7 +6,7 @@ For each budget in optimizer steps (0 = the transformer from scratch) the encode
 with the package defaults (Cloze + masked attributes + next item on augmented views + contrastive),
 then fine-tuned `full` with the defaults and the same fine-tuning budget as ``benchmarks.quality``.
 Only the validation split is read: this is a tuning question, so it must not touch the test split.
-Prints and writes benchmarks/results/pretraining-budget-<dataset>.json and .md, and the README's
+Prints and writes benchmarks/results/pretraining-budget-<dataset>.json and .md, and the study's
 table. Each budget's result is kept in its run folder (``bench_result.json``), so budgets can be
 measured by separate invocations side by side and gathered by one that names them all.
 """

@@ -5,7 +5,7 @@ stay within 10% of full fine-tuning, seed after seed?
 
 One seed's gap between two models can be noise: the seed sets the initialisation, the Cloze masks
 and the order and dropout of every batch, and on MovieLens-100K's 943 test users that moves NDCG@10
-with a standard deviation of about 0.002 (README). For each seed this trains ``transformer from
+with a standard deviation of about 0.002 (the model-quality study). For each seed this trains ``transformer from
 scratch (full)`` and ``pre-trained + full`` exactly as ``benchmarks.quality`` does (same defaults,
 same step budget options; the prepared data, augmented views included, is shared), and reports
 validation and test NDCG@10 per seed, their mean and standard deviation, and on how many seeds
@@ -20,7 +20,7 @@ a seed's pre-trained encoder is reused from its run without the refit when that 
 same seed pre-trains the same encoder). ``--model-size`` trains another encoder preset than
 ``small``, in run folders and results named with it; ``--no-scratch`` leaves out the model from
 scratch where only the parameter-efficient modes are in question.
-Writes benchmarks/results/pretraining-seeds-<dataset>[-<size>][-refit].json and .md, and the README's table.
+Writes benchmarks/results/pretraining-seeds-<dataset>[-<size>][-refit].json and .md, and the study's table.
 """
 
 from __future__ import annotations

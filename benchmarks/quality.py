@@ -11,13 +11,13 @@ top-K accuracy and rating RMSE) as well.
 
 Every model uses the package's default hyper-parameters. The budget is set here in optimizer steps
 (a fine-tuning epoch of one row per target is 380 steps on MovieLens-100K, 514 on Amazon Beauty)
-and turned into epochs per data set; the README's Amazon Beauty tables pre-train 3,600 steps
+and turned into epochs per data set; the study's Amazon Beauty tables pre-train 3,600 steps
 (``--pretrain-steps 3600``), which fits the 45-minute CPU budget there; MovieLens-100K the default
 1,200, as its full 50-item windows cost over twice as much per step. MovieLens-100K fine-tunes on
 windows (``--examples windows --finetune-steps 4500 --patience-steps 200``): with 100-movie
 histories one row per target is 39 times the encoder work. Fine-tuning stops on the validation
 split; each test number is read once.
-Writes benchmarks/results/<dataset>.json and .md, and the README's table for the data set.
+Writes benchmarks/results/<dataset>.json and .md, and the study's table for the data set.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Then, on the same histories of real users:
 - the same through the pyfunc's ``predict``, which adds the DataFrames in and out.
 
 p50/p99 over many calls at batch 1 and batch 64, and each variant's size and test NDCG@10 from the
-evaluate stage. Writes benchmarks/results/serving.{json,md} and the README table.
+evaluate stage. Writes benchmarks/results/serving.{json,md} and the serving-latency study's table.
 """
 
 from __future__ import annotations
