@@ -27,7 +27,7 @@ from recsys_tasks.models.config import FinetuneMode, ModelSize, TrainingExamples
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig
-from recsys_tasks.validation.validate import ValidationConfig
+from recsys_tasks.validation.config import ValidationConfig
 
 if TYPE_CHECKING:  # heavy modules: imported by the stage runners only
     from mlflow.tracking import MlflowClient
