@@ -114,9 +114,9 @@ def open_bench(dataset: str, data_root: Path, work: Path, examples: str) -> Benc
 
 
 def _test_metrics(run, model_folder=None, scorer=None, use_full_history=False) -> dict[str, float]:
-    from recsys_tasks.evaluation.metrics import evaluate_scores
-    from recsys_tasks.serving.pyfunc_model import SequentialRecommender
-    from recsys_tasks.training.datasets import LeaveOneOutSplits
+    from recsys_tasks.contracts.exported_model import SequentialRecommender
+    from recsys_tasks.contracts.metrics import evaluate_scores
+    from recsys_tasks.contracts.splits import LeaveOneOutSplits
 
     splits = LeaveOneOutSplits.load(run)
     inputs, seen, targets = splits.holdout("test")
@@ -127,7 +127,8 @@ def _test_metrics(run, model_folder=None, scorer=None, use_full_history=False) -
 
 def _train(bench: Bench, run_id: str, pretrain_config, finetune_config, encoder_from: str | None = None) -> dict:
     """Pre-train (unless ``encoder_from`` names a run whose encoder to reuse), fine-tune, score the test split."""
-    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, finetune
+    from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+    from recsys_tasks.training.finetune import finetune
     from recsys_tasks.training.pretrain import pretrain
 
     run = bench.run(run_id)
@@ -162,7 +163,7 @@ def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps:
     """(pre-training config, fine-tuning config) with the step budget turned into this data set's epochs."""
     import math
 
-    from recsys_tasks.training.datasets import LeaveOneOutSplits
+    from recsys_tasks.contracts.splits import LeaveOneOutSplits
     from recsys_tasks.training.finetune import FinetuneConfig
     from recsys_tasks.training.pretrain import PretrainConfig
 
@@ -189,8 +190,8 @@ def _save_partial(bench: Bench, rows: dict) -> None:
 
 
 def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool, refit: bool) -> dict[str, dict]:
+    from recsys_tasks.contracts.splits import LeaveOneOutSplits
     from recsys_tasks.evaluation.baselines import popularity_scorer, tuned_ease
-    from recsys_tasks.training.datasets import LeaveOneOutSplits
 
     bench.prepare("prepared")
     prepared = bench.run("prepared")
@@ -272,9 +273,10 @@ def _protocol_1(bench: Bench, budget: tuple[int, int, int, str], ablations: bool
 
 
 def _protocol_2(bench: Bench, budget: tuple[int, int, int, str]) -> dict[str, dict]:
+    from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
     from recsys_tasks.evaluation.tfrs_protocol import evaluate_tfrs_protocol, popularity_top_k, split_ratings
     from recsys_tasks.pipeline import run_stage
-    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, finetune
+    from recsys_tasks.training.finetune import finetune
     from recsys_tasks.training.pretrain import pretrain
 
     console.rule("protocol 2: random 80/20 split of the ratings")
@@ -398,9 +400,9 @@ def main(
     result["protocol_1"] = _protocol_1(bench, budget, ablations, refit)
     if dataset == "ml-100k":
         result["protocol_2"] = _protocol_2(bench, budget)
-    from recsys_tasks.augmentation.augment import SUMMARY_FILE
+    from recsys_tasks.contracts.layout import AUGMENT_SUMMARY_FILE
 
-    summary = bench.run("prepared").read_json(SUMMARY_FILE)
+    summary = bench.run("prepared").read_json(AUGMENT_SUMMARY_FILE)
     result |= {
         "users": summary["users"],
         "items": summary["items"],

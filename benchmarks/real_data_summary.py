@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from recsys_tasks.augmentation.augment import SUMMARY_FILE
+from recsys_tasks.contracts.layout import AUGMENT_SUMMARY_FILE
 from recsys_tasks.pipeline import run_dir, run_stage
 from recsys_tasks.settings import Settings
 
@@ -40,7 +40,7 @@ def main() -> None:
             params = {**params, "data_path": str(SHARED_DATA / params["data_path"])}
             for stage in ("ingest", "validate", "augment"):
                 run_stage(stage, params, f"summary-{number}", settings)
-            for step in run_dir(f"summary-{number}", settings).read_json(SUMMARY_FILE)["cleaning"]:
+            for step in run_dir(f"summary-{number}", settings).read_json(AUGMENT_SUMMARY_FILE)["cleaning"]:
                 lines.append(
                     f"| {name} | {step['step']} | {step['rows']:,} | {step['users']:,} | {step['items']:,} "
                     f"| {step['rows_removed']:,} |"

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from recsys_tasks.contracts.layout import RUN_SUMMARY_FILE
 from recsys_tasks.errors import AdaptRecError, ConfigError, StageSkipped
-from recsys_tasks.pipeline import STAGES, SUMMARY_FILE, run_stage
+from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.settings import get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -99,8 +100,8 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why; recorded on th
 @registry_app.command("status")
 def registry_status() -> None:
     """Versions with aliases, gate results and test NDCG@10, newest first."""
+    from recsys_tasks.contracts.tracking import connect
     from recsys_tasks.registry.operations import status
-    from recsys_tasks.registry.tracking import connect
 
     settings = get_settings()
     rows = status(connect(settings), settings.model_name)
@@ -113,8 +114,8 @@ def registry_status() -> None:
 
 
 def _move_champion(version: str, reason: str, rollback: bool) -> None:
+    from recsys_tasks.contracts.tracking import connect
     from recsys_tasks.registry.operations import move_champion
-    from recsys_tasks.registry.tracking import connect
 
     settings = get_settings()
     before = move_champion(connect(settings), settings.model_name, version, reason, rollback)
@@ -139,9 +140,9 @@ def registry_compare(
     run_id: Annotated[str, typer.Option("--run-id", help="Rank the test split of this run.")],
 ) -> None:
     """Rank the same test split with each version, by the evaluate stage's protocol."""
+    from recsys_tasks.contracts.tracking import connect
     from recsys_tasks.pipeline import run_dir
     from recsys_tasks.registry.operations import compare
-    from recsys_tasks.registry.tracking import connect
     from recsys_tasks.reporting import metrics_table
 
     settings = get_settings()
@@ -172,14 +173,14 @@ def report(run_id: Annotated[str | None, typer.Option(help="Run id (default: the
     settings = get_settings()
     if run_id is None:
         runs = RunDir(settings.resolved_runs_uri)
-        finished = runs.fs.glob(runs.path(f"*/{SUMMARY_FILE}"))
+        finished = runs.fs.glob(runs.path(f"*/{RUN_SUMMARY_FILE}"))
         if not finished:
             raise ConfigError(f"no finished run under {runs.uri}: run the pipeline first (make run)")
         summary = json.loads(runs.fs.read_text(max(finished, key=runs.fs.modified)))
     else:
         from recsys_tasks.pipeline import run_dir
 
-        summary = run_dir(run_id, settings).read_json(SUMMARY_FILE)
+        summary = run_dir(run_id, settings).read_json(RUN_SUMMARY_FILE)
     console.out(render_summary(summary, width=max(console.width, 110)), highlight=False)
 
 

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from recsys_tasks.augmentation.augment import AugmentConfig
-from recsys_tasks.data.cleaning import CleaningConfig
+from recsys_tasks.augmentation.cleaning import CleaningConfig
+from recsys_tasks.contracts.layout import REGISTRATION_FILE, RUN_SUMMARY_FILE, VALIDATION_SUMMARY_FILE
+from recsys_tasks.contracts.registry import version_uri
 from recsys_tasks.data.ingest import DataSource, IngestConfig
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticPreset
@@ -32,15 +34,9 @@ from recsys_tasks.validation.config import ValidationConfig
 if TYPE_CHECKING:  # heavy modules: imported by the stage runners only
     from mlflow.tracking import MlflowClient
 
-    from recsys_tasks.evaluation.evaluate import EvaluationReport
-    from recsys_tasks.registry.promote import GateDecision
-    from recsys_tasks.registry.register import Registration
+    from recsys_tasks.contracts.reports import EvaluationReport, GateDecision, Registration
 
 log = logging.getLogger(__name__)
-
-REGISTRATION_FILE = "register/registration.json"
-VALIDATION_SUMMARY_FILE = "validation/summary.json"
-SUMMARY_FILE = "summary.json"
 
 
 class PipelineParams(BaseModel):
@@ -198,8 +194,9 @@ def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
 
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.contracts.layout import DATA_DOCS_FOLDER, VALIDATION_RESULT_FILE
     from recsys_tasks.validation.drift import SnapshotStore
-    from recsys_tasks.validation.validate import DATA_DOCS_FOLDER, RESULT_FILE, DriftCheck, validate
+    from recsys_tasks.validation.validate import DriftCheck, validate
 
     drift_check = DriftCheck(SnapshotStore(settings.resolved_snapshots_uri), params.dataset_key(), run_id)
     tracker = _tracker(settings, run_id)
@@ -207,8 +204,8 @@ def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
         summary = validate(run, params.data_gate, drift_check, settings.great_expectations_log_level).model_dump()
     finally:
         # Passed or failed, the result and the Data Docs go to the run's MLflow run too.
-        if run.exists(RESULT_FILE):
-            tracker.log_dict(run.read_json(RESULT_FILE), RESULT_FILE)
+        if run.exists(VALIDATION_RESULT_FILE):
+            tracker.log_dict(run.read_json(VALIDATION_RESULT_FILE), VALIDATION_RESULT_FILE)
         if run.folder_is_complete(DATA_DOCS_FOLDER):
             with run.reading_folder(DATA_DOCS_FOLDER) as docs:
                 tracker.log_artifacts(docs, DATA_DOCS_FOLDER)
@@ -223,7 +220,7 @@ def _augment(params: PipelineParams, run: RunDir, settings: Settings, run_id: st
 
 
 def _tracker(settings: Settings, run_id: str):
-    from recsys_tasks.registry.tracking import RunTracker
+    from recsys_tasks.contracts.tracking import RunTracker
 
     return RunTracker.for_airflow_run(settings, run_id)
 
@@ -261,7 +258,8 @@ def _evaluate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
 
 
 def _register(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
-    from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+    from recsys_tasks.contracts.layout import REPORT_FILE
+    from recsys_tasks.contracts.reports import EvaluationReport
     from recsys_tasks.registry.register import register
 
     tracker = _tracker(settings, run_id)
@@ -282,11 +280,9 @@ def _publish_model_card(
     decision: GateDecision | None,
 ) -> None:
     """The version's model card, from what this run's stages wrote."""
-    from recsys_tasks.augmentation.augment import SUMMARY_FILE as AUGMENT_SUMMARY_FILE
-    from recsys_tasks.data.schema import INTERACTIONS_FILE
+    from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, MODEL_META
+    from recsys_tasks.contracts.layout import AUGMENT_SUMMARY_FILE, EXPORTED_MODEL_DIR, INTERACTIONS_FILE
     from recsys_tasks.registry.model_card import build_model_card, publish_model_card
-    from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, MODEL_META
-    from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 
     validation, augmented = run.read_json(VALIDATION_SUMMARY_FILE), run.read_json(AUGMENT_SUMMARY_FILE)
     data = {
@@ -303,10 +299,10 @@ def _publish_model_card(
 
 
 def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
-    from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
+    from recsys_tasks.contracts.layout import REPORT_FILE
+    from recsys_tasks.contracts.reports import EvaluationReport, Registration
+    from recsys_tasks.contracts.tracking import connect
     from recsys_tasks.registry.promote import GateConfig, promote
-    from recsys_tasks.registry.register import Registration
-    from recsys_tasks.registry.tracking import connect
 
     gate = GateConfig(
         min_ndcg_at_10=params.min_ndcg_at_10,
@@ -324,8 +320,9 @@ def _promote(params: PipelineParams, run: RunDir, settings: Settings, run_id: st
 
 
 def _batch_recommend(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
-    from recsys_tasks.registry.promote import DECISION_FILE, GateDecision
-    from recsys_tasks.registry.tracking import connect
+    from recsys_tasks.contracts.layout import DECISION_FILE
+    from recsys_tasks.contracts.reports import GateDecision
+    from recsys_tasks.contracts.tracking import connect
     from recsys_tasks.serving.batch import BatchRecommendConfig, batch_recommend
 
     if not params.batch_recommendations:
@@ -335,7 +332,7 @@ def _batch_recommend(params: PipelineParams, run: RunDir, settings: Settings, ru
         raise StageSkipped(f"the gate rejected version {decision.version}: the champion did not change")
     connect(settings)
     # By version: exactly the champion this run crowned, even if the alias has moved on since.
-    model_uri = f"models:/{decision.model_name}/{decision.version}"
+    model_uri = version_uri(decision.model_name, decision.version)
     return batch_recommend(run, model_uri, BatchRecommendConfig(k=params.batch_k)).model_dump()
 
 
@@ -343,9 +340,9 @@ def _report(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
     from recsys_tasks.reporting import build_summary, render_summary
 
     summary = build_summary(run, settings, run_id)
-    run.write_json(SUMMARY_FILE, summary)
+    run.write_json(RUN_SUMMARY_FILE, summary)
     log.info("\n%s", render_summary(summary))
-    return {"summary_uri": run.uri_of(SUMMARY_FILE), "gate_passed": summary["gate"]["passed"]}
+    return {"summary_uri": run.uri_of(RUN_SUMMARY_FILE), "gate_passed": summary["gate"]["passed"]}
 
 
 STAGES: dict[str, Callable[[PipelineParams, RunDir, Settings, str], dict]] = {

@@ -9,24 +9,17 @@ from rich.table import Table
 from rich.text import Text
 
 from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.contracts.layout import DECISION_FILE, REGISTRATION_FILE, REPORT_FILE, VALIDATION_SUMMARY_FILE
+from recsys_tasks.contracts.metrics import SHOWN_METRICS
+from recsys_tasks.contracts.registry import model_uri
+from recsys_tasks.contracts.reports import CHAMPION, MODEL, MODEL_INT8, POPULARITY
 from recsys_tasks.settings import Settings
 from recsys_tasks.storage import RunDir
 
-ROW_ORDER = ["model", "model_int8", "popularity", "champion"]
-SHOWN_METRICS = {
-    "hr_at_10": "HR@10",
-    "ndcg_at_10": "NDCG@10",
-    "recall_at_20": "Recall@20",
-    "mrr": "MRR",
-    "coverage_at_10": "Coverage@10",
-}
+ROW_ORDER = [MODEL, MODEL_INT8, POPULARITY, CHAMPION]
 
 
 def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any]:
-    from recsys_tasks.evaluation.evaluate import REPORT_FILE
-    from recsys_tasks.pipeline import REGISTRATION_FILE, VALIDATION_SUMMARY_FILE
-    from recsys_tasks.registry.promote import DECISION_FILE
-
     report = run.read_json(REPORT_FILE)
     decision = run.read_json(DECISION_FILE)
     registration = run.read_json(REGISTRATION_FILE)
@@ -47,7 +40,7 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
             "data_docs": validation["data_docs_uri"],
         },
         "registration": registration,
-        "champion_uri": f"models:/{registration['model_name']}@{CHAMPION_ALIAS}",
+        "champion_uri": model_uri(registration["model_name"]),
         "tracking_uri": tracking_uri,
         "how_to_look": {
             "MLflow UI": "make mlflow-ui, then open http://127.0.0.1:5000 (runs, metrics, plots and the registry)",

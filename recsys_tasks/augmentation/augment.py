@@ -16,18 +16,21 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import track
 
+from recsys_tasks.augmentation.cleaning import CleaningConfig, clean
 from recsys_tasks.augmentation.views import random_view
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
-from recsys_tasks.data.cleaning import CleaningConfig, CleaningStep, clean
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.contracts.layout import (
+    AUGMENT_SUMMARY_FILE,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    SEQUENCES_FILE,
+    VIEWS_FILE,
+    VOCAB_FILE,
+)
+from recsys_tasks.contracts.reports import AugmentSummary
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-SEQUENCES_FILE = "augment/sequences.parquet"
-VOCAB_FILE = "augment/item_vocab.parquet"
-VIEWS_FILE = "augment/views.parquet"
-SUMMARY_FILE = "augment/summary.json"
 
 
 class AugmentConfig(BaseModel):
@@ -40,18 +43,6 @@ class AugmentConfig(BaseModel):
     view_pairs_per_user: int = Field(2, ge=1, le=32, description="Augmented view pairs materialised per user.")
     seed: int = Field(0, description="Seed of the augmentations.")
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Labelling, de-duplication, k-core.")
-
-
-class AugmentSummary(BaseModel):
-    sequences_uri: str
-    vocab_uri: str
-    views_uri: str
-    users: int
-    items: int
-    max_length: int
-    mask_index: int
-    view_pairs: int
-    cleaning: list[CleaningStep]
 
 
 def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
@@ -144,5 +135,5 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
         view_pairs=views_table.num_rows,
         cleaning=cleaning,
     )
-    run.write_json(SUMMARY_FILE, summary.model_dump())
+    run.write_json(AUGMENT_SUMMARY_FILE, summary.model_dump())
     return summary

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_tasks.serving.pyfunc_model import (
+from recsys_tasks.contracts.exported_model import (
     ARTIFACT_FILES,
     INT8_ENCODER,
     INT8_ITEM_EMBEDDINGS,

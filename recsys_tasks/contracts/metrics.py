@@ -19,6 +19,10 @@ import numpy as np
 CUTOFFS = (5, 10, 20)
 COVERAGE_CUTOFF = 10
 PRIMARY_METRIC = "ndcg_at_10"
+# The metrics people compare models by, with their printed names: ``RANK_METRICS`` where every value is an
+# accuracy (plots, model card), ``SHOWN_METRICS`` in tables that also show catalogue coverage.
+RANK_METRICS = {"hr_at_10": "HR@10", "ndcg_at_10": "NDCG@10", "recall_at_20": "Recall@20", "mrr": "MRR"}
+SHOWN_METRICS = {**RANK_METRICS, "coverage_at_10": "Coverage@10"}
 
 SCORES_PER_BATCH = 1 << 22
 """Most scores (users × catalogue) ranked at once: about 150 MB of working memory for any catalogue.

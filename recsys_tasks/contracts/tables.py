@@ -39,7 +39,3 @@ USERS_SCHEMA = pa.schema(
         pa.field(CHANCE_SWAPPED_ROWS_COL, pa.int64()),
     ]
 )
-
-INTERACTIONS_FILE = "data/interactions.parquet"
-ITEMS_FILE = "data/items.parquet"
-USERS_FILE = "data/users.parquet"

@@ -11,16 +11,10 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
+from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL, USERS_SCHEMA
 from recsys_tasks.data import sources
 from recsys_tasks.data.privacy import pseudonymise
-from recsys_tasks.data.schema import (
-    CHANCE_SWAPPED_ROWS_COL,
-    INTERACTIONS_FILE,
-    ITEMS_FILE,
-    LIKELY_SWAPPED_ROWS_COL,
-    USERS_FILE,
-    USERS_SCHEMA,
-)
 from recsys_tasks.data.sources import ColumnMapping
 from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
 from recsys_tasks.storage import RunDir

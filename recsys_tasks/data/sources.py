@@ -30,7 +30,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.errors import InputDataError
 
 _MOVIELENS_GENRES = 19

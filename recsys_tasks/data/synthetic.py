@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 
 SyntheticPreset = Literal["tiny", "small", "medium", "large"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, ScoreFunction, evaluate_scores
-from recsys_tasks.training.datasets import LeaveOneOutSplits
+from recsys_tasks.contracts.metrics import PRIMARY_METRIC, ScoreFunction, evaluate_scores
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
 
 log = logging.getLogger(__name__)
 

@@ -17,23 +17,20 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys_tasks.augmentation.augment import VOCAB_FILE
+from recsys_tasks.contracts.exported_model import VARIANTS, SequentialRecommender
+from recsys_tasks.contracts.int8_variant import variant_sizes
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PLOT_FILE, REPORT_FILE
+from recsys_tasks.contracts.metrics import PRIMARY_METRIC, RANK_METRICS, ScoreFunction, evaluate_scores
+from recsys_tasks.contracts.registry import version_uri, version_with_alias
+from recsys_tasks.contracts.reports import CHAMPION, MODEL, MODEL_INT8, POPULARITY, EvaluationReport, VariantReport
+from recsys_tasks.contracts.scoring import item_ids_of, recommender_scorer
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
+from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.evaluation.baselines import popularity_scorer
-from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, ScoreFunction, evaluate_scores
-from recsys_tasks.registry.champion import version_with_alias
-from recsys_tasks.registry.tracking import RunTracker
-from recsys_tasks.serving.latency import latency_percentiles
-from recsys_tasks.serving.pyfunc_model import VARIANTS, SequentialRecommender
-from recsys_tasks.serving.quantize import variant_sizes
+from recsys_tasks.latency import latency_percentiles
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
-from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 
 log = logging.getLogger(__name__)
-
-REPORT_FILE = "evaluate/report.json"
-PLOT_FILE = "evaluate/comparison.png"
-MODEL, MODEL_INT8, POPULARITY, CHAMPION = "model", "model_int8", "popularity", "champion"
 
 
 class EvaluateConfig(BaseModel):
@@ -46,50 +43,6 @@ class EvaluateConfig(BaseModel):
     )
     compare_with_champion: bool = Field(True, description="Also rank the current champion on this test split.")
     latency_calls: int = Field(200, ge=1, description="Timed top-10 requests (batch 1) per serving variant.")
-
-
-class VariantReport(BaseModel):
-    """One serving variant of the new model: what it costs to ship and to call, and what it loses."""
-
-    size_bytes: int
-    ndcg_at_10: float
-    ndcg_change_vs_float32: float
-    latency_ms: dict[str, float]
-
-
-class EvaluationReport(BaseModel):
-    metrics: dict[str, dict[str, float]]
-    champion_version: str | None
-    users: int
-    items: int
-    variants: dict[str, VariantReport] = {}
-    report_uri: str = ""
-    plot_uri: str = ""
-
-
-def item_ids_of(run: RunDir, n_items: int) -> np.ndarray:
-    """The external item id of every item index of this run (index 0, the padding, maps to 0)."""
-    vocabulary = run.read_parquet(VOCAB_FILE)
-    item_ids = np.zeros(n_items + 1, dtype=np.int64)
-    item_ids[vocabulary["index"].to_numpy()] = vocabulary["item_id"].to_numpy()
-    return item_ids
-
-
-def recommender_scorer(model: SequentialRecommender, item_ids: np.ndarray) -> ScoreFunction:
-    """Score this run's item indices with a model that may know a different catalogue.
-
-    ``item_ids[i]`` is the external id of this run's index i. Inputs are this run's indices.
-    """
-    own_index = np.asarray([model.index_of.get(int(item), 0) for item in item_ids])
-    own_index[0] = 0
-    known = own_index > 0
-
-    def score(inputs: np.ndarray) -> np.ndarray:
-        histories = [[int(i) for i in own_index[row] if i] for row in inputs]
-        own_scores = model.score_indices(model.pad(histories))
-        return np.where(known[None, :], own_scores[:, own_index], -np.inf)
-
-    return score
 
 
 def _variant_reports(
@@ -119,14 +72,14 @@ def _plot(metrics: dict[str, dict[str, float]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ["hr_at_10", "ndcg_at_10", "recall_at_20", "mrr"]
+    shown = list(RANK_METRICS)
     figure, axis = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(metrics)
     for offset, (name, values) in enumerate(metrics.items()):
         positions = np.arange(len(shown)) + offset * width
         bars = axis.bar(positions, [values[m] for m in shown], width, label=name)
         axis.bar_label(bars, fmt="%.3f", fontsize=7)
-    axis.set_xticks(np.arange(len(shown)) + width * (len(metrics) - 1) / 2, ["HR@10", "NDCG@10", "Recall@20", "MRR"])
+    axis.set_xticks(np.arange(len(shown)) + width * (len(metrics) - 1) / 2, list(RANK_METRICS.values()))
     axis.set_title("Test split, full ranking, history excluded")
     axis.set_ylim(0, 1.2 * max(max(values[m] for m in shown) for values in metrics.values()))
     axis.legend(ncol=len(metrics), loc="upper center", frameon=False)
@@ -162,7 +115,7 @@ def evaluate(
     if champion is not None:
         log.info("ranking the current champion, %s version %s", model_name, champion.version)
         # By version, not alias: the gate must judge against exactly the version recorded here.
-        champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}").unwrap_python_model()
+        champion_model = mlflow.pyfunc.load_model(version_uri(model_name, champion.version)).unwrap_python_model()
         # The champion reads the whole history (up to its own max length), not this run's window.
         metrics[CHAMPION] = rank(recommender_scorer(champion_model, item_ids), model_inputs=seen)
 

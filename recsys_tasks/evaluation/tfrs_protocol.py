@@ -21,14 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, USER_COL
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, SAVED_MODEL, SequentialRecommender
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, TEST_RATINGS_FILE
+from recsys_tasks.contracts.metrics import exclude_seen, ranks_of_targets
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.errors import InputDataError
-from recsys_tasks.evaluation.metrics import exclude_seen, ranks_of_targets
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, SAVED_MODEL, SequentialRecommender
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
 
-TEST_RATINGS_FILE = "protocol2/test_ratings.parquet"
 TUTORIAL_SEED = 42
 TOP_K = (1, 5, 10, 50, 100)
 

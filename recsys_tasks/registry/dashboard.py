@@ -30,9 +30,9 @@ from recsys_tasks.constants import (
     TAG_TEST_METRIC_PREFIX,
     TAG_TRAINABLE_PARAMETERS,
 )
+from recsys_tasks.contracts.metrics import SHOWN_METRICS
+from recsys_tasks.contracts.tracking import connect, mlflow_run_of
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.registry.tracking import connect, mlflow_run_of
-from recsys_tasks.reporting import SHOWN_METRICS
 from recsys_tasks.settings import Settings
 
 NOT_JUDGED = "not judged"

@@ -14,12 +14,11 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from recsys_tasks.constants import TAG_MODEL_CARD
-from recsys_tasks.evaluation.evaluate import EvaluationReport
-from recsys_tasks.registry.promote import GateDecision
-from recsys_tasks.registry.register import Registration
+from recsys_tasks.contracts.metrics import RANK_METRICS
+from recsys_tasks.contracts.registry import version_uri
+from recsys_tasks.contracts.reports import EvaluationReport, GateDecision, Registration
 
 MODEL_CARD_FOLDER = "model_card"
-_SHOWN_METRICS = ("hr_at_10", "ndcg_at_10", "recall_at_20", "mrr")
 
 
 class ModelCard(BaseModel):
@@ -87,7 +86,7 @@ def render_markdown(card: ModelCard) -> str:
         f"# {card.model_name} version {card.version}",
         "",
         f"Trained by Airflow run `{card.airflow_run_id}`. Load it with "
-        f"`mlflow.pyfunc.load_model('models:/{card.model_name}/{card.version}')`; add "
+        f"`mlflow.pyfunc.load_model('{version_uri(card.model_name, card.version)}')`; add "
         "`model_config={'variant': 'int8'}` for the quantised variant.",
         "",
         "## Gate",
@@ -106,9 +105,9 @@ def render_markdown(card: ModelCard) -> str:
         f"- trained on: {_training_targets(card.training)}",
         "",
         "## Test metrics (leave-one-out, full ranking, history excluded)",
-        _row(["model", *_SHOWN_METRICS]),
-        _row(["---"] * (len(_SHOWN_METRICS) + 1)),
-        *(_row([name, *(f"{values[m]:.4f}" for m in _SHOWN_METRICS)]) for name, values in card.metrics.items()),
+        _row(["model", *RANK_METRICS]),
+        _row(["---"] * (len(RANK_METRICS) + 1)),
+        *(_row([name, *(f"{values[m]:.4f}" for m in RANK_METRICS)]) for name, values in card.metrics.items()),
         "",
         "## Serving variants (top-10, batch 1, through the pyfunc)",
         _row(["variant", "size", "NDCG@10", "change vs float32", "p50 ms", "p99 ms"]),

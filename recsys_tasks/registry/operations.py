@@ -17,13 +17,13 @@ from recsys_tasks.constants import (
     CHAMPION_ALIAS,
     TAG_MANUAL_MOVE,
 )
+from recsys_tasks.contracts.metrics import PRIMARY_METRIC, evaluate_scores
+from recsys_tasks.contracts.registry import version_uri, version_with_alias
+from recsys_tasks.contracts.scoring import item_ids_of, recommender_scorer
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.evaluation.evaluate import item_ids_of, recommender_scorer
-from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, evaluate_scores
-from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.registry.dashboard import overview_of
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
 
 
 def status(client: MlflowClient, model_name: str) -> list[dict]:
@@ -79,7 +79,7 @@ def compare(client: MlflowClient, model_name: str, versions: list[str], run: Run
     results = {}
     for version in versions:
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
+            model = mlflow.pyfunc.load_model(version_uri(model_name, version)).unwrap_python_model()
         except MlflowException:
             raise RegistryError(f"{model_name} has no loadable version {version}") from None
         results[version] = evaluate_scores(recommender_scorer(model, item_ids), seen, seen, targets, splits.n_items)

@@ -17,16 +17,22 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.constants import CHAMPION_ALIAS, TAG_GATE_REASONS, TAG_GATE_REPORT, TAG_GATE_STATUS
+from recsys_tasks.contracts.layout import DECISION_FILE
+from recsys_tasks.contracts.metrics import PRIMARY_METRIC
+from recsys_tasks.contracts.registry import version_with_alias
+from recsys_tasks.contracts.reports import (
+    CHAMPION,
+    MODEL,
+    POPULARITY,
+    EvaluationReport,
+    GateCheck,
+    GateDecision,
+    Registration,
+)
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.evaluation.evaluate import CHAMPION, MODEL, POPULARITY, EvaluationReport
-from recsys_tasks.evaluation.metrics import PRIMARY_METRIC
-from recsys_tasks.registry.champion import version_with_alias
-from recsys_tasks.registry.register import Registration
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-DECISION_FILE = "promote/decision.json"
 
 
 class GateConfig(BaseModel):
@@ -39,24 +45,6 @@ class GateConfig(BaseModel):
     max_regression_vs_champion: float = Field(
         0.02, ge=0, le=1, description="Tolerated relative NDCG@10 drop against the current champion."
     )
-
-
-class GateCheck(BaseModel):
-    name: str
-    passed: bool
-    observed: float
-    required: float
-    detail: str
-
-
-class GateDecision(BaseModel):
-    passed: bool
-    reasons: list[str]
-    checks: list[GateCheck]
-    model_name: str
-    version: str
-    champion_before: str | None
-    champion_after: str | None
 
 
 def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:

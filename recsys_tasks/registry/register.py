@@ -16,7 +16,6 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
-from pydantic import BaseModel
 
 from recsys_tasks.constants import (
     CHALLENGER_ALIAS,
@@ -25,11 +24,12 @@ from recsys_tasks.constants import (
     TAG_TEST_METRIC_PREFIX,
     TAG_TRAINABLE_PARAMETERS,
 )
-from recsys_tasks.evaluation.evaluate import MODEL, EvaluationReport
-from recsys_tasks.serving import pyfunc_model
-from recsys_tasks.serving.pyfunc_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, VARIANTS
+from recsys_tasks.contracts import exported_model
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, VARIANTS
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+from recsys_tasks.contracts.registry import version_uri
+from recsys_tasks.contracts.reports import MODEL, EvaluationReport, Registration
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,6 @@ SIGNATURE = ModelSignature(
         ]
     ),
 )
-
-
-class Registration(BaseModel):
-    model_name: str
-    version: str
-    model_uri: str
-    mlflow_run_id: str
-    newly_registered: bool
 
 
 def _requirements() -> list[str]:
@@ -88,7 +80,7 @@ def register(
         return Registration(
             model_name=model_name,
             version=str(found.version),
-            model_uri=f"models:/{model_name}/{found.version}",
+            model_uri=version_uri(model_name, found.version),
             mlflow_run_id=found.run_id,
             newly_registered=False,
         )
@@ -103,7 +95,7 @@ def register(
         with mlflow.start_run(run_id=mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name=_MODEL_ARTIFACT,
-                python_model=pyfunc_model.__file__,
+                python_model=exported_model.__file__,
                 artifacts=artifacts,
                 signature=SIGNATURE,
                 input_example=example,
@@ -126,7 +118,7 @@ def register(
     return Registration(
         model_name=model_name,
         version=str(version.version),
-        model_uri=f"models:/{model_name}/{version.version}",
+        model_uri=version_uri(model_name, version.version),
         mlflow_run_id=mlflow_run_id,
         newly_registered=True,
     )

@@ -33,6 +33,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.contracts.registry import version_uri
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.serving.schemas import (
     ModelInfo,
@@ -122,7 +123,7 @@ class LoadedModel:
         import mlflow
 
         # By version, not by alias: what is swapped in is exactly the version the registry reported.
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}", model_config={"variant": variant})
+        pyfunc = mlflow.pyfunc.load_model(version_uri(model_name, version), model_config={"variant": variant})
         inputs = pyfunc.metadata.get_input_schema()
         model = cls(
             info=ModelInfo(name=model_name, version=version, alias=alias, variant=variant),
@@ -256,8 +257,8 @@ class ChampionWatcher:
 
     def check(self) -> None:
         """Ask the registry once; load the alias's version if it is not the one serving."""
-        from recsys_tasks.registry.champion import version_with_alias
-        from recsys_tasks.registry.tracking import connect
+        from recsys_tasks.contracts.registry import version_with_alias
+        from recsys_tasks.contracts.tracking import connect
 
         name = self.settings.model_name
         try:

@@ -15,13 +15,12 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
-from recsys_tasks.evaluation.evaluate import item_ids_of
+from recsys_tasks.contracts.layout import RECOMMENDATIONS_FILE
+from recsys_tasks.contracts.scoring import item_ids_of
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
 
 log = logging.getLogger(__name__)
-
-RECOMMENDATIONS_FILE = "batch/recommendations.parquet"
 
 
 class BatchRecommendConfig(BaseModel):

@@ -20,8 +20,8 @@ def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMP
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from recsys_tasks.registry.champion import model_uri, version_with_alias
-    from recsys_tasks.registry.tracking import connect
+    from recsys_tasks.contracts.registry import model_uri, version_with_alias
+    from recsys_tasks.contracts.tracking import connect
 
     client = connect(settings)
     if version_with_alias(client, settings.model_name, alias) is None:

@@ -52,13 +52,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys_tasks.augmentation.augment import VOCAB_FILE
-from recsys_tasks.evaluation.metrics import PRIMARY_METRIC, evaluate_scores
-from recsys_tasks.models.config import EncoderConfig, FinetuneMode, TrainingExamples
-from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
-from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
-from recsys_tasks.registry.tracking import RunTracker
-from recsys_tasks.serving.pyfunc_model import (
+from recsys_tasks.contracts.exported_model import (
     ARTIFACT_FILES,
     HISTORY_ATTENTION_OUTPUT,
     ITEM_EMBEDDINGS,
@@ -67,15 +61,21 @@ from recsys_tasks.serving.pyfunc_model import (
     SAVED_MODEL,
     USER_EMBEDDING_OUTPUT,
 )
-from recsys_tasks.serving.quantize import export_int8
+from recsys_tasks.contracts.int8_variant import export_int8
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PRETRAINED_ENCODER_DIR, VOCAB_FILE
+from recsys_tasks.contracts.metrics import PRIMARY_METRIC, evaluate_scores
+from recsys_tasks.contracts.splits import LeaveOneOutSplits, NextItemRows
+from recsys_tasks.contracts.tracking import RunTracker
+from recsys_tasks.models.config import EncoderConfig, FinetuneMode, TrainingExamples
+from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
+from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
-from recsys_tasks.training.datasets import LeaveOneOutSplits, NextItemRows, length_bucketed_batches
-from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE, PRETRAINED_ENCODER_DIR
+from recsys_tasks.training.datasets import length_bucketed_batches
+from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE
 
 log = logging.getLogger(__name__)
 
-EXPORTED_MODEL_DIR = "finetune/model"
 # The item table's LoRA trains about rank / width of the table's parameters, so a rank that grows with the
 # width keeps that share (about 6%) as the encoder widens. On Amazon Beauty validation (model-quality study) rank 8
 # instead of 4 lifted frozen from 89.5% to 90.6% of full at width 128, but at width 64 only from 88.3% to

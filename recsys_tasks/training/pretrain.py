@@ -14,14 +14,15 @@ import numpy as np
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys_tasks.contracts.layout import PRETRAIN_CHECKPOINTS, PRETRAINED_ENCODER_DIR
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
+from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.models.config import EncoderConfig, ModelSize
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.pretraining import PretrainingModel
-from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
 from recsys_tasks.training.datasets import (
-    LeaveOneOutSplits,
     PaddedArrays,
     cloze_inputs,
     contrastive_views,
@@ -31,10 +32,8 @@ from recsys_tasks.training.datasets import (
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_ENCODER_DIR = "pretrain/encoder"
 ENCODER_CHECKPOINT = "encoder"
 ENCODER_CONFIG_FILE = "encoder_config.json"
-_CHECKPOINTS = "pretrain/checkpoints"
 
 
 class PretrainConfig(BaseModel):
@@ -107,7 +106,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
 
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, str(run.scratch(_CHECKPOINTS)), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, str(run.scratch(PRETRAIN_CHECKPOINTS)), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
         log.info("resuming pre-training from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))

@@ -33,16 +33,17 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow.compute as pc
-from pydantic import BaseModel, Field
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
-from recsys_tasks.data.schema import (
-    CHANCE_SWAPPED_ROWS_COL,
+from recsys_tasks.contracts.layout import (
+    DATA_DOCS_FOLDER,
     INTERACTIONS_FILE,
     ITEMS_FILE,
-    LIKELY_SWAPPED_ROWS_COL,
     USERS_FILE,
+    VALIDATION_RESULT_FILE,
 )
+from recsys_tasks.contracts.reports import ValidationSummary
+from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
 from recsys_tasks.validation.config import ValidationConfig
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "validation/result.json"
-DATA_DOCS_FOLDER = "validation/data_docs"
 ACTIVITY_COUNT_COL = "n_interactions"
 SHARE_COL = "share_of_interactions"
 ONE_SECOND_COL = "all_events_at_one_second"
@@ -71,19 +70,6 @@ _LISTED_EXAMPLES = 3
 # Names as numpy spells them: GE compares them with the dtype of the pandas column.
 _INTEGER_TYPES = ["int8", "int16", "int32", "int64"]
 _FLOAT_TYPES = ["float32", "float64"]
-
-
-class ValidationSummary(BaseModel):
-    """Outcome of the data gate."""
-
-    success: bool = Field(description="True when every expectation passed.")
-    evaluated: int = Field(description="Number of expectations evaluated over all suites.")
-    failed: list[str] = Field(description="One line per failed expectation: suite, expectation, column, problem.")
-    result_uri: str = Field(description="URI of the full Great Expectations result JSON.")
-    data_docs_uri: str = Field(description="URI of the Data Docs index.html.")
-    drift: dict[str, float] | None = Field(description="Drift statistics against the accepted snapshot, if any.")
-    drift_baseline: str = Field(description="Which accepted snapshot drift was measured against, or why not.")
-    snapshot_uri: str | None = Field(description="Where this data set's statistics were accepted as the new baseline.")
 
 
 @dataclass(frozen=True)
@@ -147,7 +133,7 @@ def _validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | N
         results = _run_checkpoints(tables, docs_dir, run_name=run.uri.rsplit("/", 1)[-1])
 
     result_uri = run.write_json(
-        RESULT_FILE,
+        VALIDATION_RESULT_FILE,
         {
             "success": all(result.success for result in results.values()),
             "suites": {name: result.to_json_dict() for name, result in results.items()},

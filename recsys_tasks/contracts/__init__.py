@@ -1,0 +1,9 @@
+"""The artifact contract: what one stage leaves for the next, and where.
+
+Stages never import each other; they meet here. ``layout`` names every path of a run directory,
+``tables`` the canonical tables, ``reports`` the typed JSON artifacts (summaries, evaluation report,
+registration, gate decision), ``splits`` the leave-one-out view of the augmented sequences,
+``exported_model`` / ``int8_variant`` the exported-model format, ``metrics`` the ranking protocol
+every comparison uses, ``registry`` the registered-model naming and ``tracking`` the MLflow run of
+an Airflow run. Only ``layout``, ``tables`` and ``reports`` are light enough for DAG parsing.
+"""

@@ -1,0 +1,86 @@
+"""The typed JSON artifacts stages leave for each other (read back with ``Model(**run.read_json(FILE))``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+# Rows of the evaluation report: the new model, its int8 variant, and what it is judged against.
+MODEL, MODEL_INT8, POPULARITY, CHAMPION = "model", "model_int8", "popularity", "champion"
+
+
+class CleaningStep(BaseModel):
+    step: str
+    rows: int
+    users: int
+    items: int
+    rows_removed: int
+
+
+class AugmentSummary(BaseModel):
+    sequences_uri: str
+    vocab_uri: str
+    views_uri: str
+    users: int
+    items: int
+    max_length: int
+    mask_index: int
+    view_pairs: int
+    cleaning: list[CleaningStep]
+
+
+class ValidationSummary(BaseModel):
+    """Outcome of the data gate."""
+
+    success: bool = Field(description="True when every expectation passed.")
+    evaluated: int = Field(description="Number of expectations evaluated over all suites.")
+    failed: list[str] = Field(description="One line per failed expectation: suite, expectation, column, problem.")
+    result_uri: str = Field(description="URI of the full Great Expectations result JSON.")
+    data_docs_uri: str = Field(description="URI of the Data Docs index.html.")
+    drift: dict[str, float] | None = Field(description="Drift statistics against the accepted snapshot, if any.")
+    drift_baseline: str = Field(description="Which accepted snapshot drift was measured against, or why not.")
+    snapshot_uri: str | None = Field(description="Where this data set's statistics were accepted as the new baseline.")
+
+
+class VariantReport(BaseModel):
+    """One serving variant of the new model: what it costs to ship and to call, and what it loses."""
+
+    size_bytes: int
+    ndcg_at_10: float
+    ndcg_change_vs_float32: float
+    latency_ms: dict[str, float]
+
+
+class EvaluationReport(BaseModel):
+    metrics: dict[str, dict[str, float]]
+    champion_version: str | None
+    users: int
+    items: int
+    variants: dict[str, VariantReport] = {}
+    report_uri: str = ""
+    plot_uri: str = ""
+
+
+class Registration(BaseModel):
+    model_name: str
+    version: str
+    model_uri: str
+    mlflow_run_id: str
+    newly_registered: bool
+
+
+class GateCheck(BaseModel):
+    name: str
+    passed: bool
+    observed: float
+    required: float
+    detail: str
+
+
+class GateDecision(BaseModel):
+    passed: bool
+    reasons: list[str]
+    checks: list[GateCheck]
+    model_name: str
+    version: str
+    champion_before: str | None
+    champion_after: str | None
