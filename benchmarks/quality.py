@@ -164,8 +164,7 @@ def _epoch_budget(run, pretrain_steps: int, finetune_steps: int, patience_steps:
     import math
 
     from recsys_tasks.contracts.splits import LeaveOneOutSplits
-    from recsys_tasks.training.finetune import FinetuneConfig
-    from recsys_tasks.training.pretrain import PretrainConfig
+    from recsys_tasks.training.config import FinetuneConfig, PretrainConfig
 
     pretrain, finetune = PretrainConfig(), FinetuneConfig(examples=examples)
     view_pairs = run.read_json("augment/summary.json")["view_pairs"]

@@ -14,6 +14,7 @@ and `promote → batch_recommend` (on with the `batch_recommendations` Param).
 * **batch_recommend** writes top-k for every known user from the newly crowned champion to
   `batch/recommendations.parquet`; it is skipped when the Param is off or the gate rejected the model.
 
+Each task returns what it wrote (small JSON with the run directory) and the next task reads from there.
 Trigger with Params to change the data source, model size, epochs, fine-tune mode or gates.
 Artifacts: `$ADAPTREC_HOME/runs/<run id>/`. Consumers load `models:/<name>@champion` from MLflow.
 """
@@ -21,10 +22,10 @@ Artifacts: `$ADAPTREC_HOME/runs/<run id>/`. Consumers load `models:/<name>@champ
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import chain, dag, task
+from airflow.sdk import dag, task
 
 from recsys_tasks import constants
-from recsys_tasks.pipeline import airflow_params, run_stage_in_airflow
+from recsys_tasks.airflow_adapter import airflow_params, run_stage_in_airflow
 from recsys_tasks.settings import get_settings
 
 settings = get_settings()
@@ -38,12 +39,64 @@ RETRY_WITH_BACKOFF = dict(
 TRAINING = dict(pool=constants.TRAINING_POOL, queue=settings.training_queue, **RETRY_WITH_BACKOFF)
 
 
-def stage(name: str, **task_arguments):
-    @task(task_id=name, **task_arguments)
-    def run(**context) -> dict:
-        return run_stage_in_airflow(name, context)
+@task(retries=1)
+def ingest(**context) -> dict:
+    """Read the data source into the canonical tables, users pseudonymised."""
+    return run_stage_in_airflow("ingest", context)
 
-    return run()
+
+@task
+def validate(tables: dict, **context) -> dict:
+    """The data gate: Great Expectations suites and drift against the accepted snapshot."""
+    return run_stage_in_airflow("validate", context, tables)
+
+
+@task(retries=1)
+def augment(validated: dict, **context) -> dict:
+    """Clean, index and split the log; materialise augmented views for pre-training."""
+    return run_stage_in_airflow("augment", context, validated)
+
+
+@task(**TRAINING)
+def pretrain(sequences: dict, **context) -> dict:
+    """Self-supervised pre-training of the transformer encoder."""
+    return run_stage_in_airflow("pretrain", context, sequences)
+
+
+@task(**TRAINING)
+def finetune(encoder: dict, **context) -> dict:
+    """Fine-tune for next-item retrieval (TFRS) and export the float32 and int8 model."""
+    return run_stage_in_airflow("finetune", context, encoder)
+
+
+@task(**TRAINING)
+def evaluate(model: dict, **context) -> dict:
+    """Rank the test split with the new model, popularity and the current champion."""
+    return run_stage_in_airflow("evaluate", context, model)
+
+
+@task(**RETRY_WITH_BACKOFF)
+def register(evaluation: dict, **context) -> dict:
+    """Register the model as a new MLflow version (alias challenger) with its model card."""
+    return run_stage_in_airflow("register", context, evaluation)
+
+
+@task(**RETRY_WITH_BACKOFF)
+def promote(version: dict, **context) -> dict:
+    """The metric gate; moves `champion` to the new version only when it passes."""
+    return run_stage_in_airflow("promote", context, version)
+
+
+@task(**RETRY_WITH_BACKOFF)
+def batch_recommend(decision: dict, **context) -> dict:
+    """Top-k for every known user from the newly crowned champion."""
+    return run_stage_in_airflow("batch_recommend", context, decision)
+
+
+@task
+def report(decision: dict, **context) -> dict:
+    """The run's summary: metrics table, gate verdict, where to look."""
+    return run_stage_in_airflow("report", context, decision)
 
 
 @dag(
@@ -58,19 +111,12 @@ def stage(name: str, **task_arguments):
     default_args={"owner": "adaptrec", "retries": 0},
 )
 def recsys_nightly_retrain():
-    promote = stage("promote", **RETRY_WITH_BACKOFF)
-    chain(
-        stage("ingest", retries=1),
-        stage("validate"),
-        stage("augment", retries=1),
-        stage("pretrain", **TRAINING),
-        stage("finetune", **TRAINING),
-        stage("evaluate", **TRAINING),
-        stage("register", **RETRY_WITH_BACKOFF),
-        promote,
-        stage("report"),
-    )
-    promote >> stage("batch_recommend", **RETRY_WITH_BACKOFF)
+    tables = ingest()
+    sequences = augment(validate(tables))
+    model = finetune(pretrain(sequences))
+    decision = promote(register(evaluate(model)))
+    report(decision)
+    batch_recommend(decision)
 
 
 recsys_nightly_retrain()

@@ -6,7 +6,7 @@ EXPERIMENT_NAME = "adaptrec-nightly-retrain"
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
 
-# Canonical interaction table columns (see recsys_tasks.data.schema).
+# Canonical interaction table columns (see recsys_tasks.contracts.tables).
 USER_COL = "user_id"
 ITEM_COL = "item_id"
 TIME_COL = "timestamp"

@@ -77,7 +77,7 @@ SEEDED_VERSIONS = (
 
 def seed_registry() -> dict[str, str]:
     """Register the versions above the way the pipeline does; return the MLflow run id of each Airflow run."""
-    from recsys_tasks.registry.tracking import RunTracker
+    from recsys_tasks.contracts.tracking import RunTracker
     from recsys_tasks.settings import get_settings
 
     settings = get_settings()

@@ -10,18 +10,20 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from recsys_tasks.augmentation.augment import (
+from recsys_tasks.augmentation.augment import augment
+from recsys_tasks.augmentation.config import AugmentConfig
+from recsys_tasks.augmentation.views import crop, mask, random_view, reorder
+from recsys_tasks.contracts.layout import (
+    AUGMENT_SUMMARY_FILE,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
     SEQUENCES_FILE,
-    SUMMARY_FILE,
     VIEWS_FILE,
     VOCAB_FILE,
-    AugmentConfig,
-    AugmentSummary,
-    augment,
 )
-from recsys_tasks.augmentation.views import crop, mask, random_view, reorder
-from recsys_tasks.data.ingest import IngestConfig, ingest
-from recsys_tasks.data.schema import INTERACTIONS_FILE, ITEMS_FILE
+from recsys_tasks.contracts.reports import AugmentSummary
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
 from recsys_tasks.storage import RunDir
 
 MASK_INDEX = 999
@@ -245,7 +247,7 @@ def test_views_per_user_and_summary_match_the_files(augmented: tuple[RunDir, Aug
     run, summary = augmented
     views = read(run, VIEWS_FILE)
 
-    assert run.read_json(SUMMARY_FILE) == summary.model_dump()
+    assert run.read_json(AUGMENT_SUMMARY_FILE) == summary.model_dump()
     assert summary.view_pairs == views.height == summary.users * AugmentConfig().view_pairs_per_user
     assert views["user_row"].value_counts()["count"].unique().to_list() == [AugmentConfig().view_pairs_per_user]
     assert summary.max_length == AugmentConfig().max_length

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_tasks.augmentation.augment import AugmentConfig, augment
-from recsys_tasks.data.ingest import IngestConfig, ingest
+from recsys_tasks.augmentation.augment import augment
+from recsys_tasks.augmentation.config import AugmentConfig
+from recsys_tasks.contracts.metrics import evaluate_scores
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
 from recsys_tasks.evaluation.baselines import EASE, popularity_scorer, tuned_ease
-from recsys_tasks.evaluation.metrics import evaluate_scores
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
 
 
 @pytest.fixture(scope="module")

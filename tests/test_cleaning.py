@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from recsys_tasks.data.cleaning import CleaningConfig, clean
+from recsys_tasks.augmentation.cleaning import clean
+from recsys_tasks.augmentation.config import CleaningConfig
 from recsys_tasks.data.sources import read_sequences
 from tests.test_sources import AMAZON_BEAUTY
 

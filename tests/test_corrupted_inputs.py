@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from recsys_tasks.pipeline import PipelineParams
+from recsys_tasks.params import PipelineParams
 from recsys_tasks.settings import Settings
 from recsys_tasks.validation.drift import SnapshotStore
 from tests.corrupted_inputs import CORPUS, PASSED, RAW_USER, run_case

@@ -9,15 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_tasks.augmentation.augment import SEQUENCES_FILE, SUMMARY_FILE, VOCAB_FILE, AugmentSummary
+from recsys_tasks.contracts.layout import AUGMENT_SUMMARY_FILE, SEQUENCES_FILE, VOCAB_FILE
+from recsys_tasks.contracts.reports import AugmentSummary
+from recsys_tasks.contracts.splits import LeaveOneOutSplits, left_pad
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import (
-    LeaveOneOutSplits,
-    PaddedArrays,
-    item_attribute_table,
-    left_pad,
-    length_bucketed_batches,
-)
+from recsys_tasks.training.datasets import PaddedArrays, item_attribute_table, length_bucketed_batches
 
 
 def splits(sequences, ratings=None, max_length=3) -> LeaveOneOutSplits:
@@ -146,7 +142,7 @@ def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> Non
     )
     run.write_parquet(SEQUENCES_FILE, table)
     run.write_json(
-        SUMMARY_FILE,
+        AUGMENT_SUMMARY_FILE,
         AugmentSummary(
             sequences_uri="",
             vocab_uri="",

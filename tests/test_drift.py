@@ -7,9 +7,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from recsys_tasks.data.schema import INTERACTIONS_SCHEMA
+from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA
 from recsys_tasks.errors import DataValidationError
-from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, psi, take_snapshot
+from recsys_tasks.validation.config import DriftConfig
+from recsys_tasks.validation.drift import SnapshotStore, drift_statistics, psi, take_snapshot
 from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, validate
 from tests.test_validation import START_OF_2024, clean_interactions, write_run
 

@@ -6,8 +6,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys_tasks.data.ingest import IngestConfig, ingest
-from recsys_tasks.data.schema import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL, USERS_FILE
+from recsys_tasks.contracts.layout import USERS_FILE
+from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
 from recsys_tasks.data.synthetic import SyntheticConfig, generate
 from recsys_tasks.storage import RunDir
 

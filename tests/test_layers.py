@@ -15,7 +15,7 @@ import recsys_tasks
 PACKAGE_ROOT = Path(recsys_tasks.__file__).parent
 BOTTOM = {"constants", "errors", "settings", "storage", "latency", "contracts", "models"}
 STAGES = {"data", "validation", "augmentation", "training", "evaluation", "registry", "serving"}
-TOP = {"pipeline", "airflow_adapter", "cli", "reporting"}
+TOP = {"params", "pipeline", "airflow_adapter", "cli", "reporting"}
 
 
 def _module_name(path: Path) -> str:

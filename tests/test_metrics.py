@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys_tasks.evaluation.metrics import (
+from recsys_tasks.contracts.metrics import (
     CUTOFFS,
     SCORES_PER_BATCH,
     evaluate_scores,

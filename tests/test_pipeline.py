@@ -1,35 +1,12 @@
-"""Params → stage configs: one source of truth for the Airflow form, the CLI and validation."""
+"""The pipeline factory: stage lookup and the end-of-run summary."""
 
 from __future__ import annotations
 
 import pytest
 
 from recsys_tasks.errors import ConfigError
-from recsys_tasks.pipeline import STAGES, PipelineParams, airflow_params, run_stage
+from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.reporting import render_summary
-
-
-def test_defaults_are_the_nightly_run():
-    params = PipelineParams.parse({})
-    assert params.data_source == "synthetic" and params.finetune_mode == "full"
-    assert params.ingest_config().synthetic_size == params.synthetic_size
-    assert params.augment_config().max_length == params.max_length
-    assert PipelineParams.parse({"mask_ratio": 0.5}).augment_config().mask_ratio == 0.5
-
-
-def test_every_problem_is_named_on_one_line():
-    with pytest.raises(ConfigError) as raised:
-        PipelineParams.parse({"model_size": "huge", "finetune_epochs": -2})
-    message = str(raised.value)
-    assert "model_size" in message and "finetune_epochs" in message and "\n" not in message
-
-
-def test_airflow_params_mirror_the_model():
-    params = airflow_params()
-    assert set(params) == set(PipelineParams.model_fields)
-    assert params["data_path"].schema["type"] == ["string", "null"]
-    assert params["synthetic_size"].schema["enum"] == ["tiny", "small", "medium", "large"]
-    assert params["min_ndcg_at_10"].schema["maximum"] == 1
 
 
 def test_an_unknown_stage_is_refused():

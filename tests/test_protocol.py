@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from recsys_tasks.contracts.metrics import evaluate_scores
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.evaluation.baselines import popularity_scorer
-from recsys_tasks.evaluation.metrics import evaluate_scores
 from recsys_tasks.pipeline import run_dir, run_stage
 from recsys_tasks.settings import Settings
-from recsys_tasks.training.datasets import LeaveOneOutSplits
 from tests.test_sources import AMAZON_BEAUTY
 
 

@@ -8,13 +8,15 @@ import mlflow
 import pytest
 
 from recsys_tasks import constants
+from recsys_tasks.contracts.layout import DECISION_FILE, REGISTRATION_FILE, REPORT_FILE
+from recsys_tasks.contracts.registry import version_with_alias
+from recsys_tasks.contracts.reports import EvaluationReport, Registration
+from recsys_tasks.contracts.tracking import RunTracker, connect
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
-from recsys_tasks.pipeline import REGISTRATION_FILE, run_dir, run_stage
-from recsys_tasks.registry.champion import version_with_alias
-from recsys_tasks.registry.promote import DECISION_FILE, GateConfig, gate_checks, promote
-from recsys_tasks.registry.register import Registration, register
-from recsys_tasks.registry.tracking import RunTracker, connect
+from recsys_tasks.pipeline import run_dir, run_stage
+from recsys_tasks.registry.config import GateConfig
+from recsys_tasks.registry.promote import gate_checks, promote
+from recsys_tasks.registry.register import register
 from recsys_tasks.settings import Settings
 
 TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}

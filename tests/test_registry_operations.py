@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from recsys_tasks.constants import CHAMPION_ALIAS, TAG_MANUAL_MOVE
+from recsys_tasks.contracts.layout import REPORT_FILE
+from recsys_tasks.contracts.registry import version_with_alias
+from recsys_tasks.contracts.reports import EvaluationReport
+from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.errors import RegistryError
-from recsys_tasks.evaluation.evaluate import REPORT_FILE, EvaluationReport
 from recsys_tasks.pipeline import run_dir, run_stage
-from recsys_tasks.registry.champion import version_with_alias
 from recsys_tasks.registry.operations import compare, move_champion, status
 from recsys_tasks.registry.register import register
-from recsys_tasks.registry.tracking import RunTracker
 from recsys_tasks.settings import Settings
 from tests.conftest import run_command
 

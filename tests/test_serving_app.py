@@ -17,9 +17,9 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.contracts.registry import model_uri, version_with_alias
+from recsys_tasks.contracts.tracking import connect
 from recsys_tasks.errors import ConfigError
-from recsys_tasks.registry.champion import model_uri, version_with_alias
-from recsys_tasks.registry.tracking import connect
 from recsys_tasks.serving.app import ServingConfig, create_app, serving_config
 from recsys_tasks.serving.schemas import MAX_HISTORY_LENGTH, MAX_K
 from recsys_tasks.settings import Settings

@@ -15,10 +15,11 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
-from recsys_tasks.evaluation.evaluate import MODEL, MODEL_INT8, REPORT_FILE, EvaluationReport
+from recsys_tasks.contracts.layout import REPORT_FILE
+from recsys_tasks.contracts.registry import model_uri
+from recsys_tasks.contracts.reports import MODEL, MODEL_INT8, EvaluationReport
+from recsys_tasks.contracts.tracking import connect
 from recsys_tasks.pipeline import run_dir
-from recsys_tasks.registry.champion import model_uri
-from recsys_tasks.registry.tracking import connect
 from recsys_tasks.settings import Settings
 from tests.conftest import VENV_BIN, tiny_champion
 

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.data.config import ColumnMapping
 from recsys_tasks.data.sources import (
-    ColumnMapping,
     _parse_problem,
     read_movielens_1m,
     read_movielens_100k,

@@ -7,7 +7,7 @@ import polars as pl
 import pydantic
 import pytest
 
-from recsys_tasks.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.data.synthetic import SyntheticConfig, _Catalogue, generate
 
 TINY = SyntheticConfig.preset("tiny")

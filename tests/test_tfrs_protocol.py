@@ -9,19 +9,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from recsys_tasks.augmentation.augment import AugmentConfig, augment
-from recsys_tasks.data.ingest import IngestConfig, ingest
-from recsys_tasks.data.schema import INTERACTIONS_FILE
+from recsys_tasks.augmentation.augment import augment
+from recsys_tasks.augmentation.config import AugmentConfig
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, INTERACTIONS_FILE, TEST_RATINGS_FILE
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
 from recsys_tasks.errors import InputDataError
-from recsys_tasks.evaluation.tfrs_protocol import (
-    TEST_RATINGS_FILE,
-    evaluate_tfrs_protocol,
-    popularity_top_k,
-    split_ratings,
-)
+from recsys_tasks.evaluation.tfrs_protocol import evaluate_tfrs_protocol, popularity_top_k, split_ratings
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, FinetuneConfig, finetune
-from recsys_tasks.training.pretrain import PretrainConfig, pretrain
+from recsys_tasks.training.config import FinetuneConfig, PretrainConfig
+from recsys_tasks.training.finetune import finetune
+from recsys_tasks.training.pretrain import pretrain
 from tests.test_sources import MOVIELENS_100K
 
 

@@ -15,28 +15,30 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from recsys_tasks.augmentation.augment import VOCAB_FILE, AugmentConfig, augment
-from recsys_tasks.data.ingest import IngestConfig, ingest
-from recsys_tasks.evaluation.metrics import evaluate_scores
-from recsys_tasks.serving.pyfunc_model import (
+from recsys_tasks.augmentation.augment import augment
+from recsys_tasks.augmentation.config import AugmentConfig
+from recsys_tasks.contracts.exported_model import (
     ARTIFACT_FILES,
     ITEM_EMBEDDINGS,
     MODEL_META,
     SAVED_MODEL,
     SequentialRecommender,
 )
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, VOCAB_FILE
+from recsys_tasks.contracts.metrics import evaluate_scores
+from recsys_tasks.contracts.splits import LeaveOneOutSplits
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import LeaveOneOutSplits
+from recsys_tasks.training.config import FinetuneConfig, PretrainConfig
 from recsys_tasks.training.finetune import (
-    EXPORTED_MODEL_DIR,
-    FinetuneConfig,
     FinetuneSummary,
     WeightsAroundBest,
     finetune,
     load_pretrained_encoder,
     weight_average_momentum,
 )
-from recsys_tasks.training.pretrain import PretrainConfig, PretrainSummary, pretrain
+from recsys_tasks.training.pretrain import PretrainSummary, pretrain
 
 MAX_LENGTH = 20
 # Without dropout a resumed run is exactly an uninterrupted one; the higher learning rate makes 4 epochs count.
@@ -498,7 +500,8 @@ def test_predict_rejects_k_out_of_range(
 def test_cpu_defaults_leave_mixed_precision_and_xla_off() -> None:
     import tensorflow as tf
 
-    from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+    from recsys_tasks.training.accelerator import configure_accelerator
+    from recsys_tasks.training.config import AcceleratorConfig
 
     assert not tf.config.list_physical_devices("GPU"), "this test describes a machine without a GPU"
     assert configure_accelerator(AcceleratorConfig()) is False
@@ -508,7 +511,7 @@ def test_cpu_defaults_leave_mixed_precision_and_xla_off() -> None:
 def test_mixed_precision_and_xla_train_when_switched_on(pretrained: Pretrained, tmp_path: Path) -> None:
     import tensorflow as tf
 
-    from recsys_tasks.training.accelerator import AcceleratorConfig
+    from recsys_tasks.training.config import AcceleratorConfig
 
     try:
         # Windows: a fraction of the steps per epoch; the accelerator, not the rows, is what is tested here.

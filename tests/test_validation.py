@@ -11,14 +11,12 @@ import pyarrow as pa
 import pydantic
 import pytest
 
-from recsys_tasks.data.schema import (
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
+from recsys_tasks.contracts.tables import (
     CHANCE_SWAPPED_ROWS_COL,
-    INTERACTIONS_FILE,
     INTERACTIONS_SCHEMA,
-    ITEMS_FILE,
     ITEMS_SCHEMA,
     LIKELY_SWAPPED_ROWS_COL,
-    USERS_FILE,
     USERS_SCHEMA,
 )
 from recsys_tasks.errors import DataValidationError

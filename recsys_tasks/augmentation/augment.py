@@ -13,10 +13,10 @@ import logging
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import track
 
-from recsys_tasks.augmentation.cleaning import CleaningConfig, clean
+from recsys_tasks.augmentation.cleaning import clean
+from recsys_tasks.augmentation.config import AugmentConfig
 from recsys_tasks.augmentation.views import random_view
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.layout import (
@@ -31,18 +31,6 @@ from recsys_tasks.contracts.reports import AugmentSummary
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-
-class AugmentConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_length: int = Field(50, ge=2, le=1024, description="Items of history the model reads (most recent kept).")
-    crop_ratio: float = Field(0.6, gt=0, le=1, description="Share of a sequence a crop keeps.")
-    mask_ratio: float = Field(0.3, ge=0, lt=1, description="Share of positions a mask view hides.")
-    reorder_ratio: float = Field(0.3, ge=0, le=1, description="Share of a sequence a reorder view shuffles.")
-    view_pairs_per_user: int = Field(2, ge=1, le=32, description="Augmented view pairs materialised per user.")
-    seed: int = Field(0, description="Seed of the augmentations.")
-    cleaning: CleaningConfig = Field(default_factory=CleaningConfig, description="Labelling, de-duplication, k-core.")
 
 
 def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:

@@ -12,18 +12,10 @@ Steps, in order, each recorded with what it removed:
 from __future__ import annotations
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
+from recsys_tasks.augmentation.config import CleaningConfig
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.reports import CleaningStep
-
-
-class CleaningConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    positive_min_rating: float | None = Field(None, description="Ratings ≥ this are positives; None keeps all.")
-    user_core: int = Field(3, ge=3, description="Fewest events per user (leave-one-out needs 3).")
-    item_core: int = Field(1, ge=1, description="Fewest events per item.")
 
 
 def _step(name: str, frame: pl.DataFrame, rows_before: int) -> CleaningStep:

@@ -26,7 +26,7 @@ from recsys_tasks.contracts.exported_model import (
     USER_EMBEDDING_SIGNATURE,
 )
 
-# What each variant (pyfunc_model.VARIANTS) loads, for its size on disk.
+# What each variant (exported_model.VARIANTS) loads, for its size on disk.
 VARIANT_FILES = {
     "float32": (SAVED_MODEL, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META),
     "int8": (INT8_ENCODER, INT8_ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META),

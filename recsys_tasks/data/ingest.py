@@ -2,49 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
 from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL, USERS_SCHEMA
 from recsys_tasks.data import sources
+from recsys_tasks.data.config import IngestConfig
 from recsys_tasks.data.privacy import pseudonymise
-from recsys_tasks.data.sources import ColumnMapping
-from recsys_tasks.data.synthetic import SyntheticConfig, SyntheticPreset, generate
+from recsys_tasks.data.synthetic import SyntheticConfig, generate
 from recsys_tasks.storage import RunDir
 
-DataSource = Literal["synthetic", "movielens-100k", "movielens-1m", "movielens-25m", "sequence", "table"]
 _MOVIELENS_READERS = {
     "movielens-100k": sources.read_movielens_100k,
     "movielens-1m": sources.read_movielens_1m,
     "movielens-25m": sources.read_movielens_csv,
 }
-
-
-class IngestConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    source: DataSource = Field("synthetic", description="Which reader to use.")
-    path: str | None = Field(
-        None,
-        description="MovieLens: the unpacked folder; sequence: the 'user item item ...' .txt file; "
-        "table: a CSV (with header) or Parquet file.",
-    )
-    columns: ColumnMapping = Field(default_factory=ColumnMapping, description="Column names of a generic table.")
-    synthetic_size: SyntheticPreset = Field("tiny", description="Preset of the synthetic generator.")
-    seed: int = Field(0, description="Seed of the synthetic generator.")
-
-    @model_validator(mode="after")
-    def _path_matches_source(self) -> IngestConfig:
-        if self.source != "synthetic" and not self.path:
-            raise ValueError(f"data source {self.source!r} needs a data path")
-        return self
 
 
 class IngestSummary(BaseModel):

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from recsys_tasks.data.config import ColumnMapping
 from recsys_tasks.errors import InputDataError
 
 _MOVIELENS_GENRES = 19
@@ -370,32 +370,6 @@ def read_sequences(path: str, base_timestamp: int = 1_577_836_800) -> tuple[pa.T
         schema=ITEMS_SCHEMA,
     )
     return interactions, items_table
-
-
-class ColumnMapping(BaseModel):
-    """Which columns of a generic table hold the canonical fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    user: str = Field("user_id", description="User id column (any type; pseudonymised at ingest).")
-    item: str = Field("item_id", description="Item id column (integers).")
-    timestamp: str = Field("timestamp", description="Unix seconds, a timestamp type, or ISO-8601 text.")
-    rating: str | None = Field("rating", description="Rating column; None treats every row as an implicit 1.0.")
-    event: str | None = Field(None, description="Event-type column (view, cart, ...); replaces the rating column.")
-    event_ratings: dict[str, float] = Field(
-        default_factory=dict, description="With an event column: the rating each event type counts as."
-    )
-    attributes: str | None = Field(None, description="Column of item attribute ids (an integer or a list of them).")
-
-    @model_validator(mode="after")
-    def _events_have_ratings(self) -> ColumnMapping:
-        if self.event and not self.event_ratings:
-            raise ValueError("an event column needs event_ratings, e.g. {'view': 1, 'purchase': 5}")
-        return self
-
-    def columns(self) -> list[str]:
-        label = [self.event] if self.event else [self.rating] if self.rating else []
-        return [self.user, self.item, self.timestamp, *label, *([self.attributes] if self.attributes else [])]
 
 
 def null_tokens_as_nulls(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -15,15 +15,12 @@ Generation is vectorised over users, one sequence position at a time, so large p
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
-
-SyntheticPreset = Literal["tiny", "small", "medium", "large"]
+from recsys_tasks.data.config import SyntheticPreset
 
 _SECONDS_PER_DAY = 86_400
 

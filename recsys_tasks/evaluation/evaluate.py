@@ -1,6 +1,6 @@
 """Evaluate stage: the new model, the popularity baseline and the current champion, on one test split.
 
-All three are ranked with the same protocol (evaluation.metrics) on the same users in the same
+All three are ranked with the same protocol (contracts.metrics) on the same users in the same
 run, so the gate compares like with like. The champion is scored through the registered pyfunc
 itself, with its own item vocabulary mapped onto this run's catalogue (items it never saw score
 -inf, i.e. it cannot recommend them).
@@ -15,7 +15,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.contracts.exported_model import VARIANTS, SequentialRecommender
 from recsys_tasks.contracts.int8_variant import variant_sizes
@@ -27,22 +26,11 @@ from recsys_tasks.contracts.scoring import item_ids_of, recommender_scorer
 from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.evaluation.baselines import popularity_scorer
+from recsys_tasks.evaluation.config import EvaluateConfig
 from recsys_tasks.latency import latency_percentiles
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-
-class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    batch_size: int | None = Field(
-        None,
-        ge=1,
-        description="Users ranked per batch (memory grows with batch × catalogue); by default about 4 million scores.",
-    )
-    compare_with_champion: bool = Field(True, description="Also rank the current champion on this test split.")
-    latency_calls: int = Field(200, ge=1, description="Timed top-10 requests (batch 1) per serving variant.")
 
 
 def _variant_reports(

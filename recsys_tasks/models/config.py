@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ModelSize = Literal["tiny", "small", "base", "large"]
 FinetuneMode = Literal["full", "frozen", "lora", "head"]
 TrainingExamples = Literal["prefixes", "windows"]
+# One seed drives data generation, augmentation and training, so a run is repeatable end to end.
+Seed = Annotated[int, Field(ge=0, description="Seed of data generation, augmentation and training.")]
 
 MODEL_SIZES: dict[str, dict] = {
     "tiny": dict(d_model=32, n_layers=1, n_heads=2),
@@ -56,3 +58,6 @@ class EncoderConfig(BaseModel):
     @classmethod
     def of_size(cls, size: ModelSize, **overrides) -> EncoderConfig:
         return cls(**{**MODEL_SIZES[size], **overrides})
+
+
+RetrievalLoss = Literal["full_softmax", "in_batch"]

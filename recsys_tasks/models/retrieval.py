@@ -30,9 +30,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_tasks.models.config import RetrievalLoss
 from recsys_tasks.models.encoder import SequenceEncoder
 
-RetrievalLoss = Literal["full_softmax", "in_batch"]
 RankingTarget = Literal["rating", "click"]
 
 

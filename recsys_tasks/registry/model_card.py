@@ -14,9 +14,23 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from recsys_tasks.constants import TAG_MODEL_CARD
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, MODEL_META
+from recsys_tasks.contracts.layout import (
+    AUGMENT_SUMMARY_FILE,
+    EXPORTED_MODEL_DIR,
+    INTERACTIONS_FILE,
+    VALIDATION_SUMMARY_FILE,
+)
 from recsys_tasks.contracts.metrics import RANK_METRICS
 from recsys_tasks.contracts.registry import version_uri
-from recsys_tasks.contracts.reports import EvaluationReport, GateDecision, Registration
+from recsys_tasks.contracts.reports import (
+    AugmentSummary,
+    EvaluationReport,
+    GateDecision,
+    Registration,
+    ValidationSummary,
+)
+from recsys_tasks.storage import RunDir
 
 MODEL_CARD_FOLDER = "model_card"
 
@@ -142,3 +156,28 @@ def publish_model_card(client: MlflowClient, card: ModelCard, mlflow_run_id: str
     location = f"runs:/{mlflow_run_id}/{MODEL_CARD_FOLDER}/model_card.md"
     client.set_model_version_tag(card.model_name, card.version, TAG_MODEL_CARD, location)
     return location
+
+
+def publish_run_model_card(
+    run: RunDir,
+    client: MlflowClient,
+    data_set: str,
+    airflow_run_id: str,
+    registration: Registration,
+    report: EvaluationReport,
+    decision: GateDecision | None,
+) -> str:
+    """Build the version's card from what this run's stages wrote to ``run`` and publish it."""
+    validation = ValidationSummary(**run.read_json(VALIDATION_SUMMARY_FILE))
+    augmented = AugmentSummary(**run.read_json(AUGMENT_SUMMARY_FILE))
+    data = {
+        "data set": data_set,
+        "snapshot": run.uri_of(INTERACTIONS_FILE),
+        "users × items after cleaning": f"{augmented.users:,} × {augmented.items:,}",
+        "expectations": f"{validation.evaluated} evaluated, "
+        + ("all passed" if validation.success else f"{len(validation.failed)} failed"),
+        "drift": validation.drift_baseline,
+    }
+    model_meta = run.read_json(f"{EXPORTED_MODEL_DIR}/{ARTIFACT_FILES[MODEL_META]}")
+    card = build_model_card(registration, airflow_run_id, model_meta, data, report, decision)
+    return publish_model_card(client, card, registration.mlflow_run_id)

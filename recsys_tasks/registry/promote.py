@@ -14,7 +14,6 @@ import json
 import logging
 
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.constants import CHAMPION_ALIAS, TAG_GATE_REASONS, TAG_GATE_REPORT, TAG_GATE_STATUS
 from recsys_tasks.contracts.layout import DECISION_FILE
@@ -30,21 +29,10 @@ from recsys_tasks.contracts.reports import (
     Registration,
 )
 from recsys_tasks.errors import RegistryError
+from recsys_tasks.registry.config import GateConfig
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-
-class GateConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min_ndcg_at_10: float = Field(0.01, ge=0, le=1, description="Absolute floor on test NDCG@10.")
-    min_lift_over_popularity: float = Field(
-        0.1, ge=0, description="Required relative gain over popularity (0.1 = 10% higher NDCG@10)."
-    )
-    max_regression_vs_champion: float = Field(
-        0.02, ge=0, le=1, description="Tolerated relative NDCG@10 drop against the current champion."
-    )
 
 
 def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:

@@ -12,22 +12,16 @@ import logging
 import mlflow
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from rich.progress import Progress
 
 from recsys_tasks.contracts.layout import RECOMMENDATIONS_FILE
 from recsys_tasks.contracts.scoring import item_ids_of
 from recsys_tasks.contracts.splits import LeaveOneOutSplits
+from recsys_tasks.serving.config import BatchRecommendConfig
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
-
-
-class BatchRecommendConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    k: int = Field(10, ge=1, le=1000, description="Recommendations per user.")
-    batch_size: int = Field(512, ge=1, description="Users per pyfunc call.")
 
 
 class BatchSummary(BaseModel):

@@ -8,18 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, ConfigDict, Field
+from recsys_tasks.training.config import AcceleratorConfig
 
 log = logging.getLogger(__name__)
-
-
-class AcceleratorConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mixed_precision: bool | None = Field(
-        None, description="float16 compute with float32 weights; null = on with a GPU."
-    )
-    xla: bool | None = Field(None, description="Compile the train step with XLA; null = on with a GPU.")
 
 
 def configure_accelerator(config: AcceleratorConfig) -> bool:

@@ -50,7 +50,7 @@ from collections import deque
 import numpy as np
 import pyarrow.parquet as pq
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from recsys_tasks.contracts.exported_model import (
     ARTIFACT_FILES,
@@ -66,73 +66,16 @@ from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PRETRAINED_ENCODER
 from recsys_tasks.contracts.metrics import PRIMARY_METRIC, evaluate_scores
 from recsys_tasks.contracts.splits import LeaveOneOutSplits, NextItemRows
 from recsys_tasks.contracts.tracking import RunTracker
-from recsys_tasks.models.config import EncoderConfig, FinetuneMode, TrainingExamples
+from recsys_tasks.models.config import EncoderConfig, FinetuneMode
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
-from recsys_tasks.models.retrieval import NextItemRetrievalModel, RetrievalLoss
+from recsys_tasks.models.retrieval import NextItemRetrievalModel
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+from recsys_tasks.training.accelerator import configure_accelerator
+from recsys_tasks.training.config import WIDTH_PER_ITEM_LORA_RANK, FinetuneConfig
 from recsys_tasks.training.datasets import length_bucketed_batches
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE
 
 log = logging.getLogger(__name__)
-
-# The item table's LoRA trains about rank / width of the table's parameters, so a rank that grows with the
-# width keeps that share (about 6%) as the encoder widens. On Amazon Beauty validation (model-quality study) rank 8
-# instead of 4 lifted frozen from 89.5% to 90.6% of full at width 128, but at width 64 only from 88.3% to
-# 88.7%, at 11.9% of the parameters.
-WIDTH_PER_ITEM_LORA_RANK = 16
-
-
-class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mode: FinetuneMode = Field("full", description="Which weights train: all, adapters, LoRA, or heads only.")
-    loss: RetrievalLoss = Field("full_softmax", description="Softmax over the whole catalogue, or in-batch negatives.")
-    examples: TrainingExamples = Field(
-        "prefixes",
-        description="One row per target item with the history before it, or one row per window of history "
-        "with a target at every position (cheaper per epoch, weaker; see datasets.next_item_rows).",
-    )
-    epochs: int = Field(20, ge=0, description="Most fine-tuning epochs; 0 exports the pre-trained model as is.")
-    batch_size: int = Field(256, ge=1, description="Rows (see examples) per batch.")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    average_steps: int = Field(
-        100,
-        ge=0,
-        description="Validation, early stopping and export read an exponential moving average of the weights "
-        "over about this many optimizer steps (at most a quarter of an epoch); 0 reads the last step's weights.",
-    )
-    average_epochs: int = Field(
-        2,
-        ge=0,
-        description="Also validate the average of the best epoch's weights and those of up to this many epochs "
-        "before and after it, and export it when it scores higher; 0 exports the best epoch's weights.",
-    )
-    adapter_dim: int = Field(16, ge=1, description="Adapter bottleneck width in frozen mode.")
-    lora_rank: int = Field(8, ge=1, description="Rank of the LoRA updates in lora mode.")
-    item_lora_rank: int | None = Field(
-        None,
-        ge=0,
-        description="frozen and lora modes: rank of a LoRA update of the frozen item table (0 = none); "
-        "it lets each item move a little at rank · (items + width) parameters. None scales it with the "
-        f"encoder: one rank per {WIDTH_PER_ITEM_LORA_RANK} of width (4 for small, 8 for base).",
-    )
-    frozen_dropout: float = Field(
-        0.1,
-        ge=0,
-        lt=1,
-        description="Encoder dropout in frozen, lora and head modes (full keeps the pre-training rate): the "
-        "backbone does not learn, so heavy dropout there only blurs the features the few trainable weights read.",
-    )
-    ranking_weight: float = Field(0.0, ge=0, description="Weight of the ranking head's loss; 0 trains retrieval only.")
-    patience: int = Field(3, ge=1, description="Epochs without validation gain before stopping.")
-    refit: bool = Field(
-        False,
-        description="Once validation has chosen the epochs, train afresh on training + validation targets for "
-        "them and export that model (about twice the fine-tuning time; the test split stays unseen).",
-    )
-    seed: int = Field(0, description="Seed of initialisation and shuffling.")
-    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
 
 class FinetuneSummary(BaseModel):

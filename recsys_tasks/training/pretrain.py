@@ -12,16 +12,17 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from recsys_tasks.contracts.layout import PRETRAIN_CHECKPOINTS, PRETRAINED_ENCODER_DIR
 from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.contracts.tracking import RunTracker
-from recsys_tasks.models.config import EncoderConfig, ModelSize
+from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.pretraining import PretrainingModel
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.accelerator import AcceleratorConfig, configure_accelerator
+from recsys_tasks.training.accelerator import configure_accelerator
+from recsys_tasks.training.config import PretrainConfig
 from recsys_tasks.training.datasets import (
     PaddedArrays,
     cloze_inputs,
@@ -34,31 +35,6 @@ log = logging.getLogger(__name__)
 
 ENCODER_CHECKPOINT = "encoder"
 ENCODER_CONFIG_FILE = "encoder_config.json"
-
-
-class PretrainConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model_size: ModelSize = Field("small", description="Encoder size preset (see models.config.MODEL_SIZES).")
-    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout rate of the encoder.")
-    use_attributes: bool = Field(True, description="Fuse item-attribute embeddings into the item vectors.")
-    filter_mix: float = Field(
-        0.7,
-        ge=0,
-        le=1,
-        description="Share of each block's token mixing done by the low-pass filter (BSARec's α); 0 = attention only.",
-    )
-    epochs: int = Field(10, ge=0, description="Pre-training epochs; 0 keeps the random initialisation.")
-    batch_size: int = Field(256, ge=2, description="View pairs per batch (the contrastive negatives).")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    mask_probability: float = Field(0.2, gt=0, lt=1, description="Share of history positions hidden for Cloze.")
-    cloze_weight: float = Field(1.0, ge=0, description="Weight of the masked-item loss.")
-    attribute_weight: float = Field(0.2, ge=0, description="Weight of masked attribute prediction (needs attributes).")
-    autoregressive_weight: float = Field(1.0, ge=0, description="Weight of next-item prediction on augmented views.")
-    contrastive_weight: float = Field(0.1, ge=0, description="Weight of the contrastive loss.")
-    temperature: float = Field(0.2, gt=0, description="Softmax temperature of the contrastive loss.")
-    seed: int = Field(0, description="Seed of initialisation, masking and shuffling.")
-    accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
 
 class PretrainSummary(BaseModel):

@@ -79,3 +79,13 @@ class ValidationConfig(BaseModel):
             if low > high:
                 raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
         return self
+
+
+class DriftConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_item_popularity_psi: float = Field(0.25, ge=0, description="PSI above 0.25 is the usual 'major shift'.")
+    max_history_length_psi: float = Field(0.25, ge=0, description="PSI of the per-user history-length histogram.")
+    max_new_item_rate: float = Field(0.5, ge=0, le=1, description="Largest share of interactions on unseen items.")
+    max_daily_volume_ratio: float = Field(3.0, gt=0, description="Busiest day today / busiest day in the snapshot.")
+    top_items: int = Field(100, ge=1, description="Items tracked one by one in the popularity PSI.")

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
 from recsys_tasks.storage import RunDir
@@ -26,16 +26,6 @@ SNAPSHOT_ITEMS_FILE = "items.parquet"
 # History-length bins: 1, 2, 3-4, 5-8, ... doubling, so short and long histories both resolve.
 _LENGTH_BIN_EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, np.inf]
 _PSI_FLOOR = 1e-6
-
-
-class DriftConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_item_popularity_psi: float = Field(0.25, ge=0, description="PSI above 0.25 is the usual 'major shift'.")
-    max_history_length_psi: float = Field(0.25, ge=0, description="PSI of the per-user history-length histogram.")
-    max_new_item_rate: float = Field(0.5, ge=0, le=1, description="Largest share of interactions on unseen items.")
-    max_daily_volume_ratio: float = Field(3.0, gt=0, description="Busiest day today / busiest day in the snapshot.")
-    top_items: int = Field(100, ge=1, description="Items tracked one by one in the popularity PSI.")
 
 
 class DataSnapshot(BaseModel):

@@ -46,8 +46,8 @@ from recsys_tasks.contracts.reports import ValidationSummary
 from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.storage import RunDir
-from recsys_tasks.validation.config import ValidationConfig
-from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, take_snapshot
+from recsys_tasks.validation.config import DriftConfig, ValidationConfig
+from recsys_tasks.validation.drift import SnapshotStore, drift_statistics, take_snapshot
 
 # Great Expectations takes seconds to import; it is imported inside the functions that run it so that importing
 # ValidationConfig (Airflow DAG parsing, the CLI) stays fast.

@@ -1,0 +1,68 @@
+"""Airflow's side of the pipeline: the Params form, the task context, secrets, and what a failure means.
+
+Bad input (``AdaptRecError`` that is not retryable) fails the task at once; an outage is left to the
+task's retries; ``StageSkipped`` skips it. Imported when Airflow parses the DAG: light on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import SecretStr
+
+from recsys_tasks.params import PipelineParams
+from recsys_tasks.pipeline import run_stage
+from recsys_tasks.settings import Settings, get_settings
+
+
+def airflow_params() -> dict[str, Any]:
+    """Airflow ``Param``s generated from PipelineParams, so the UI form and the validation agree."""
+    from airflow.sdk import Param
+
+    schema = PipelineParams.model_json_schema()
+    defaults = PipelineParams().model_dump(mode="json")
+    params = {}
+    for name, field in schema["properties"].items():
+        if "$ref" in field:  # a nested model (column_mapping): inline it, Airflow resolves no references
+            field = {**schema["$defs"][field["$ref"].rsplit("/", 1)[-1]], "description": field.get("description")}
+        spec = {key: value for key, value in field.items() if key not in ("default", "title", "anyOf")}
+        if "anyOf" in field:  # Optional[...] → a nullable JSON-schema type
+            spec["type"] = [option["type"] for option in field["anyOf"]]
+        if "enum" in field:
+            spec.setdefault("type", "string")
+        params[name] = Param(defaults[name], title=name.replace("_", " "), **spec)
+    return params
+
+
+def _settings_with_airflow_secrets() -> Settings:
+    """Settings, with the pseudonymisation key from Airflow's connections when the environment has none."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from recsys_tasks.data.privacy import AIRFLOW_CONNECTION_ID
+
+    settings = get_settings()
+    if settings.pseudonymisation_key is not None:
+        return settings
+    try:
+        password = Connection.get(AIRFLOW_CONNECTION_ID).password
+    except AirflowNotFoundException:
+        return settings
+    return settings.model_copy(update={"pseudonymisation_key": SecretStr(password)}) if password else settings
+
+
+def run_stage_in_airflow(stage: str, context: Mapping[str, Any], upstream: Mapping[str, Any] | None = None) -> dict:
+    """Run ``stage`` for the task's run with the run's Params, reading where ``upstream`` (its XCom) wrote."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from recsys_tasks.errors import AdaptRecError, StageSkipped
+
+    try:
+        return run_stage(stage, context["params"], context["run_id"], _settings_with_airflow_secrets(), upstream)
+    except StageSkipped as exc:
+        raise AirflowSkipException(f"{stage}: {exc}") from None
+    except AdaptRecError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(f"{stage}: {exc}") from None
