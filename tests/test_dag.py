@@ -35,6 +35,14 @@ def test_tasks_run_in_stage_order(dag):
         assert dag.get_task(upstream).downstream_task_ids == expected
 
 
+def test_each_stage_reads_what_the_stage_before_it_returned(dag):
+    """The data flow is in the wiring: a task's argument is its upstream task's XCom (the run dir and summary)."""
+    for upstream, downstream in [*zip(MAIN_CHAIN, MAIN_CHAIN[1:]), ("promote", "batch_recommend")]:
+        (argument,) = dag.get_task(downstream).op_args
+        assert argument.operator.task_id == upstream, downstream
+    assert not dag.get_task("ingest").op_args
+
+
 def test_the_batch_consumer_hangs_off_promote_and_blocks_nothing(dag):
     batch = dag.get_task("batch_recommend")
     assert batch.upstream_task_ids == {"promote"} and batch.downstream_task_ids == set()
