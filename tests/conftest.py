@@ -13,6 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The real public sets of ../shared/data; tests that read them skip when they are absent.
+MOVIELENS_100K = SHARED_DATA / "ml-100k"
+AMAZON_BEAUTY = SHARED_DATA / "amazon-beauty" / "Beauty.txt"
 VENV_BIN = Path(sys.executable).parent
 
 # Airflow reads AIRFLOW_HOME when it is first imported: set it before any test module imports airflow.

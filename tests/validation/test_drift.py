@@ -11,7 +11,7 @@ from recsys_tasks.data.schema import INTERACTIONS_SCHEMA
 from recsys_tasks.errors import DataValidationError
 from recsys_tasks.validation.drift import DriftConfig, SnapshotStore, drift_statistics, psi, take_snapshot
 from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, validate
-from tests.test_validation import START_OF_2024, clean_interactions, write_run
+from tests.validation.test_validate import START_OF_2024, clean_interactions, write_run
 
 DATASET = "movielens-100k-/data/ml"
 

@@ -22,7 +22,7 @@ from recsys_tasks.evaluation.tfrs_protocol import (
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.finetune import EXPORTED_MODEL_DIR, FinetuneConfig, finetune
 from recsys_tasks.training.pretrain import PretrainConfig, pretrain
-from tests.test_sources import MOVIELENS_100K
+from tests.conftest import MOVIELENS_100K
 
 
 def ingested(folder, source: str, path: str | None = None) -> RunDir:

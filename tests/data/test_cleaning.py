@@ -7,7 +7,7 @@ import pytest
 
 from recsys_tasks.data.cleaning import CleaningConfig, clean
 from recsys_tasks.data.sources import read_sequences
-from tests.test_sources import AMAZON_BEAUTY
+from tests.conftest import AMAZON_BEAUTY
 
 
 def frame(rows: list[tuple[str, int, int, float]]) -> pl.DataFrame:
