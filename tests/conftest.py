@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# The real public sets of ../shared/data; tests that read them skip when they are absent.
+MOVIELENS_100K = SHARED_DATA / "ml-100k"
+AMAZON_BEAUTY = SHARED_DATA / "amazon-beauty" / "Beauty.txt"
 VENV_BIN = Path(sys.executable).parent
 
 # Airflow reads AIRFLOW_HOME when it is first imported: set it before any test module imports airflow.
@@ -66,16 +72,25 @@ def no_inherited_mlflow(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@contextmanager
+def mlflow_uris_restored() -> Iterator[None]:
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which Settings reads: put both URIs back after."""
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        for name, value in exported.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _mlflow_uri_stays_in_its_module():
-    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep one module's registry out of the next."""
-    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    for name, value in exported.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    """Keep one module's registry out of the next."""
+    with mlflow_uris_restored():
+        yield
 
 
 TINY_PARAMS = {
@@ -87,12 +102,44 @@ TINY_PARAMS = {
 }
 
 
-def tiny_champion(home: Path, run_id: str):
-    """Settings of a home holding a tiny model trained, registered and promoted to champion by ``run_id``."""
-    from recsys_tasks.pipeline import run_stage
+TRAINING_STAGES = ("ingest", "validate", "augment", "pretrain", "finetune")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(tmp_path_factory) -> Path:
+    """The folder of a run that trained a tiny model (ingest → finetune with TINY_PARAMS), once per session.
+
+    Training is what makes the registry and serving tests slow, and none of them asserts on how the model
+    was trained: each copies this folder into a home of its own (``home_with_trained_run``) and runs the
+    stages from evaluate on there, so every module still has its own MLflow store and registry.
+    """
+    from recsys_tasks.pipeline import run_dir, run_stage
+    from recsys_tasks.settings import Settings
+
+    settings = Settings(home=tmp_path_factory.mktemp("trained-tiny-home"))
+    # Session fixtures are set up before the module's URI guard records the environment: without this the
+    # template home's MLflow store would become the store of every module that asked for this run.
+    with mlflow_uris_restored():
+        for stage in TRAINING_STAGES:
+            run_stage(stage, TINY_PARAMS, "trained-tiny", settings)
+    return Path(run_dir("trained-tiny", settings).uri)
+
+
+def home_with_trained_run(home: Path, run_id: str, trained_run: Path):
+    """Settings of a fresh home whose run ``run_id`` holds a copy of ``trained_run`` (ready for evaluate)."""
+    from recsys_tasks.pipeline import run_dir
     from recsys_tasks.settings import Settings
 
     settings = Settings(home=home)
-    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote"):
+    shutil.copytree(trained_run, run_dir(run_id, settings).uri)
+    return settings
+
+
+def tiny_champion(home: Path, run_id: str, trained_run: Path):
+    """Settings of a home holding a tiny model (a copy of ``trained_run``) registered and promoted to champion."""
+    from recsys_tasks.pipeline import run_stage
+
+    settings = home_with_trained_run(home, run_id, trained_run)
+    for stage in ("evaluate", "register", "promote"):
         run_stage(stage, TINY_PARAMS, run_id, settings)
     return settings

@@ -2,7 +2,8 @@
 
 Every case writes its files (MovieLens ``u.data``, a generic CSV table or an S3-Rec sequence file) into a
 folder and runs ``recsys ingest`` → ``validate`` → ``augment`` as separate commands, as a person would.
-Shared by tests/test_corrupted_inputs.py and benchmarks/corrupted_inputs.py (which prints the table).
+Used by tests/test_corrupted_inputs.py (which benchmarks/corrupted_inputs.py runs to print the table) and
+tests/data/test_privacy.py.
 """
 
 from __future__ import annotations

@@ -23,9 +23,18 @@ def home(tmp_path_factory):
 
 @pytest.mark.usefixtures("no_inherited_mlflow")
 @pytest.mark.parametrize("case", CORPUS, ids=[case.kind for case in CORPUS])
-def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, case):
+def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, case, record_property):
     run_id = f"case-{CORPUS.index(case)}"
     outcome = run_case(case, tmp_path / "data", home, run_id)
+    # What the case did, before any assertion: benchmarks/corrupted_inputs.py runs this test and tabulates it.
+    for name, value in (
+        ("kind", case.kind),
+        ("stopped_at", outcome.stage),
+        ("exit_code", outcome.exit_code),
+        ("message", outcome.message),
+        ("folders", [str(tmp_path / "data"), str(home)]),
+    ):
+        record_property(name, value)
     settings = Settings(home=home)
 
     assert outcome.stage == case.stops_at, outcome.message

@@ -60,7 +60,9 @@ def first_run(registry):
     connection = json.dumps({"conn_type": "generic", "password": AIRFLOW_KEY})
     run_id, log = trigger(
         "2026-01-01",
-        {**TINY, "pretrain_epochs": 5, "finetune_epochs": 15, "batch_recommendations": True},
+        # 1 + 5 epochs: on the tiny preset the model's NDCG@10 is already 2.7× popularity's (0.25 vs 0.095),
+        # the same as after 5 + 15 (early stopping ends fine-tuning there anyway).
+        {**TINY, "pretrain_epochs": 1, "finetune_epochs": 5, "batch_recommendations": True},
         env={"AIRFLOW_CONN_ADAPTREC_PSEUDONYMISATION": connection},
     )
     assert "DagRun Finished" in log and "state=success" in log.split("DagRun Finished")[-1], log[-3000:]

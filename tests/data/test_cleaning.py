@@ -8,7 +8,7 @@ import pytest
 from recsys_tasks.augmentation.cleaning import clean
 from recsys_tasks.augmentation.config import CleaningConfig
 from recsys_tasks.data.sources import read_sequences
-from tests.test_sources import AMAZON_BEAUTY
+from tests.conftest import AMAZON_BEAUTY
 
 
 def frame(rows: list[tuple[str, int, int, float]]) -> pl.DataFrame:

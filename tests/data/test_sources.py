@@ -27,10 +27,7 @@ from recsys_tasks.data.sources import (
     read_table,
 )
 from recsys_tasks.errors import InputDataError
-
-SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
-MOVIELENS_100K = SHARED_DATA / "ml-100k"
-AMAZON_BEAUTY = SHARED_DATA / "amazon-beauty" / "Beauty.txt"
+from tests.conftest import AMAZON_BEAUTY, MOVIELENS_100K
 
 RATINGS = [("1", 10, 5.0, 881250949), ("1", 20, 3.0, 881250950), ("2", 10, 4.0, 891717742)]
 MOVIES = {10: ("Café Society (1995)", [0, 5]), 20: ("Toy Story (1995)", [3, 4, 18])}

@@ -34,8 +34,8 @@ RECOMMENDATIONS = "/v1/recommendations"
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory) -> Settings:
-    return tiny_champion(tmp_path_factory.mktemp("serving-app-home"), RUN_ID)
+def champion(tmp_path_factory, trained_tiny_run) -> Settings:
+    return tiny_champion(tmp_path_factory.mktemp("serving-app-home"), RUN_ID, trained_tiny_run)
 
 
 @pytest.fixture(scope="module")

@@ -515,11 +515,14 @@ def test_mixed_precision_and_xla_train_when_switched_on(pretrained: Pretrained, 
 
     try:
         # Windows: a fraction of the steps per epoch; the accelerator, not the rows, is what is tested here.
+        # A batch larger than all the rows makes one batch of one width: XLA compiles the train step once per
+        # distinct batch shape, and length-bucketed batches of every width cost a compilation each.
         run, summary = finetuned(
             pretrained,
             tmp_path,
             epochs=1,
             examples="windows",
+            batch_size=4096,
             accelerator=AcceleratorConfig(mixed_precision=True, xla=True),
         )
         assert tf.keras.mixed_precision.global_policy().name == "mixed_float16"

@@ -13,18 +13,15 @@ from recsys_tasks.errors import RegistryError
 from recsys_tasks.pipeline import run_dir, run_stage
 from recsys_tasks.registry.operations import compare, move_champion, status
 from recsys_tasks.registry.register import register
-from recsys_tasks.settings import Settings
-from tests.conftest import run_command
-
-TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 2}
+from tests.conftest import TINY_PARAMS, home_with_trained_run, run_command
 
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory):
-    """One trained run registered twice (as two nightly runs would), champion on version 2."""
-    settings = Settings(home=tmp_path_factory.mktemp("operations-home"))
-    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate"):
-        run_stage(stage, TINY, "night-1", settings)
+def two_versions(tmp_path_factory, trained_tiny_run):
+    """One trained run (the session's tiny run, copied) registered twice (as two nightly runs would), champion on
+    version 2."""
+    settings = home_with_trained_run(tmp_path_factory.mktemp("operations-home"), "night-1", trained_tiny_run)
+    run_stage("evaluate", TINY_PARAMS, "night-1", settings)
     run = run_dir("night-1", settings)
     report = EvaluationReport(**run.read_json(REPORT_FILE))
     tracker = RunTracker.for_airflow_run(settings, "night-1")

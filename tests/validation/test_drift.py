@@ -12,7 +12,7 @@ from recsys_tasks.errors import DataValidationError
 from recsys_tasks.validation.config import DriftConfig
 from recsys_tasks.validation.drift import SnapshotStore, drift_statistics, psi, take_snapshot
 from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, validate
-from tests.test_validation import START_OF_2024, clean_interactions, write_run
+from tests.validation.test_validate import START_OF_2024, clean_interactions, write_run
 
 DATASET = "movielens-100k-/data/ml"
 

@@ -27,8 +27,8 @@ RUN_ID = "serving-test-run"
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory) -> Settings:
-    settings = tiny_champion(tmp_path_factory.mktemp("serving-home"), RUN_ID)
+def champion(tmp_path_factory, trained_tiny_run) -> Settings:
+    settings = tiny_champion(tmp_path_factory.mktemp("serving-home"), RUN_ID, trained_tiny_run)
     connect(settings)
     return settings
 

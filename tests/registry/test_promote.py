@@ -18,17 +18,17 @@ from recsys_tasks.registry.config import GateConfig
 from recsys_tasks.registry.promote import gate_checks, promote
 from recsys_tasks.registry.register import register
 from recsys_tasks.settings import Settings
+from tests.conftest import TINY_PARAMS, home_with_trained_run
 
-TINY = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 1, "finetune_epochs": 3}
+TINY = TINY_PARAMS
 RUN_ID = "registry-test-run"
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A run trained and evaluated up to (not including) registration, in its own home."""
-    settings = Settings(home=tmp_path_factory.mktemp("registry-home"))
-    for stage in ("ingest", "validate", "augment", "pretrain", "finetune", "evaluate"):
-        run_stage(stage, TINY, RUN_ID, settings)
+def trained_run(tmp_path_factory, trained_tiny_run):
+    """The session's tiny run, copied into a home of its own and evaluated: ready for registration."""
+    settings = home_with_trained_run(tmp_path_factory.mktemp("registry-home"), RUN_ID, trained_tiny_run)
+    run_stage("evaluate", TINY, RUN_ID, settings)
     return settings
 
 
