@@ -16,7 +16,7 @@ import pyarrow as pa
 from rich.progress import track
 
 from recsys_tasks.augmentation.cleaning import clean
-from recsys_tasks.augmentation.config import AugmentConfig
+from recsys_tasks.augmentation.config import AugmentConfig, CleaningConfig
 from recsys_tasks.augmentation.views import random_view
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.layout import (
@@ -27,7 +27,7 @@ from recsys_tasks.contracts.layout import (
     VIEWS_FILE,
     VOCAB_FILE,
 )
-from recsys_tasks.contracts.reports import AugmentSummary
+from recsys_tasks.contracts.reports import AugmentSummary, CleaningStep
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,36 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_o
 
 
 def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
+    interactions, cleaning, user_order = _cleaned_interactions(run, config.cleaning)
+    items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
+    vocabulary = build_vocabulary(interactions, items)
+    sequences = build_sequences(interactions, vocabulary, user_order)
+    mask_index = vocabulary.height + 1
+    views_table = _views_table(sequences, config, mask_index)
+    summary = AugmentSummary(
+        sequences_uri=run.write_parquet(
+            SEQUENCES_FILE, sequences.with_columns(pl.col(USER_COL).cast(pl.String)).to_arrow()
+        ),
+        vocab_uri=run.write_parquet(VOCAB_FILE, vocabulary.to_arrow()),
+        views_uri=run.write_parquet(VIEWS_FILE, views_table),
+        users=sequences.height,
+        items=vocabulary.height,
+        max_length=config.max_length,
+        mask_index=mask_index,
+        view_pairs=views_table.num_rows,
+        cleaning=cleaning,
+    )
+    run.write_json(AUGMENT_SUMMARY_FILE, summary.model_dump())
+    return summary
+
+
+def _cleaned_interactions(run: RunDir, config: CleaningConfig) -> tuple[pl.DataFrame, list[CleaningStep], pl.Series]:
+    """(the cleaned interactions, the cleaning steps, logged, the users in the order of their first event)."""
     # Pseudonyms are 32-character strings; as a categorical each row holds a 4-byte code instead,
     # which is what keeps 25M-row logs within a few GB through cleaning, joins and sorting.
     logged = pl.from_arrow(run.read_parquet(INTERACTIONS_FILE)).with_columns(pl.col(USER_COL).cast(pl.Categorical))
     user_order = logged[USER_COL].unique(maintain_order=True)
-    interactions, cleaning = clean(logged, config.cleaning)
+    interactions, cleaning = clean(logged, config)
     del logged  # the log before cleaning is not kept alive through the rest of the stage
     for step in cleaning:
         log.info(
@@ -76,11 +101,11 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
             f"{step.items:,}",
             f"{step.rows_removed:,}",
         )
-    items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
-    vocabulary = build_vocabulary(interactions, items)
-    sequences = build_sequences(interactions, vocabulary, user_order)
-    mask_index = vocabulary.height + 1
+    return interactions, cleaning, user_order
 
+
+def _views_table(sequences: pl.DataFrame, config: AugmentConfig, mask_index: int) -> pa.Table:
+    """``view_pairs_per_user`` pairs of random views of each user's training history (user_row, view_a, view_b)."""
     rng = np.random.default_rng(config.seed)
     view_user, view_a, view_b = [], [], []
     # Only the newest max_length training items are ever read; cutting them in polars first keeps
@@ -103,25 +128,10 @@ def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
                         mask_index=mask_index,
                     ).tolist()
                 )
-    views_table = pa.table(
+    return pa.table(
         {
             "user_row": pa.array(view_user, pa.int32()),
             "view_a": pa.array(view_a, pa.list_(pa.int32())),
             "view_b": pa.array(view_b, pa.list_(pa.int32())),
         }
     )
-    summary = AugmentSummary(
-        sequences_uri=run.write_parquet(
-            SEQUENCES_FILE, sequences.with_columns(pl.col(USER_COL).cast(pl.String)).to_arrow()
-        ),
-        vocab_uri=run.write_parquet(VOCAB_FILE, vocabulary.to_arrow()),
-        views_uri=run.write_parquet(VIEWS_FILE, views_table),
-        users=sequences.height,
-        items=vocabulary.height,
-        max_length=config.max_length,
-        mask_index=mask_index,
-        view_pairs=views_table.num_rows,
-        cleaning=cleaning,
-    )
-    run.write_json(AUGMENT_SUMMARY_FILE, summary.model_dump())
-    return summary

@@ -3,8 +3,9 @@
 Every catalogue item is ranked for every user; the items of the user's history are removed from
 the ranking (they can never be recommended); ties are broken towards the higher item index, as
 the S3-Rec/ICLRec evaluation code does (argpartition, then a descending sort). With that rule the
-popularity baseline on Amazon Beauty gives exactly the published protocol check (HR@10 0.0137,
-NDCG@10 0.0061); and a model that scores everything alike still gets no credit for ties. With one
+popularity baseline on Amazon Beauty reproduces the published protocol check (see
+docs/experiments/2026-12-02-model-quality.md); and a model that scores everything alike still gets
+no credit for ties. With one
 held-out item per user, Recall@K equals HR@K; both are reported because people look for both names. Coverage counts the
 distinct items in the users' top 10 (ties at the 10th place are broken arbitrarily there; no rank
 metric depends on it).
@@ -25,8 +26,8 @@ RANK_METRICS = {"hr_at_10": "HR@10", "ndcg_at_10": "NDCG@10", "recall_at_20": "R
 SHOWN_METRICS = {**RANK_METRICS, "coverage_at_10": "Coverage@10"}
 
 SCORES_PER_BATCH = 1 << 22
-"""Most scores (users × catalogue) ranked at once: about 150 MB of working memory for any catalogue.
-A fixed 1,024 users took 1.8 GB on a 59,000-item catalogue and would take 30 GB on a million items."""
+"""Most scores (users × catalogue) ranked at once, which bounds the working memory whatever the
+catalogue's size; a fixed number of users per batch would need memory growing with the catalogue."""
 
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
 """Maps model inputs [B, L] to scores [B, n_items + 1] over item indices (column 0 is padding)."""

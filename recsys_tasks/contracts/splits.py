@@ -54,8 +54,7 @@ class LeaveOneOutSplits:
     """Per-user sequences of item indices with the last two items held out.
 
     The sequences are one concatenated array and per-user offsets, as Arrow stores the list column,
-    not Python lists: on the 18.7-million-interaction synthetic catalogue, loading them added 2.1 GB
-    to the process as lists and adds 0.6 GB this way.
+    not Python lists, which take several times the memory on large logs.
     """
 
     user_ids: list[str]
@@ -186,9 +185,8 @@ class NextItemRows:
 
     Row r reads ``items[starts[r]:ends[r]]`` and, at each input position p with
     p + 1 >= ``first_targets[r]``, has the target ``items[p + 1]`` (and its rating). Three offsets
-    a row instead of padded copies of its window and targets: the 18.2 million rows of the
-    59,000-item synthetic catalogue take 0.41 GB this way; as padded arrays (11 GB, built from
-    Python lists) fine-tuning was killed at 24 GB. Batches are cut from it on the fly (``take``).
+    a row instead of padded copies of its window and targets, which would multiply the memory by
+    the window's width. Batches are cut from it on the fly (``take``).
     """
 
     items: np.ndarray

@@ -100,7 +100,15 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
     """Return (interactions, items) tables in the canonical schema. Item ids start at 1."""
     rng = np.random.default_rng(config.seed)
     catalogue = _Catalogue(config, rng)
+    users, items, times, home_topic = _walk(config, catalogue, rng)
+    interactions = _interactions_table(config, catalogue, rng, users, items, times, home_topic)
+    return interactions, _items_table(config, catalogue, rng)
 
+
+def _walk(
+    config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every user's events, position by position: (user, item, time) of each event, and each user's home topic."""
     lengths = np.minimum(config.min_length + rng.poisson(config.mean_length, config.n_users), config.max_length)
     home_topic = catalogue.topic[catalogue.draw_global(config.n_users, rng)]
     start = config.start_timestamp + rng.integers(0, 180 * _SECONDS_PER_DAY, config.n_users)
@@ -123,13 +131,22 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
         time_columns.append(clock)
         still = lengths[active] > position + 1
         active, current, clock = active[still], current[still], clock[still]
+    return np.concatenate(user_columns), np.concatenate(item_columns), np.concatenate(time_columns), home_topic
 
-    users = np.concatenate(user_columns)
-    items = np.concatenate(item_columns)
+
+def _interactions_table(
+    config: SyntheticConfig,
+    catalogue: _Catalogue,
+    rng: np.random.Generator,
+    users: np.ndarray,
+    items: np.ndarray,
+    times: np.ndarray,
+    home_topic: np.ndarray,
+) -> pa.Table:
+    """The events with ratings (higher on the user's home topic), in user and time order, repeats dropped."""
     on_topic = catalogue.topic[items] == home_topic[users]
     ratings = np.clip(np.rint(3.2 + 1.0 * on_topic + rng.normal(0, 0.8, len(items))), 1, 5)
 
-    times = np.concatenate(time_columns)
     order = np.lexsort((times, users))
     users, items, times, ratings = users[order], items[order], times[order], ratings[order]
     _, first_meeting = np.unique(users * config.n_items + items, return_index=True)
@@ -137,7 +154,7 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
     # Dropping repeats can shorten a history below what leave-one-out needs; such users are left out.
     long_enough = np.bincount(users[keep], minlength=config.n_users) >= 3
     keep = keep[long_enough[users[keep]]]
-    interactions = pa.table(
+    return pa.table(
         {
             "user_id": pa.array(users[keep].astype(str)),
             "item_id": pa.array(items[keep] + 1, pa.int64()),
@@ -146,9 +163,13 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
         },
         schema=INTERACTIONS_SCHEMA,
     )
+
+
+def _items_table(config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator) -> pa.Table:
+    """The catalogue: titles, and attributes (the item's topic and one of three facets of it)."""
     facet = rng.integers(0, 3, config.n_items)
     item_ids = np.arange(1, config.n_items + 1)
-    items_table = pa.table(
+    return pa.table(
         {
             "item_id": pa.array(item_ids, pa.int64()),
             "title": pa.array([f"Synthetic item {i} (topic {t})" for i, t in zip(item_ids, catalogue.topic)]),
@@ -159,4 +180,3 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
         },
         schema=ITEMS_SCHEMA,
     )
-    return interactions, items_table

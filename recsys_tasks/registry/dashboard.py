@@ -11,9 +11,8 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from html import escape
-from urllib.parse import quote
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -134,100 +133,34 @@ def _summarise(version: ModelVersion, aliases: list[str]) -> VersionSummary:
     )
 
 
-_STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 24px; color: #1f2328; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
-code { background: #f6f8fa; padding: 1px 4px; border-radius: 4px; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #d0d7de; padding: 6px 8px; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
-ul.checks { margin: 0; padding-left: 0; list-style: none; }
-.badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; margin: 0 4px 2px 0; }
-.alias { background: #ddf4ff; color: #0969da; }
-.pass { color: #1a7f37; } .fail { color: #cf222e; }
-.gate-passed { background: #dafbe1; color: #1a7f37; } .gate-rejected { background: #ffebe9; color: #cf222e; }
-.gate-not-judged { background: #eaeef2; color: #6e7781; }
-.note, .muted { color: #6e7781; font-size: 12px; } .nowrap { white-space: nowrap; }
-"""
+_TEMPLATES = Environment(
+    loader=PackageLoader("recsys_tasks.registry", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=StrictUndefined,
+)
 
 
 def render_page(model_name: str, overview: RegistryOverview | None, mlflow_ui_url: str) -> str:
     """The whole page as HTML; every value from MLflow is escaped."""
-    if overview is None:
-        body = (
-            f"<p>No version of <code>{escape(model_name)}</code> is registered yet: the <code>register</code> "
-            f"task of <code>{DAG_ID}</code> creates version 1 on its first run.</p>"
-        )
-    else:
-        body = (
-            _aliases_line(overview)
-            + "<h2>Test metrics by version</h2>"
-            + trend_chart(overview.versions)
-            + "<h2>Versions</h2>"
-            + _versions_table(overview, mlflow_ui_url.rstrip("/"))
-        )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>AdaptRec registry</title>'
-        f"<style>{_STYLE}</style></head><body><h1>AdaptRec model registry</h1>{body}</body></html>"
+    held = overview.aliases.items() if overview else []
+    aliases = sorted(held, key=lambda item: (item[0] != CHAMPION_ALIAS, item[0]))
+    return _TEMPLATES.get_template("registry.html.j2").render(
+        model_name=model_name,
+        overview=overview,
+        mlflow_ui_url=mlflow_ui_url.rstrip("/"),
+        dag_id=DAG_ID,
+        champion=CHAMPION_ALIAS,
+        aliases=aliases,
+        chart=trend_chart(overview.versions) if overview else "",
+        metrics=TREND_METRICS,
+        metric_labels=[SHOWN_METRICS[metric] for metric in TREND_METRICS],
     )
 
 
 def render_error_page(message: str) -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>AdaptRec registry</title></head>'
-        f"<body><p>{escape(message)}</p></body></html>"
-    )
-
-
-def _aliases_line(overview: RegistryOverview) -> str:
-    held = ", ".join(
-        f"<code>{escape(alias)}</code> → v{version}"
-        for alias, version in sorted(overview.aliases.items(), key=lambda item: (item[0] != CHAMPION_ALIAS, item[0]))
-    )
-    name = escape(overview.model_name)
-    return (
-        f"<p>Registered model <code>{name}</code>; consumers load <code>models:/{name}@{CHAMPION_ALIAS}</code>. "
-        f"Aliases: {held or 'none yet'}.</p>"
-    )
-
-
-def _versions_table(overview: RegistryOverview, mlflow_ui_url: str) -> str:
-    metric_headers = "".join(f"<th>{SHOWN_METRICS[metric]}</th>" for metric in TREND_METRICS)
-    header = (
-        "<tr><th>Version</th><th>Aliases</th><th>Created (UTC)</th><th>Gate</th><th>Gate checks</th>"
-        f"{metric_headers}<th>Fine-tuning</th><th>Airflow run</th></tr>"
-    )
-    rows = "".join(_version_row(overview.model_name, version, mlflow_ui_url) for version in overview.versions)
-    return f"<table><thead>{header}</thead><tbody>{rows}</tbody></table>"
-
-
-def _version_row(model_name: str, version: VersionSummary, mlflow_ui_url: str) -> str:
-    page = f"{mlflow_ui_url}/#/models/{quote(model_name)}/versions/{version.version}"
-    aliases = "".join(f'<span class="badge alias">{escape(alias)}</span>' for alias in version.aliases)
-    if version.manual_move:
-        aliases += f'<div class="note">{escape(version.manual_move)}</div>'
-    gate_class = "gate-" + escape(version.gate_status.replace(" ", "-"))
-    checks = "".join(
-        f'<li class="{"pass" if check.passed else "fail"}">{"✓" if check.passed else "✗"} '
-        f"{escape(check.name)}: {escape(check.detail)}</li>"
-        for check in version.gate_checks
-    )
-    metrics = "".join(
-        f'<td class="number">{version.test_metrics[metric]:.4f}</td>'
-        if metric in version.test_metrics
-        else "<td>–</td>"
-        for metric in TREND_METRICS
-    )
-    finetuning = escape(version.finetune_mode or "–")
-    if version.trainable_parameters is not None:
-        finetuning += f'<div class="note">{version.trainable_parameters:,} trainable parameters</div>'
-    return (
-        f'<tr><td><a href="{escape(page)}" target="_blank" rel="noopener">v{version.version}</a></td>'
-        f'<td>{aliases}</td><td class="nowrap">{version.created:%Y-%m-%d %H:%M}</td>'
-        f'<td><span class="badge {gate_class}">{escape(version.gate_status)}</span></td>'
-        f'<td><ul class="checks">{checks}</ul></td>{metrics}<td>{finetuning}</td>'
-        f"<td><code>{escape(version.airflow_run_id or '–')}</code></td></tr>"
-    )
+    return _TEMPLATES.get_template("error.html.j2").render(message=message)
 
 
 _WIDTH, _HEIGHT = 760, 260
@@ -241,59 +174,56 @@ def trend_chart(versions: list[VersionSummary]) -> str:
     """
     ordered = sorted(versions, key=lambda summary: summary.version)
     values = [summary.test_metrics[m] for summary in ordered for m in TREND_METRICS if m in summary.test_metrics]
+    template = _TEMPLATES.get_template("trend_chart.svg.j2")
     if not values:
-        return '<p class="muted">No test metrics recorded on any version yet.</p>'
+        return template.render(series=[])
     # The axis starts at 0, so a drop looks as large as it is.
     ticks, decimals = _axis_ticks(max(values))
-    y_max = ticks[-1]
     plot_width, plot_height = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
 
     def x(index: int) -> float:
         return _LEFT + plot_width * (index + 0.5) / len(ordered)
 
     def y(value: float) -> float:
-        return _TOP + plot_height * (1 - value / y_max)
+        return _TOP + plot_height * (1 - value / ticks[-1])
 
-    parts = []
-    for value in ticks:
-        parts.append(
-            f'<line x1="{_LEFT}" x2="{_WIDTH - _RIGHT}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eaeef2"/>'
-            f'<text x="{_LEFT - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.{decimals}f}</text>'
-        )
     label_every = math.ceil(len(ordered) / 20)
-    for index, summary in enumerate(ordered):
-        if index % label_every == 0:
-            parts.append(f'<text x="{x(index):.1f}" y="{_HEIGHT - 10}" text-anchor="middle">v{summary.version}</text>')
-        if CHAMPION_ALIAS in summary.aliases:
-            parts.append(
-                f'<line x1="{x(index):.1f}" x2="{x(index):.1f}" y1="{_TOP}" y2="{_TOP + plot_height}" '
-                f'stroke="#1a7f37" stroke-dasharray="4 3"/>'
-                f'<text x="{x(index):.1f}" y="{_TOP - 6}" text-anchor="middle" fill="#1a7f37">{CHAMPION_ALIAS}</text>'
-            )
-    for series, metric in enumerate(TREND_METRICS):
-        colour, label = _SERIES_COLOURS[metric], SHOWN_METRICS[metric]
-        points = [(index, summary) for index, summary in enumerate(ordered) if metric in summary.test_metrics]
-        path = " ".join(f"{x(index):.1f},{y(summary.test_metrics[metric]):.1f}" for index, summary in points)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for index, summary in points:
-            value = summary.test_metrics[metric]
-            fill = colour if summary.gate_status == "passed" else "#ffffff"
-            parts.append(
-                f'<circle cx="{x(index):.1f}" cy="{y(value):.1f}" r="4" fill="{fill}" stroke="{colour}" '
-                f'stroke-width="2"><title>v{summary.version} {label} {value:.4f} '
-                f"(gate {escape(summary.gate_status)})</title></circle>"
-            )
-        legend_x = _LEFT + 110 * series
-        parts.append(
-            f'<rect x="{legend_x}" y="6" width="12" height="12" fill="{colour}"/>'
-            f'<text x="{legend_x + 16}" y="16">{label}</text>'
-        )
-    parts.append(f'<text x="{_WIDTH - _RIGHT}" y="16" text-anchor="end" fill="#6e7781">hollow: gate not passed</text>')
-    description = " and ".join(SHOWN_METRICS[metric] for metric in TREND_METRICS)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" '
-        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" font-size="12" role="img" aria-label="Test {description} by version">'
-        f"{''.join(parts)}</svg>"
+    columns = [
+        {"x": x(i), "version": v.version, "labelled": i % label_every == 0, "champion": CHAMPION_ALIAS in v.aliases}
+        for i, v in enumerate(ordered)
+    ]
+    series = [
+        {
+            "colour": _SERIES_COLOURS[metric],
+            "label": SHOWN_METRICS[metric],
+            "legend_x": _LEFT + 110 * position,
+            "dots": [
+                {
+                    "x": x(i),
+                    "y": y(v.test_metrics[metric]),
+                    "value": v.test_metrics[metric],
+                    "version": v.version,
+                    "passed": v.gate_status == "passed",
+                    "gate_status": v.gate_status,
+                }
+                for i, v in enumerate(ordered)
+                if metric in v.test_metrics
+            ],
+        }
+        for position, metric in enumerate(TREND_METRICS)
+    ]
+    return template.render(
+        width=_WIDTH,
+        height=_HEIGHT,
+        left=_LEFT,
+        right=_WIDTH - _RIGHT,
+        top=_TOP,
+        bottom=_TOP + plot_height,
+        description=" and ".join(SHOWN_METRICS[metric] for metric in TREND_METRICS),
+        ticks=[{"y": y(value), "label": f"{value:.{decimals}f}"} for value in ticks],
+        columns=columns,
+        champion=CHAMPION_ALIAS,
+        series=series,
     )
 
 

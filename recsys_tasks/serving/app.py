@@ -26,6 +26,7 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -333,18 +334,25 @@ class RequestMetrics:
 
 
 class BearerTokenAuth:
-    """Lets a request through only with ``Authorization: Bearer <token>``; the probe endpoints stay open."""
+    """Lets a request through only with ``Authorization: Bearer <token>``; the probe endpoints stay open.
+
+    FastAPI's ``HTTPBearer`` reads the header; it runs here, in a middleware, rather than as a route
+    dependency, because FastAPI reads and parses a route's body before its dependencies run: a
+    client without the token would get 400 or 413 answers about its body instead of 401.
+    """
+
+    _bearer = HTTPBearer(auto_error=False)
 
     def __init__(self, app: ASGIApp, token: str):
         self.app, self.token = app, token.encode()
 
-    def _authorised(self, scope: Scope) -> bool:
-        scheme, _, credentials = Headers(scope=scope).get("authorization", "").partition(" ")
+    async def _authorised(self, scope: Scope) -> bool:
+        credentials = await self._bearer(Request(scope))
         # compare_digest takes as long for a near miss as for a wild guess: the token leaks nothing by timing.
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self.token)
+        return credentials is not None and hmac.compare_digest(credentials.credentials.strip().encode(), self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self._authorised(scope):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not await self._authorised(scope):
             response = _error(401, "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return

@@ -87,8 +87,8 @@ def length_bucketed_batches(
 ):
     """One epoch of shuffled batches of similar-length rows, each trimmed to its longest row.
 
-    Histories are mostly far shorter than the model's window (Amazon Beauty: 9 items in a window
-    of 50), so full-width batches spend most of the encoder's time on padding. Rows are shuffled,
+    Histories are mostly far shorter than the model's window, so full-width batches spend most of
+    the encoder's time on padding. Rows are shuffled,
     sorted by length within pools of ``pool_batches`` batches, cut into batches, and the batches
     shuffled again; every array is left-padded in the same columns, and the encoder's positions
     count from the newest item, so trimming changes no result.

@@ -7,30 +7,25 @@ Modes (the trainable-parameter count of each is logged):
 - ``lora``: the backbone is frozen; low-rank updates of the attention projections and the heads train.
 - ``head``: the whole encoder is frozen; only the heads train (a linear probe of the pre-trained model).
 
-In the three frozen modes the encoder runs with ``frozen_dropout`` (lighter than pre-training's):
-measured on MovieLens-100K, frozen + adapters reached validation NDCG@10 0.106 with dropout 0.1
-against 0.099 with the pre-training's 0.5.
+In the three frozen modes the encoder runs with ``frozen_dropout`` (lighter than pre-training's).
 
 Training rows (``examples``): by default one per target item, holding the history before it, as
 DuoRec and BSARec train; ``windows`` (a target at every position of a window of history) does a
-fraction of the work per epoch on long histories and scores lower (Amazon Beauty, from scratch,
-validation NDCG@10: 0.073 with prefixes against 0.066 with windows).
+fraction of the work per epoch on long histories and scores lower.
 
 With ``ranking_weight`` > 0 a ranking head trains alongside retrieval (multi-task, see
 models.retrieval); it predicts ratings where the data has them, clicks otherwise.
 
 The weights that are validated, kept and exported are a moving average of the last optimizer
 steps (``average_steps``), which smooths the step-to-step noise of the softmax over the
-catalogue (Amazon Beauty, from scratch, validation NDCG@10: 0.0764 with averaging against 0.0751
-without).
+catalogue.
 
 After every epoch the model is ranked against the whole catalogue on the validation split;
 the best epoch by NDCG@10 is kept and training stops after ``patience`` epochs without gain.
 Then the average of the best epoch's weights and those of up to ``average_epochs`` epochs before
 and after it (stochastic weight averaging over the plateau) is validated too, and exported when
-it scores higher (Amazon Beauty, validation NDCG@10 from scratch 0.0764 → 0.0774, pre-trained
-0.0733 → 0.0740; on MovieLens-100K, whose 943 validation users make the best epoch a lucky peak,
-the average scores lower and the best epoch stays).
+it scores higher; otherwise the best epoch's weights stay.
+The figures behind these defaults are in docs/experiments/2026-12-02-model-quality.md.
 With ``refit`` the model is then trained afresh, with the same seed, on the training and
 validation targets (each user's sequence but the test item) for as many epochs as the choice
 needed, and the same epochs' weights are averaged and exported: the exported model has learnt
@@ -249,10 +244,130 @@ def _compiled_model(
     return model
 
 
-def _train_epoch(model: NextItemRetrievalModel, rows: NextItemRows, config: FinetuneConfig, epoch: int) -> float:
-    """One shuffled pass over ``rows``; the epoch's mean loss."""
-    model.fit(length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch])), verbose=0)
-    return model.epoch_loss()
+class _Validation(tf.keras.callbacks.Callback):
+    """Ranks the validation split against the whole catalogue with the model's current weights.
+
+    It ranks once when created (epoch 0, the model before fine-tuning) and after every epoch,
+    where it adds the metrics to the epoch's logs as ``val_<name>`` and logs them; ``metrics``
+    holds every epoch's.
+    """
+
+    def __init__(
+        self, model: NextItemRetrievalModel, splits: LeaveOneOutSplits, epochs: int, tracker: RunTracker | None
+    ):
+        super().__init__()
+        self.set_model(model)
+        self.splits, self.epochs, self.tracker = splits, epochs, tracker
+        self.inputs, self.seen, self.targets = splits.holdout("validation")
+        self.metrics = {0: self.rank()}
+
+    @property
+    def best_epoch(self) -> int:
+        """The first of the epochs with the highest NDCG@10 so far (0: the model before fine-tuning)."""
+        return max(self.metrics, key=lambda epoch: self.metrics[epoch][PRIMARY_METRIC])
+
+    def rank(self) -> dict[str, float]:
+        model, n_items = self.model, self.splits.n_items
+
+        def score(inputs):
+            scores = tf.matmul(model.query_vectors(inputs), model.encoder.item_vectors(), transpose_b=True)
+            return tf.cast(scores, tf.float32).numpy()[:, : n_items + 1]
+
+        return evaluate_scores(score, self.inputs, self.seen, self.targets, n_items)
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics, loss = self.rank(), self.model.epoch_loss()
+        improved = metrics[PRIMARY_METRIC] > self.metrics[self.best_epoch][PRIMARY_METRIC]
+        self.metrics[epoch] = metrics
+        logs.update({f"val_{name}": value for name, value in metrics.items()})
+        if self.tracker:
+            self.tracker.log_metrics({"finetune_loss": loss, **{f"val_{k}": v for k, v in metrics.items()}}, step=epoch)
+        log.info(
+            "finetune epoch %d/%d  loss %.4f  val HR@10 %.4f  NDCG@10 %.4f%s",
+            epoch,
+            self.epochs,
+            loss,
+            metrics["hr_at_10"],
+            metrics[PRIMARY_METRIC],
+            "  (best)" if improved else "",
+        )
+
+
+class _EarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """Keras early stopping on validation NDCG@10, restoring the best weights at the end, whose first
+    best is the model before fine-tuning (epoch 0)."""
+
+    def __init__(self, patience: int, validation: _Validation):
+        super().__init__(monitor=f"val_{PRIMARY_METRIC}", mode="max", patience=patience, restore_best_weights=True)
+        self.validation = validation
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        # Keras would take the first epoch as the best so far even when it scores below the model it
+        # started from; that model stays the one exported unless an epoch beats it.
+        self.best, self.best_weights = self.validation.metrics[0][PRIMARY_METRIC], self.model.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.stopped_epoch:
+            log.info("no validation gain for %d epochs: stopping", self.patience)
+
+
+def _fit(
+    model: NextItemRetrievalModel, rows: NextItemRows, config: FinetuneConfig, epochs: int, callbacks: list
+) -> int:
+    """Trains for up to ``epochs`` epochs, numbered from 1, each a pass over ``rows`` shuffled by (seed, epoch),
+    calling ``callbacks`` as ``fit`` calls them; the number of epochs run."""
+    # One fit per epoch, not one fit(epochs=...), which trains other weights from the same seeds: each
+    # fit ends with a call of the training step that finds the data exhausted, yet still counts an
+    # optimizer iteration (Adam's bias correction reads it) and touches some optimizer state; and each
+    # fit writes the optimizer's moving average into the weights, so every epoch is validated, kept
+    # and averaged on it, and the next epoch trains on from it.
+    callback_list = tf.keras.callbacks.CallbackList(callbacks, model=model)
+    callback_list.on_train_begin()
+    epochs_run = 0
+    for epoch in range(1, epochs + 1):
+        callback_list.on_epoch_begin(epoch)
+        batches = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
+        model.fit(batches, verbose=0)
+        epochs_run = epoch
+        callback_list.on_epoch_end(epoch, {})
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return epochs_run
+
+
+def _average_if_better(
+    model: NextItemRetrievalModel,
+    around_best: WeightsAroundBest,
+    validation: _Validation,
+    tracker: RunTracker | None,
+) -> tuple[dict[str, float], list[int]]:
+    """Validates the average of the weights around the best epoch and leaves it in ``model`` if it
+    scores higher than the best epoch's weights (which ``model`` holds); the chosen weights' metrics and epochs."""
+    best_epoch = validation.best_epoch
+    best_metrics = validation.metrics[best_epoch]
+    if len(around_best.epochs) <= 1:
+        return best_metrics, [best_epoch]
+    best_weights = model.get_weights()
+    model.set_weights(around_best.average())
+    averaged = validation.rank()
+    keep_average = averaged[PRIMARY_METRIC] > best_metrics[PRIMARY_METRIC]
+    log.info(
+        "average of epochs %s: val NDCG@10 %.4f against %.4f for epoch %d alone: exporting %s",
+        around_best.epochs,
+        averaged[PRIMARY_METRIC],
+        best_metrics[PRIMARY_METRIC],
+        best_epoch,
+        "the average" if keep_average else f"epoch {best_epoch}",
+    )
+    if tracker:
+        tracker.log_metrics({f"val_averaged_{k}": v for k, v in averaged.items()})
+    if keep_average:
+        return averaged, around_best.epochs
+    model.set_weights(best_weights)
+    return best_metrics, [best_epoch]
 
 
 def _refit(
@@ -267,99 +382,51 @@ def _refit(
     rows = splits.next_item_rows(config.examples, held_out=1)
     model = _compiled_model(run, splits, config, rows, jit_compile)
     chosen = EpochWeights()
-    for epoch in range(1, max(epochs) + 1):
-        loss = _train_epoch(model, rows, config, epoch)
+
+    def on_epoch_end(epoch: int, logs: dict) -> None:
+        loss = model.epoch_loss()
         log.info("refit on training + validation targets, epoch %d/%d  loss %.4f", epoch, max(epochs), loss)
         if tracker:
             tracker.log_metrics({"refit_loss": loss}, step=epoch)
         if epoch in epochs:
             chosen.add(epoch, model.get_weights())
+
+    _fit(model, rows, config, max(epochs), [tf.keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)])
     model.set_weights(chosen.average())
     return model
 
 
-def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
-    jit_compile = configure_accelerator(config.accelerator)
-    splits = LeaveOneOutSplits.load(run)
-    rows = splits.next_item_rows(config.examples)
-    model = _compiled_model(run, splits, config, rows, jit_compile)
-    encoder = model.encoder
+def _log_parameters(
+    model: NextItemRetrievalModel, config: FinetuneConfig, tracker: RunTracker | None
+) -> tuple[int, int]:
+    """(trainable, total) parameters of ``model``, logged with the config."""
     trainable = count_parameters(model.trainable_variables)
     total = count_parameters(model.parameters())
     log.info("fine-tuning (%s): %s of %s parameters trainable", config.mode, f"{trainable:,}", f"{total:,}")
     if tracker:
         tracker.log_params(config.model_dump(), prefix="finetune")
         tracker.log_metrics({"trainable_parameters": trainable, "total_parameters": total})
+    return trainable, total
 
-    validation_inputs, validation_seen, validation_targets = splits.holdout("validation")
 
-    def validate() -> dict[str, float]:
-        def score(inputs):
-            scores = tf.matmul(model.query_vectors(inputs), encoder.item_vectors(), transpose_b=True)
-            return tf.cast(scores, tf.float32).numpy()[:, : splits.n_items + 1]
-
-        return evaluate_scores(score, validation_inputs, validation_seen, validation_targets, splits.n_items)
-
-    started = time.perf_counter()
-    best_metrics, best_epoch, best_weights = validate(), 0, model.get_weights()
-    around_best = WeightsAroundBest(config.average_epochs)
-    epochs_run = 0
-    for epoch in range(1, config.epochs + 1):
-        loss = _train_epoch(model, rows, config, epoch)
-        metrics = validate()
-        epochs_run = epoch
-        if tracker:
-            tracker.log_metrics({"finetune_loss": loss, **{f"val_{k}": v for k, v in metrics.items()}}, step=epoch)
-        improved = metrics[PRIMARY_METRIC] > best_metrics[PRIMARY_METRIC]
-        log.info(
-            "finetune epoch %d/%d  loss %.4f  val HR@10 %.4f  NDCG@10 %.4f%s",
-            epoch,
-            config.epochs,
-            loss,
-            metrics["hr_at_10"],
-            metrics[PRIMARY_METRIC],
-            "  (best)" if improved else "",
-        )
-        weights = model.get_weights()
-        around_best.add(epoch, weights, improved)
-        if improved:
-            best_metrics, best_epoch, best_weights = metrics, epoch, weights
-        elif epoch - best_epoch >= config.patience:
-            log.info("no validation gain for %d epochs: stopping", config.patience)
-            break
-    exported_epochs = [best_epoch]
-    if len(around_best.epochs) > 1:
-        average = around_best.average()
-        model.set_weights(average)
-        averaged = validate()
-        keep_average = averaged[PRIMARY_METRIC] > best_metrics[PRIMARY_METRIC]
-        log.info(
-            "average of epochs %s: val NDCG@10 %.4f against %.4f for epoch %d alone: exporting %s",
-            around_best.epochs,
-            averaged[PRIMARY_METRIC],
-            best_metrics[PRIMARY_METRIC],
-            best_epoch,
-            "the average" if keep_average else f"epoch {best_epoch}",
-        )
-        if tracker:
-            tracker.log_metrics({f"val_averaged_{k}": v for k, v in averaged.items()})
-        if keep_average:
-            best_metrics, best_weights, exported_epochs = averaged, average, around_best.epochs
-    model.set_weights(best_weights)
-    refit_epochs = max(exported_epochs) if config.refit else 0
-    if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
-        model = _refit(run, splits, config, exported_epochs, jit_compile, tracker)
-    # Exported from the same architecture built afresh with the chosen weights: without the optimizer,
-    # whose moments and weight average would otherwise make up three quarters of the SavedModel, and
-    # under the float32 policy, as it is served in float32 (CPUs have no fast float16, and TFLite's
-    # int8 conversion needs float ops) even when it trained in mixed precision.
+def _float32_copy(
+    run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig, trained: NextItemRetrievalModel
+) -> NextItemRetrievalModel:
+    """The same architecture built afresh under the float32 policy, holding ``trained``'s weights."""
+    # Exported so: without the optimizer, whose moments and weight average would otherwise make up
+    # most of the SavedModel, and in float32, as it is served in float32 (CPUs have no fast float16,
+    # and TFLite's int8 conversion needs float ops) even when it trained in mixed precision.
     training_policy = tf.keras.mixed_precision.global_policy()
     tf.keras.mixed_precision.set_global_policy("float32")
-    trained, model = model, build_model(run, splits, config)
+    model = build_model(run, splits, config)
     tf.keras.mixed_precision.set_global_policy(training_policy)
     model.set_weights(trained.get_weights())
-    encoder = model.encoder
+    return model
 
+
+def _export(run: RunDir, splits: LeaveOneOutSplits, model: NextItemRetrievalModel, meta: dict) -> None:
+    """Writes the folder the pyfunc loads: SavedModel, item vectors (and their int8 form), vocabulary, ``meta``."""
+    encoder = model.encoder
     with run.writing_folder(EXPORTED_MODEL_DIR) as folder:
         module = _ServingModule(model, splits.max_length)
         tf.saved_model.save(module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures=module.signatures())
@@ -371,14 +438,34 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
             "max_length": splits.max_length,
             "n_items": splits.n_items,
             "encoder": encoder.config.model_dump(),
-            "finetune": config.model_dump(),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "exported_epochs": exported_epochs,
-            "refit_epochs": refit_epochs,
+            **meta,
             "repeat_offset": float(model.repeat_offset.offset.numpy()),
         }
         (folder / ARTIFACT_FILES[MODEL_META]).write_text(json.dumps(meta, indent=2))
+
+
+def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
+    jit_compile = configure_accelerator(config.accelerator)
+    splits = LeaveOneOutSplits.load(run)
+    rows = splits.next_item_rows(config.examples)
+    model = _compiled_model(run, splits, config, rows, jit_compile)
+    trainable, total = _log_parameters(model, config, tracker)
+    started = time.perf_counter()
+    validation = _Validation(model, splits, config.epochs, tracker)
+    around_best = WeightsAroundBest(config.average_epochs)
+    keep_around_best = tf.keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: around_best.add(epoch, model.get_weights(), validation.best_epoch == epoch)
+    )
+    callbacks = [validation, _EarlyStopping(config.patience, validation), keep_around_best]
+    epochs_run = _fit(model, rows, config, config.epochs, callbacks)
+    best_epoch = validation.best_epoch
+    best_metrics, exported_epochs = _average_if_better(model, around_best, validation, tracker)
+    refit_epochs = max(exported_epochs) if config.refit else 0
+    if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
+        model = _refit(run, splits, config, exported_epochs, jit_compile, tracker)
+    model = _float32_copy(run, splits, config, model)
+    meta = {"finetune": config.model_dump(), "trainable_parameters": trainable, "total_parameters": total}
+    _export(run, splits, model, {**meta, "exported_epochs": exported_epochs, "refit_epochs": refit_epochs})
     return FinetuneSummary(
         model_uri=run.uri_of(EXPORTED_MODEL_DIR),
         mode=config.mode,

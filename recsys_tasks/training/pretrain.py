@@ -50,6 +50,43 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
     tf.keras.utils.set_random_seed(config.seed)
     jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
+    encoder_config, attributes = _encoder_config(run, splits, config)
+    encoder = SequenceEncoder(encoder_config)
+    encoder.set_item_attributes(attributes)
+    model = _compiled_model(encoder, config, jit_compile)
+    if tracker:
+        tracker.log_params(encoder_config.model_dump(), prefix="encoder")
+        tracker.log_params(config.model_dump(), prefix="pretrain")
+
+    user_rows, view_a, view_b = contrastive_views(run, splits.max_length)
+    histories = splits.padded_histories(2, splits.max_length)[user_rows]
+    views = {"view_a": view_a, "view_b": view_b}
+    manager, epoch = _restored_checkpoints(run, model)
+    resumed_from = int(epoch.numpy())
+
+    started = time.perf_counter()
+    losses: dict[str, float] = {}
+    for current in range(resumed_from, config.epochs):
+        losses = _train_epoch(model, histories, views, splits.mask_index, config, current)
+        epoch.assign(current + 1)
+        manager.save(checkpoint_number=current + 1)
+        if tracker:
+            tracker.log_metrics(losses, step=current + 1)
+
+    _export_encoder(run, encoder, encoder_config, histories)
+    return PretrainSummary(
+        encoder_uri=run.uri_of(PRETRAINED_ENCODER_DIR),
+        epochs=config.epochs,
+        resumed_from_epoch=resumed_from,
+        losses=losses,
+        parameters=count_parameters(encoder.weights),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _encoder_config(run: RunDir, splits: LeaveOneOutSplits, config: PretrainConfig) -> tuple[EncoderConfig, np.ndarray]:
+    """The encoder's config for ``splits``' catalogue, and the item attribute table it reads (no columns when
+    attributes are off or absent)."""
     attributes, n_attributes = item_attribute_table(run, splits.n_items)
     if not config.use_attributes:
         attributes, n_attributes = attributes[:, :0], 0
@@ -62,8 +99,11 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         n_attributes=n_attributes,
         max_attributes=attributes.shape[1],
     )
-    encoder = SequenceEncoder(encoder_config)
-    encoder.set_item_attributes(attributes)
+    return encoder_config, attributes
+
+
+def _compiled_model(encoder: SequenceEncoder, config: PretrainConfig, jit_compile: bool) -> PretrainingModel:
+    """The pre-training model around ``encoder``, with the config's loss weights, compiled with Adam."""
     model = PretrainingModel(
         encoder,
         cloze_weight=config.cloze_weight,
@@ -73,54 +113,53 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         temperature=config.temperature,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate), jit_compile=jit_compile)
-    if tracker:
-        tracker.log_params(encoder_config.model_dump(), prefix="encoder")
-        tracker.log_params(config.model_dump(), prefix="pretrain")
+    return model
 
-    user_rows, view_a, view_b = contrastive_views(run, splits.max_length)
-    histories = splits.padded_histories(2, splits.max_length)[user_rows]
 
+def _restored_checkpoints(run: RunDir, model: PretrainingModel) -> tuple[tf.train.CheckpointManager, tf.Variable]:
+    """Checkpoints of the model, its optimizer and the epochs done, with the newest one restored if any."""
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(checkpoint, str(run.scratch(PRETRAIN_CHECKPOINTS)), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
         log.info("resuming pre-training from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
-    resumed_from = int(epoch.numpy())
+    return manager, epoch
 
-    started = time.perf_counter()
-    losses: dict[str, float] = {}
-    for current in range(resumed_from, config.epochs):
-        masked, labels = cloze_inputs(
-            histories, config.mask_probability, splits.mask_index, np.random.default_rng([config.seed, current])
-        )
-        dataset = length_bucketed_batches(
-            PaddedArrays({"masked": masked, "labels": labels, "view_a": view_a, "view_b": view_b}),
-            config.batch_size,
-            np.random.default_rng([config.seed, current, 1]),
-        )
-        model.fit(dataset, epochs=1, verbose=0)
-        losses = {f"pretrain_{name}": value for name, value in model.epoch_losses().items()}
-        epoch.assign(current + 1)
-        manager.save(checkpoint_number=current + 1)
-        if tracker:
-            tracker.log_metrics(losses, step=current + 1)
-        log.info(
-            "pretrain epoch %d/%d  %s",
-            current + 1,
-            config.epochs,
-            "  ".join(f"{name.removeprefix('pretrain_')} {value:.4f}" for name, value in losses.items()),
-        )
 
+def _train_epoch(
+    model: PretrainingModel,
+    histories: np.ndarray,
+    views: dict[str, np.ndarray],
+    mask_index: int,
+    config: PretrainConfig,
+    current: int,
+) -> dict[str, float]:
+    """Epoch ``current`` (from 0): masking and batch order seeded by (seed, epoch); its losses, logged."""
+    masked, labels = cloze_inputs(
+        histories, config.mask_probability, mask_index, np.random.default_rng([config.seed, current])
+    )
+    dataset = length_bucketed_batches(
+        PaddedArrays({"masked": masked, "labels": labels, **views}),
+        config.batch_size,
+        np.random.default_rng([config.seed, current, 1]),
+    )
+    model.fit(dataset, epochs=1, verbose=0)
+    losses = {f"pretrain_{name}": value for name, value in model.epoch_losses().items()}
+    log.info(
+        "pretrain epoch %d/%d  %s",
+        current + 1,
+        config.epochs,
+        "  ".join(f"{name.removeprefix('pretrain_')} {value:.4f}" for name, value in losses.items()),
+    )
+    return losses
+
+
+def _export_encoder(
+    run: RunDir, encoder: SequenceEncoder, encoder_config: EncoderConfig, histories: np.ndarray
+) -> None:
+    """Writes the encoder's weights and config where fine-tuning loads them."""
     with run.writing_folder(PRETRAINED_ENCODER_DIR) as folder:
         encoder(histories[:1])  # builds the weights when no epoch ran
         tf.train.Checkpoint(encoder=encoder).write(str(folder / ENCODER_CHECKPOINT))
         (folder / ENCODER_CONFIG_FILE).write_text(encoder_config.model_dump_json(indent=2))
-    return PretrainSummary(
-        encoder_uri=run.uri_of(PRETRAINED_ENCODER_DIR),
-        epochs=config.epochs,
-        resumed_from_epoch=resumed_from,
-        losses=losses,
-        parameters=count_parameters(encoder.weights),
-        seconds=round(time.perf_counter() - started, 2),
-    )
