@@ -40,7 +40,7 @@ help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
 	@echo "make test      set up and run the test suite"
 	@echo "make report    print the newest run's summary again"
-	@echo "make recommend HISTORY=1,2,3   ask the champion for recommendations"
+	@echo "make recommend HISTORY=1,2,3 [VARIANT=int8]   ask the champion for recommendations (int8: no TensorFlow)"
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
 	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
@@ -80,8 +80,9 @@ report: install
 	@$(BIN)/recsys report
 
 HISTORY ?= 1,2,3
+VARIANT ?= float32
 recommend: install
-	@$(BIN)/recsys recommend --history $(HISTORY) --k 10
+	@$(BIN)/recsys recommend --history $(HISTORY) --k 10 --variant $(VARIANT)
 
 # Lint first: a style slip fails CI in seconds, not after the suite.
 test: lint
