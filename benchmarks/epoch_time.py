@@ -10,11 +10,11 @@ built-in synthetic data; then the finetune stage runs in a fresh process per all
 falls on every variant alike. Each process logs with timestamps, which split its wall time into start and
 imports of the CLI's modules (until the stage's first line), imports of the stage's libraries with data and
 model preparation, the first epoch (with the first validation and the tracing of the training step), the
-later epochs, and the export after the last epoch. User and system CPU seconds and minor page faults (the
-kernel's work that the malloc settings target; a count that the machine's other load does not change) come
-from the child's resource usage. The per-epoch losses of every variant are compared: an allocator must not
-change them.
-Results go to ``benchmarks/results/epoch-time.{json,md}`` and the allocator study's table.
+later epochs, and the export after the last epoch. User and system CPU seconds, peak resident memory and
+minor page faults (the kernel's work that the malloc settings target; a count that the machine's other load
+does not change) come from the child's resource usage. The per-epoch losses of every variant are compared:
+an allocator must not change them.
+Results go to ``benchmarks/results/epoch-time.{json,md}`` and the studies' ``bench-epoch`` tables.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def measure(work: Path, repeats: int, epochs: int, preload: Path | None) -> dict
                 "user": user,
                 "sys": system,
                 "minor faults": usage.ru_minflt,
+                "peak RSS GiB": usage.ru_maxrss / 2**20,  # Linux counts KiB
                 **_phases(start, end, log),
             }
             results[name].append(row)
@@ -137,13 +138,16 @@ def table(results: dict[str, list[dict]], repeats: int, epochs: int) -> str:
         f"`recsys finetune` of {epochs} epochs in a fresh process, {repeats} interleaved repeats per variant; "
         "medians, seconds.",
         "",
-        "| allocator | wall | user CPU | sys CPU | minor page faults (M) | until the stage starts "
+        "| allocator | wall | user CPU | sys CPU | minor page faults (M) | peak RSS (GiB) | until the stage starts "
         "| imports, data and model | first epoch | later epoch | after the last epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
         later = statistics.median(seconds for row in rows for seconds in row["later epochs"])
-        cells = [_median(rows, key) for key in ("wall", "user", "sys")] + [_median(rows, "minor faults") / 1e6]
+        cells = [_median(rows, key) for key in ("wall", "user", "sys")] + [
+            _median(rows, "minor faults") / 1e6,
+            _median(rows, "peak RSS GiB"),
+        ]
         cells += [_median(rows, key) for key in ("until the stage starts", "imports, data and model")]
         cells += [_median(rows, "first epoch"), later, _median(rows, "after the last epoch")]
         lines.append(f"| {name} | " + " | ".join(f"{cell:.1f}" for cell in cells) + " |")
