@@ -18,6 +18,14 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# glibc malloc keeps freed memory instead of handing it back to the kernel: by default each large tensor of a
+# training or serving step is mmapped and unmapped again, and the kernel zero-fills its pages anew each time
+# (docs/experiments/2026-12-03-allocator.md). glibc reads these at process start, so they are set for
+# every process make starts (Airflow tasks, the recsys CLI, tests, benchmarks); docker/Dockerfile sets the same
+# for the worker image. A `recsys` started outside both gets them from the shell (README, "Performance").
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+export MALLOC_TOP_PAD_ ?= 536870912
 # airflow standalone starts its components as `airflow ...` subprocesses.
 export PATH := $(BIN):$(PATH)
 
@@ -26,18 +34,19 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
 	@echo "make test      set up and run the test suite"
 	@echo "make report    print the newest run's summary again"
-	@echo "make recommend HISTORY=1,2,3   ask the champion for recommendations"
+	@echo "make recommend HISTORY=1,2,3 [VARIANT=int8]   ask the champion for recommendations (int8: no TensorFlow)"
 	@echo "make mlflow-ui / make airflow-ui   open the UIs on the embedded stores"
 	@echo "make bench-quality DATASET=amazon-beauty|ml-100k   model quality against baselines (../shared/data)"
 	@echo "make bench-pretraining DATASET=amazon-beauty STEPS=0,900,1800,3600   validation NDCG of full fine-tuning per pre-training budget"
 	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, PEFT against full, seed by seed"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
+	@echo "make bench-epoch   fine-tuning epoch and CPU time with and without the malloc settings above"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -71,8 +80,9 @@ report: install
 	@$(BIN)/recsys report
 
 HISTORY ?= 1,2,3
+VARIANT ?= float32
 recommend: install
-	@$(BIN)/recsys recommend --history $(HISTORY) --k 10
+	@$(BIN)/recsys recommend --history $(HISTORY) --k 10 --variant $(VARIANT)
 
 # Lint first: a style slip fails CI in seconds, not after the suite.
 test: lint
@@ -94,6 +104,9 @@ bench-seeds: install
 
 bench-serving: install
 	$(BIN)/python -m benchmarks.serving $(BENCH_ARGS)
+
+bench-epoch: install
+	$(BIN)/python -m benchmarks.epoch_time $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

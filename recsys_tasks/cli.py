@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import sys
+import tempfile
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -184,11 +186,42 @@ def report(run_id: Annotated[str | None, typer.Option(help="Run id (default: the
     console.out(render_summary(summary, width=max(console.width, 110)), highlight=False)
 
 
+@contextmanager
+def _native_stderr_shown_on_failure():
+    """Send file descriptor 2 to a temporary file during the block; write what it caught only if the block fails.
+
+    TensorFlow and LiteRT log from C++ straight to the descriptor when they load (partly before absl's logging
+    is set up, which no environment variable silences); a one-off answer needs none of it unless it fails.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        except AdaptRecError:  # a message of ours, complete in itself
+            raise
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @app.command()
 def recommend(
     history: Annotated[str, typer.Option(help="Item ids the user interacted with, oldest first: 12,7,33")],
     k: Annotated[int, typer.Option(min=1, help="How many items to recommend.")] = 10,
     alias: Annotated[str, typer.Option(help="Registry alias to load.")] = "champion",
+    variant: Annotated[
+        Literal["float32", "int8"],
+        typer.Option(help="float32 runs the TensorFlow SavedModel; int8 runs LiteRT and starts without TensorFlow."),
+    ] = "float32",
 ) -> None:
     """Load models:/<name>@champion from MLflow and print the top-k items for a history."""
     from recsys_tasks.serving.recommend import recommend as recommend_items
@@ -201,7 +234,9 @@ def recommend(
     table = Table(title=f"{settings.model_name}@{alias}: top {k} for history {items}", title_justify="left")
     for column in ("rank", "item_id", "score", "because you viewed"):
         table.add_column(column, justify="right")
-    for row in recommend_items(settings, items, k, alias).itertuples(index=False):
+    with _native_stderr_shown_on_failure():
+        answer = recommend_items(settings, items, k, alias, variant)
+    for row in answer.itertuples(index=False):
         table.add_row(str(row.rank), str(row.item_id), f"{row.score:.4f}", str(row.because))
     console.print(table)
 

@@ -15,8 +15,11 @@ class NoModelVersionError(RegistryError):
     retryable = False
 
 
-def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMPION_ALIAS) -> pd.DataFrame:
-    """Top-k items for one history, as (rank, item_id, score, because) rows, from the version holding ``alias``."""
+def recommend(
+    settings: Settings, history: list[int], k: int, alias: str = CHAMPION_ALIAS, variant: str = "float32"
+) -> pd.DataFrame:
+    """Top-k items for one history, as (rank, item_id, score, because) rows, from ``variant`` of the version
+    holding ``alias`` (the int8 variant loads without TensorFlow)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -29,7 +32,7 @@ def recommend(settings: Settings, history: list[int], k: int, alias: str = CHAMP
             f"{settings.model_name} has no '{alias}' version in {settings.resolved_tracking_uri} yet: "
             "run the pipeline (make run) until a model passes the gate"
         )
-    model = mlflow.pyfunc.load_model(model_uri(settings.model_name, alias))
+    model = mlflow.pyfunc.load_model(model_uri(settings.model_name, alias), model_config={"variant": variant})
     try:
         prediction = model.predict(pd.DataFrame({"history": [history], "k": [k]}))
     except MlflowException as exc:

@@ -144,3 +144,32 @@ def test_mlflow_models_serve_answers_real_http_on_loopback(champion):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# The CLI's own entry point, then whether TensorFlow got imported on the way.
+CLI_THEN_TENSORFLOW_IMPORTED = """
+import sys
+from recsys_tasks.cli import main
+try:
+    main()
+finally:
+    print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("variant", "tensorflow_imported"), [("int8", False), ("float32", True)])
+def test_recsys_recommend_loads_tensorflow_only_for_the_float32_variant(champion, variant, tensorflow_imported):
+    items = known_items(load(champion, "int8"), 3)
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", CLI_THEN_TENSORFLOW_IMPORTED, "recommend"]
+        + ["--history", ",".join(map(str, items)), "--k", "4", "--variant", variant],
+        env={**os.environ, "ADAPTREC_HOME": str(champion.resolved_home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"tensorflow imported: {tensorflow_imported}" in result.stdout
+    assert result.stdout.count("│") >= 4 * 5  # four rows of the table
+    assert result.stderr == ""  # TensorFlow's and LiteRT's C++ start-up lines stay out of the terminal
