@@ -82,10 +82,9 @@ def _round_robin(calls: list[Callable[[], object]]) -> Callable[[], object]:
 
 
 def _measure(run, calls: int) -> dict:
-    from recsys_tasks.contracts.scoring import item_ids_of
-
     from recsys_tasks.contracts.exported_model import VARIANTS, SequentialRecommender
     from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+    from recsys_tasks.contracts.scoring import item_ids_of
     from recsys_tasks.contracts.splits import LeaveOneOutSplits
     from recsys_tasks.latency import latency_percentiles
 
