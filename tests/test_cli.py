@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE
+from recsys_tasks.storage import RunDir
 from tests.conftest import run_command
 
 
@@ -44,7 +46,7 @@ def test_a_stage_prints_its_summary_as_json(adaptrec_home):
     result = run_command("recsys", "ingest", "--run-id", "cli-test", "--set", "synthetic_size=tiny")
     assert result.returncode == 0, result.stderr
     assert '"source": "synthetic"' in result.stdout
-    assert (adaptrec_home / "runs" / "cli-test" / "data" / "interactions.parquet").is_file()
+    assert RunDir.for_run(str(adaptrec_home / "runs"), "cli-test").exists(INTERACTIONS_FILE)
 
 
 def test_report_without_a_finished_run_says_what_to_do(adaptrec_home):

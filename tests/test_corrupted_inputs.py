@@ -6,11 +6,15 @@ variants (byte-order marks, CRLF, unicode ids, ISO times, gzip) must pass all th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
+from recsys_tasks.contracts.layout import SEQUENCES_FILE
 from recsys_tasks.params import PipelineParams
 from recsys_tasks.settings import Settings
+from recsys_tasks.storage import RunDir
 from recsys_tasks.validation.drift import SnapshotStore
 from tests.corrupted_inputs import CORPUS, PASSED, RAW_USER, run_case
 
@@ -43,7 +47,8 @@ def test_each_input_stops_where_it_must_with_a_named_problem(tmp_path, home, cas
     if case.stops_at != PASSED:
         assert outcome.exit_code == 2
         assert case.message in outcome.message, outcome.message
-        assert not (settings.resolved_home / "runs" / run_id / "augment").exists()
+        augment_folder = Path(RunDir.for_run(settings.resolved_runs_uri, run_id).path(SEQUENCES_FILE)).parent
+        assert not augment_folder.exists()  # the augment stage wrote nothing, not even a part
     store = settings.resolved_tracking_uri  # for the registry too: an earlier test may have set a global one
     assert MlflowClient(tracking_uri=store, registry_uri=store).search_registered_models() == []
     dataset_key = PipelineParams.parse(outcome.params).dataset_key()

@@ -12,10 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE, RECOMMENDATIONS_FILE
 from recsys_tasks.data.privacy import local_key_file, pseudonymise, resolve_key
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.settings import Settings
+from recsys_tasks.storage import RunDir
 from tests.corrupted_inputs import run_stages
 
 RAW_ID_MARK = "RAWUSER"
@@ -96,12 +98,13 @@ def test_no_raw_user_id_survives_past_ingest(tmp_path, caplog, capsys):
 
     written = [path for path in settings.resolved_home.rglob("*") if path.is_file()]
     assert any(path.suffix == ".parquet" for path in written) and any(path.name == "mlflow.db" for path in written)
-    assert any(path.name == "recommendations.parquet" for path in written)
+    run = RunDir.for_run(settings.resolved_runs_uri, "privacy-run")
+    assert run.exists(RECOMMENDATIONS_FILE)
     leaks = [str(path) for path in written if RAW_ID_MARK in texts_of(path)]
     assert leaks == []
     captured = capsys.readouterr()
     assert RAW_ID_MARK not in caplog.text + captured.out + captured.err
-    interactions = pq.read_table(settings.resolved_home / "runs" / "privacy-run" / "data" / "interactions.parquet")
+    interactions = run.read_parquet(INTERACTIONS_FILE)
     assert set(interactions["user_id"].to_pylist()) == set(
         pseudonymise(pa.array(raw_ids), resolve_key(settings)).to_pylist()
     )
