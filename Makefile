@@ -34,7 +34,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -47,6 +47,7 @@ help:
 	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, PEFT against full, seed by seed"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make bench-epoch   fine-tuning epoch and CPU time with and without the malloc settings above"
+	@echo "make bench-continual BENCH_ARGS='--dataset diginetica'   adapting (finetune, replay, distillation) against retraining, ADER's protocol"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -107,6 +108,9 @@ bench-serving: install
 
 bench-epoch: install
 	$(BIN)/python -m benchmarks.epoch_time $(BENCH_ARGS)
+
+bench-continual: install
+	$(BIN)/python -m benchmarks.continual $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

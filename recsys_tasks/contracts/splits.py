@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -194,6 +195,74 @@ class NextItemRows:
     starts: np.ndarray
     ends: np.ndarray
     first_targets: np.ndarray
+    replayed: np.ndarray | None = None
+    """Per row, whether it is replayed from an earlier model's data (continual training); None: no replay."""
+
+    @classmethod
+    def prefixes(
+        cls, items: np.ndarray, offsets: np.ndarray, max_length: int, first_targets: np.ndarray | None = None
+    ) -> NextItemRows:
+        """A row per target item of each sequence ``items[offsets[s]:offsets[s + 1]]``, its input the
+        (newest ``max_length``) items before it. Sequence s's targets start at its position
+        ``first_targets[s]`` (default 1, its second item): earlier items are input only."""
+        lengths = np.diff(offsets)
+        first = np.ones(len(lengths), np.int64) if first_targets is None else np.maximum(first_targets, 1)
+        targets = np.maximum(lengths - first, 0)
+        sequence = np.repeat(np.arange(len(lengths)), targets)
+        within = np.arange(len(sequence)) - np.repeat(np.cumsum(targets) - targets, targets)
+        ends = offsets[:-1][sequence] + first[sequence] + within
+        starts = np.maximum(offsets[:-1][sequence], ends - max_length)
+        return cls(items=items, ratings=None, starts=starts, ends=ends, first_targets=ends)
+
+    def concatenate(self, other: NextItemRows) -> NextItemRows:
+        """The rows of both, ``other``'s after these (ratings only when both have them)."""
+        shift = len(self.items)
+        both_rated = self.ratings is not None and other.ratings is not None
+        ratings = np.concatenate([self.ratings, other.ratings]) if both_rated else None
+        replayed = None
+        if self.replayed is not None or other.replayed is not None:
+            replayed = np.concatenate([rows.replay_flags() for rows in (self, other)])
+        return NextItemRows(
+            items=np.concatenate([self.items, other.items]),
+            ratings=ratings,
+            starts=np.concatenate([self.starts, other.starts + shift]),
+            ends=np.concatenate([self.ends, other.ends + shift]),
+            first_targets=np.concatenate([self.first_targets, other.first_targets + shift]),
+            replayed=replayed,
+        )
+
+    def subset(self, rows: np.ndarray) -> NextItemRows:
+        """Only ``rows`` (the item array is shared, not copied)."""
+        flags = None if self.replayed is None else self.replayed[rows]
+        return NextItemRows(
+            self.items, self.ratings, self.starts[rows], self.ends[rows], self.first_targets[rows], flags
+        )
+
+    def compact(self) -> NextItemRows:
+        """The same rows over an item array of their own windows only (input and targets), so that a few
+        rows kept from a large data set do not keep all of it alive."""
+        lengths = self.ends - self.starts + 1
+        offsets = _offsets(lengths)
+        positions = np.repeat(self.starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return NextItemRows(
+            items=self.items[positions],
+            ratings=None if self.ratings is None else self.ratings[positions],
+            starts=offsets[:-1],
+            ends=offsets[1:] - 1,
+            first_targets=offsets[:-1] + (self.first_targets - self.starts),
+            replayed=self.replayed,
+        )
+
+    def windows(self) -> list[np.ndarray]:
+        """Each row's items, input then targets (what ``prefixes`` of those windows rebuilds, for prefix rows)."""
+        return [self.items[start : end + 1] for start, end in zip(self.starts, self.ends, strict=True)]
+
+    def replay_flags(self) -> np.ndarray:
+        return np.zeros(len(self), bool) if self.replayed is None else self.replayed
+
+    def as_replayed(self) -> NextItemRows:
+        """The same rows, each flagged as replayed."""
+        return dataclasses.replace(self, replayed=np.ones(len(self), bool))
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -205,6 +274,7 @@ class NextItemRows:
     @property
     def dtypes(self) -> dict[str, np.dtype]:
         names = ("inputs", "targets") + (("ratings",) if self.ratings is not None else ())
+        names += ("replayed",) if self.replayed is not None else ()
         return {name: np.dtype(np.float32 if name == "ratings" else np.int32) for name in names}
 
     def take(self, rows: np.ndarray, width: int) -> dict[str, np.ndarray]:
@@ -218,4 +288,6 @@ class NextItemRows:
         }
         if self.ratings is not None:
             batch["ratings"] = np.where(has_target, self.ratings[np.where(has_target, positions + 1, 0)], 0.0)
+        if self.replayed is not None:
+            batch["replayed"] = np.broadcast_to(self.replayed[rows, np.newaxis], positions.shape)
         return {name: batch[name].astype(dtype) for name, dtype in self.dtypes.items()}

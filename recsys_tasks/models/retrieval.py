@@ -208,12 +208,16 @@ class NextItemRetrievalModel(tfrs.models.Model):
         self.loss_trackers["ranking"].update_state(ranking)
         return retrieval + self.ranking_weight * ranking
 
-    def _full_softmax_loss(self, queries, next_items, item_vectors, history_cells):
-        """Cross-entropy of each next item against every real item (padding and [MASK] are no candidates),
-        the items already in each prefix (``history_cells``) scored with the repeat offset."""
+    def catalogue_logits(self, queries, item_vectors, history_cells):
+        """Scores [N, n_items] of every real item (padding and [MASK] are no candidates) for each query, the
+        items already in each prefix (``history_cells``) with the repeat offset added; column = index − 1."""
         n_items = self.encoder.config.n_items
         logits = tf.cast(tf.matmul(queries, item_vectors[1 : n_items + 1], transpose_b=True), tf.float32)
-        logits = self.repeat_offset(logits, history_cells)
+        return self.repeat_offset(logits, history_cells)
+
+    def _full_softmax_loss(self, queries, next_items, item_vectors, history_cells):
+        """Cross-entropy of each next item against every real item."""
+        logits = self.catalogue_logits(queries, item_vectors, history_cells)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=next_items - 1, logits=logits))
 
     def _ranking_loss(self, queries, next_items, item_vectors, features, is_target, training):

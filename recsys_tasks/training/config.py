@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.models.config import FinetuneMode, ModelSize, RetrievalLoss, Seed, TrainingExamples
@@ -111,3 +113,36 @@ class FinetuneConfig(BaseModel):
     )
     seed: Seed = 0
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
+
+
+ReplayRule = Literal["herding", "random"]
+
+
+class AdaptConfig(BaseModel):
+    """How a run continues the champion on new events without forgetting the old ones (ADER's recipe)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replay_size: int = Field(
+        2000,
+        ge=0,
+        le=1_000_000,
+        description="Training rows of earlier data replayed next to the new events and kept with the version "
+        "for the next run; 0 = fine-tune on the new events alone.",
+    )
+    replay_rule: ReplayRule = Field(
+        "herding",
+        description="herding: per target item, as many rows as its share of the data, those whose query vectors "
+        "best match the item's mean (ADER); random: a uniform sample.",
+    )
+    distillation: bool = Field(
+        True,
+        description="Train replayed rows towards the champion's scores over the items it knew instead of their "
+        "next item (ADER's knowledge distillation).",
+    )
+    distillation_weight: float = Field(
+        0.8,
+        ge=0,
+        le=100,
+        description="ADER's λ_base; the weight used is λ_base · √(old items / items · replayed rows / new rows).",
+    )

@@ -236,7 +236,11 @@ def _compiled_model(
 ) -> NextItemRetrievalModel:
     """A model initialised from the seed, compiled with Adam and a weight average sized to ``rows``' epochs."""
     tf.keras.utils.set_random_seed(config.seed)
-    model = build_model(run, splits, config)
+    return compile_for(build_model(run, splits, config), rows, config, jit_compile)
+
+
+def compile_for(model: NextItemRetrievalModel, rows: NextItemRows, config: FinetuneConfig, jit_compile: bool):
+    """``model`` compiled with Adam and a moving average of its weights sized to ``rows``' epochs."""
     momentum = weight_average_momentum(config.average_steps, math.ceil(len(rows) / config.batch_size))
     optimizer = tf.keras.optimizers.Adam(config.learning_rate, use_ema=momentum > 0, ema_momentum=momentum)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
@@ -245,7 +249,8 @@ def _compiled_model(
 
 
 class _Validation(tf.keras.callbacks.Callback):
-    """Ranks the validation split against the whole catalogue with the model's current weights.
+    """Ranks a validation holdout (model inputs, items excluded from the ranking, targets) against the
+    whole catalogue of ``n_items`` with the model's current weights.
 
     It ranks once when created (epoch 0, the model before fine-tuning) and after every epoch,
     where it adds the metrics to the epoch's logs as ``val_<name>`` and logs them; ``metrics``
@@ -253,12 +258,17 @@ class _Validation(tf.keras.callbacks.Callback):
     """
 
     def __init__(
-        self, model: NextItemRetrievalModel, splits: LeaveOneOutSplits, epochs: int, tracker: RunTracker | None
+        self,
+        model: NextItemRetrievalModel,
+        holdout: tuple[np.ndarray, np.ndarray, np.ndarray],
+        n_items: int,
+        epochs: int,
+        tracker: RunTracker | None,
     ):
         super().__init__()
         self.set_model(model)
-        self.splits, self.epochs, self.tracker = splits, epochs, tracker
-        self.inputs, self.seen, self.targets = splits.holdout("validation")
+        self.n_items, self.epochs, self.tracker = n_items, epochs, tracker
+        self.inputs, self.seen, self.targets = holdout
         self.metrics = {0: self.rank()}
 
     @property
@@ -267,7 +277,7 @@ class _Validation(tf.keras.callbacks.Callback):
         return max(self.metrics, key=lambda epoch: self.metrics[epoch][PRIMARY_METRIC])
 
     def rank(self) -> dict[str, float]:
-        model, n_items = self.model, self.splits.n_items
+        model, n_items = self.model, self.n_items
 
         def score(inputs):
             scores = tf.matmul(model.query_vectors(inputs), model.encoder.item_vectors(), transpose_b=True)
@@ -444,37 +454,65 @@ def _export(run: RunDir, splits: LeaveOneOutSplits, model: NextItemRetrievalMode
         (folder / ARTIFACT_FILES[MODEL_META]).write_text(json.dumps(meta, indent=2))
 
 
-def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
-    jit_compile = configure_accelerator(config.accelerator)
-    splits = LeaveOneOutSplits.load(run)
-    rows = splits.next_item_rows(config.examples)
-    model = _compiled_model(run, splits, config, rows, jit_compile)
-    trainable, total = _log_parameters(model, config, tracker)
+class TrainingOutcome(BaseModel):
+    epochs_run: int
+    best_epoch: int
+    exported_epochs: list[int]
+    validation: dict[str, float]
+    seconds: float
+
+
+def train_with_validation(
+    model: NextItemRetrievalModel,
+    rows: NextItemRows,
+    holdout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_items: int,
+    config: FinetuneConfig,
+    tracker: RunTracker | None = None,
+) -> TrainingOutcome:
+    """Trains the compiled ``model`` on ``rows`` with validation on ``holdout`` after every epoch, early
+    stopping and the weights around the best epoch averaged when that validates higher; ``model`` ends
+    holding the chosen weights (those it started with when no epoch beats them)."""
     started = time.perf_counter()
-    validation = _Validation(model, splits, config.epochs, tracker)
+    validation = _Validation(model, holdout, n_items, config.epochs, tracker)
     around_best = WeightsAroundBest(config.average_epochs)
     keep_around_best = tf.keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: around_best.add(epoch, model.get_weights(), validation.best_epoch == epoch)
     )
     callbacks = [validation, _EarlyStopping(config.patience, validation), keep_around_best]
     epochs_run = _fit(model, rows, config, config.epochs, callbacks)
-    best_epoch = validation.best_epoch
     best_metrics, exported_epochs = _average_if_better(model, around_best, validation, tracker)
-    refit_epochs = max(exported_epochs) if config.refit else 0
+    return TrainingOutcome(
+        epochs_run=epochs_run,
+        best_epoch=validation.best_epoch,
+        exported_epochs=exported_epochs,
+        validation=best_metrics,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
+    jit_compile = configure_accelerator(config.accelerator)
+    splits = LeaveOneOutSplits.load(run)
+    rows = splits.next_item_rows(config.examples)
+    model = _compiled_model(run, splits, config, rows, jit_compile)
+    trainable, total = _log_parameters(model, config, tracker)
+    outcome = train_with_validation(model, rows, splits.holdout("validation"), splits.n_items, config, tracker)
+    refit_epochs = max(outcome.exported_epochs) if config.refit else 0
     if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
-        model = _refit(run, splits, config, exported_epochs, jit_compile, tracker)
+        model = _refit(run, splits, config, outcome.exported_epochs, jit_compile, tracker)
     model = _float32_copy(run, splits, config, model)
     meta = {"finetune": config.model_dump(), "trainable_parameters": trainable, "total_parameters": total}
-    _export(run, splits, model, {**meta, "exported_epochs": exported_epochs, "refit_epochs": refit_epochs})
+    _export(run, splits, model, {**meta, "exported_epochs": outcome.exported_epochs, "refit_epochs": refit_epochs})
     return FinetuneSummary(
         model_uri=run.uri_of(EXPORTED_MODEL_DIR),
         mode=config.mode,
-        epochs_run=epochs_run,
-        best_epoch=best_epoch,
-        exported_epochs=exported_epochs,
-        validation=best_metrics,
+        epochs_run=outcome.epochs_run,
+        best_epoch=outcome.best_epoch,
+        exported_epochs=outcome.exported_epochs,
+        validation=outcome.validation,
         refit_epochs=refit_epochs,
         trainable_parameters=trainable,
         total_parameters=total,
-        seconds=round(time.perf_counter() - started, 2),
+        seconds=outcome.seconds,
     )

@@ -1,0 +1,455 @@
+"""Continual adaptation against retraining: ADER's protocol on a log cut into periods.
+
+make bench-continual [BENCH_ARGS='--dataset diginetica --session-share 0.25']
+
+Period 0 is the older history; for t = 1 … T−1 every arm is updated with period t (the first update of
+all arms is the same model, trained from scratch on period 0) and tested on period t + 1. Arms, from the
+same code as the pipeline's adapt path (``recsys_tasks.training.continual``):
+
+- ``static``: the period-0 model, never updated;
+- ``joint``: retrained from scratch on periods 0 … t at every update;
+- ``finetune``: the previous model, grown to the new items, trained on period t alone;
+- ``replay``: the same plus a replay set of earlier rows (herding), trained on their next item;
+- ``replay_distill``: the replayed rows distilled towards the previous model's scores instead (ADER).
+
+Evaluation rule (ADER's ``util.py``): in a test period, items the arm's data has not seen by period t
+are removed from the sequences, sequences left with one item are dropped, and every later position is
+predicted from the items before it; all items seen up to period t are ranked, the sequence's own items
+included (nothing is excluded); Recall@20 and MRR@20 (reciprocal rank, 0 beyond 20) are averaged over
+predictions, then over updates. HR@10 and NDCG@10 are reported alongside. Validation: a random 10% of
+each update's new rows, as ADER. Forgetting: each arm's Recall@20 on period 2's test after the last
+update against right after period 1, both ranking only the items known after period 1.
+
+Each finished update of each arm is kept under ``--work`` and not trained again, so the benchmark
+resumes where it stopped. Results: ``benchmarks/results/continual-<dataset>.{json,md}``, the plot
+``docs/experiments/continual-<dataset>.png`` (also logged to MLflow) and the study's table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from benchmarks.common import BENCH_WORK, SHARED_DATA, STUDIES, command, console, machine, show_progress, write_results
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ARMS = ("static", "joint", "finetune", "replay", "replay_distill")
+ADAPTIVE_ARMS = ("joint", "finetune", "replay", "replay_distill")
+VALIDATION_SHARE = 0.1
+SHOWN = {"recall_at_20": "Recall@20", "mrr_at_20": "MRR@20", "hr_at_10": "HR@10", "ndcg_at_10": "NDCG@10"}
+
+
+@dataclass(frozen=True)
+class Period:
+    """The sequences a period adds: item indices (first appearance order over all periods), each sequence
+    ``items[offsets[s]:offsets[s + 1]]`` with targets from its position ``first_targets[s]`` on."""
+
+    items: np.ndarray
+    offsets: np.ndarray
+    first_targets: np.ndarray
+    known_items: int
+    """Items seen up to and including this period."""
+
+
+def _kept(period: int, session: int, share: float) -> bool:
+    digest = hashlib.blake2b(f"{period}:{session}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < share
+
+
+def read_diginetica(folder: Path, share: float) -> list[Period]:
+    """ADER's DIGINETICA periods (``period_N.txt``: ``session item`` lines in time order), each session a
+    sequence of its own; ``share`` of the sessions of every period, by a hash of (period, session)."""
+    index: dict[int, int] = {}
+    periods = []
+    for number in range(len(list(folder.glob("period_*.txt")))):
+        lines = np.loadtxt(folder / f"period_{number}.txt", dtype=np.int64, ndmin=2)
+        sessions: dict[int, list[int]] = {}
+        for session, item in lines:
+            if _kept(number, int(session), share):
+                sessions.setdefault(int(session), []).append(int(item))
+        sequences = [items for items in sessions.values() if len(items) >= 2]
+        for items in sequences:
+            for item in items:
+                index.setdefault(item, len(index) + 1)
+        periods.append(_period([[index[item] for item in items] for items in sequences], None, len(index)))
+    return periods
+
+
+def read_movielens_weeks(folder: Path, share: float, weeks: int = 17) -> list[Period]:
+    """MovieLens-100K cut into periods by time: the last ``weeks`` − 1 weeks one period each, everything
+    before them period 0. A user's sequence in a period is their whole history up to its end, its targets
+    the period's events (histories stay whole as model input); ``share`` of the users."""
+    ratings = np.loadtxt(folder / "u.data", dtype=np.int64)
+    ratings = ratings[np.lexsort((ratings[:, 1], ratings[:, 3], ratings[:, 0]))]
+    week = 7 * 86_400
+    cuts = ratings[:, 3].max() + 1 - week * np.arange(weeks - 1, 0, -1)
+    period_of = np.searchsorted(cuts, ratings[:, 3], side="right")
+    index: dict[int, int] = {}
+    periods = []
+    for number in range(weeks):
+        sequences, first_targets = [], []
+        for user in np.unique(ratings[period_of == number, 0]):
+            if not _kept(0, int(user), share):
+                continue
+            mine = (ratings[:, 0] == user) & (period_of <= number)
+            items, new = ratings[mine, 1], period_of[mine] == number
+            for item in items[new]:
+                index.setdefault(int(item), len(index) + 1)
+            if len(items) >= 2:
+                sequences.append([index.get(int(item), 0) for item in items])
+                first_targets.append(int(np.argmax(new)))
+        periods.append(_period(sequences, np.asarray(first_targets, np.int64), len(index)))
+    return periods
+
+
+def _period(sequences: list[list[int]], first_targets: np.ndarray | None, known_items: int) -> Period:
+    from recsys_tasks.contracts.splits import _offsets
+
+    lengths = np.asarray([len(sequence) for sequence in sequences], np.int64)
+    items = np.concatenate([np.asarray(s, np.int32) for s in sequences]) if sequences else np.zeros(0, np.int32)
+    first = np.ones(len(sequences), np.int64) if first_targets is None else first_targets
+    return Period(items, _offsets(lengths), first, known_items)
+
+
+def rows_of(period: Period, max_length: int, known_items: int | None = None):
+    """Next-item rows of ``period``; with ``known_items``, items beyond it removed from the sequences first
+    and targets that were at or after the first target position kept (the test rule)."""
+    from recsys_tasks.contracts.splits import NextItemRows, _offsets
+
+    if known_items is None:
+        return NextItemRows.prefixes(period.items, period.offsets, max_length, period.first_targets)
+    sequences, first_targets = [], []
+    for start, end, first in zip(period.offsets[:-1], period.offsets[1:], period.first_targets, strict=True):
+        sequence = period.items[start:end]
+        keep = (sequence > 0) & (sequence <= known_items)
+        if keep.sum() >= 2:
+            sequences.append(sequence[keep])
+            first_targets.append(max(int(keep[:first].sum()), 1))
+    lengths = np.asarray([len(s) for s in sequences], np.int64)
+    items = np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
+    return NextItemRows.prefixes(items, _offsets(lengths), max_length, np.asarray(first_targets, np.int64))
+
+
+def split_validation(rows, seed: int):
+    """(training rows, validation rows): a random ``VALIDATION_SHARE`` of the rows held out, as ADER."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(len(rows) * VALIDATION_SHARE)
+    return rows.subset(np.sort(order[cut:])), rows.subset(np.sort(order[:cut]))
+
+
+def holdout(rows, max_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, nothing excluded, targets) of prefix rows, for ranking."""
+    batch = rows.take(np.arange(len(rows)), max_length)
+    return batch["inputs"], np.zeros((len(rows), 1), np.int32), rows.items[rows.ends].astype(np.int64)
+
+
+def test_metrics(model, rows, known_items: int, max_length: int) -> dict[str, float]:
+    """Recall@20, MRR@20, HR@10 and NDCG@10 over every prediction, all ``known_items`` ranked, none excluded.
+    Every arm gets the same test rows; items beyond a model's own table (the static model's) cannot be
+    recommended and read as padding in its inputs."""
+    import tensorflow as tf
+
+    from recsys_tasks.contracts.metrics import ranks_of_targets
+
+    inputs, _, targets = holdout(rows, max_length)
+    own = min(model.encoder.config.n_items, known_items)
+    inputs = np.where(inputs > own, 0, inputs)  # items the model never saw read as padding (static)
+    ranks = []
+    for start in range(0, len(targets), 512):
+        batch = slice(start, start + 512)
+        vectors = model.encoder.item_vectors()
+        scores = np.full((len(targets[batch]), known_items + 1), -np.inf)
+        scores[:, 1 : own + 1] = tf.matmul(model.query_vectors(inputs[batch]), vectors, transpose_b=True).numpy()[
+            :, 1 : own + 1
+        ]
+        ranks.append(ranks_of_targets(scores, targets[batch]))
+    ranks = np.concatenate(ranks)
+    return {
+        "recall_at_20": float((ranks < 20).mean()),
+        "mrr_at_20": float(np.where(ranks < 20, 1.0 / (ranks + 1.0), 0.0).mean()),
+        "hr_at_10": float((ranks < 10).mean()),
+        "ndcg_at_10": float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+        "predictions": len(ranks),
+    }
+
+
+class Store:
+    """Finished updates under ``folder/<arm>/update_<t>/``: weights, replay set and figures."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, arm: str, update: int) -> Path:
+        return self.folder / arm / f"update_{update:02d}"
+
+    def has(self, arm: str, update: int) -> bool:
+        return (self._path(arm, update) / "result.json").is_file()
+
+    def save(self, arm: str, update: int, model, replay, result: dict) -> None:
+        path = self._path(arm, update)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "weights.npz", *[weight.numpy() for weight in model.parameters()])
+        (path / "encoder.json").write_text(model.encoder.config.model_dump_json())
+        if replay is not None:
+            np.savez(path / "replay.npz", items=replay.items, starts=replay.starts, ends=replay.ends)
+        (path / "result.json").write_text(json.dumps(result))  # last: it marks the update finished
+
+    def load(self, arm: str, update: int):
+        from recsys_tasks.contracts.splits import NextItemRows
+        from recsys_tasks.models.config import EncoderConfig
+
+        path = self._path(arm, update)
+        config = EncoderConfig.model_validate_json((path / "encoder.json").read_text())
+        model = _empty_model(config)
+        with np.load(path / "weights.npz") as weights:
+            for variable, key in zip(model.parameters(), weights.files, strict=True):
+                variable.assign(weights[key])
+        replay = None
+        if (path / "replay.npz").is_file():
+            with np.load(path / "replay.npz") as saved:
+                replay = NextItemRows(saved["items"], None, saved["starts"], saved["ends"], saved["ends"])
+        return model, replay, json.loads((path / "result.json").read_text())
+
+
+def _empty_model(config):
+    from recsys_tasks.models.encoder import SequenceEncoder
+    from recsys_tasks.models.retrieval import NextItemRetrievalModel
+    from recsys_tasks.training.continual import built
+
+    return built(NextItemRetrievalModel(SequenceEncoder(config), np.ones(config.n_items + 2)))
+
+
+def _frequencies(rows, n_items: int) -> np.ndarray:
+    return np.bincount(rows.items[rows.ends], minlength=n_items + 2).astype(np.float64)
+
+
+def train_from_scratch(rows, n_items: int, encoder_overrides: dict, finetune):
+    from recsys_tasks.models.config import EncoderConfig
+    from recsys_tasks.training.continual import fresh_model
+    from recsys_tasks.training.finetune import compile_for, train_with_validation
+
+    training, validation = split_validation(rows, finetune.seed)
+    config = EncoderConfig.of_size(**encoder_overrides, n_items=n_items)
+    model = fresh_model(config, _frequencies(training, n_items), finetune.seed)
+    compile_for(model, training, finetune, jit_compile=False)
+    outcome = train_with_validation(model, training, holdout(validation, config.max_length), n_items, finetune)
+    return model, outcome, training
+
+
+def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], encoder: dict, finetune, adapt) -> dict:
+    """Every update of every arm not yet in ``store``; the summary over all of them."""
+    from recsys_tasks.training.continual import adapt_model, select_replay
+
+    max_length = encoder["max_length"]
+    last = len(periods) - 2  # the last update is tested on the last period
+    adapt_configs = {
+        "finetune": adapt.model_copy(update={"replay_size": 0}),
+        "replay": adapt.model_copy(update={"distillation": False}),
+        "replay_distill": adapt.model_copy(update={"distillation": True}),
+    }
+    forgetting_test = rows_of(periods[2], max_length, periods[1].known_items)
+
+    def test(model, update: int) -> dict:
+        known = periods[update].known_items
+        return test_metrics(model, rows_of(periods[update + 1], max_length, known), known, max_length)
+
+    if not store.has("base", 0):
+        console.rule("update 0: every arm starts from one model trained on period 0")
+        started = time.perf_counter()
+        base_rows = rows_of(periods[0], max_length)
+        model, outcome, training = train_from_scratch(base_rows, periods[0].known_items, encoder, finetune)
+        replay = select_replay(model, training, adapt.replay_size, adapt.replay_rule, finetune.seed)
+        seconds = time.perf_counter() - started
+        store.save("base", 0, model, replay, {"seconds": seconds, "examples": len(training) * outcome.epochs_run})
+    for arm in arms:
+        previous, replay, _ = store.load("base", 0)
+        joint_rows = rows_of(periods[0], max_length)
+        for update in range(1, last + 1):
+            new_rows = rows_of(periods[update], max_length)
+            joint_rows = joint_rows.concatenate(new_rows)
+            if store.has(arm, update):
+                previous, replay, _ = store.load(arm, update)
+                continue
+            console.rule(f"{arm}: update {update} of {last}")
+            n_items = periods[update].known_items
+            started = time.perf_counter()
+            if arm == "static":
+                model, examples = previous, 0
+            elif arm == "joint":
+                model, outcome, training = train_from_scratch(joint_rows, n_items, encoder, finetune)
+                examples = len(training) * outcome.epochs_run
+            else:
+                training, validation = split_validation(new_rows, finetune.seed + update)
+                model, outcome, next_replay = adapt_model(
+                    previous,
+                    training,
+                    replay,
+                    n_items,
+                    _frequencies(training, n_items),
+                    holdout(validation, max_length),
+                    finetune,
+                    adapt_configs[arm],
+                )
+                trained_on = (
+                    training if replay is None or not adapt_configs[arm].replay_size else training.concatenate(replay)
+                )
+                examples, replay = len(trained_on) * outcome.epochs_run, next_replay
+            result = {"test": test(model, update), "seconds": time.perf_counter() - started, "examples": examples}
+            if update in (1, last):
+                key = "period_2_after_period_1" if update == 1 else "period_2_after_last"
+                result[key] = test_metrics(model, forgetting_test, periods[1].known_items, max_length)
+            store.save(arm, update, model, replay, result)
+            previous = model
+    return summarise(store, arms, last)
+
+
+def summarise(store: Store, arms: tuple[str, ...], last: int) -> dict:
+    """Per arm: the metrics averaged over updates, compute per update, forgetting and the per-period lists."""
+    summary = {}
+    for arm in arms:
+        updates = [store.load(arm, update)[2] for update in range(1, last + 1) if store.has(arm, update)]
+        if not updates:
+            continue
+        tests = [update["test"] for update in updates]
+        complete = len(updates) == last
+        forgetting = (
+            updates[0]["period_2_after_period_1"]["recall_at_20"] - updates[-1]["period_2_after_last"]["recall_at_20"]
+            if complete
+            else None
+        )
+        summary[arm] = {
+            **{metric: float(np.mean([test[metric] for test in tests])) for metric in SHOWN},
+            "seconds_per_update": float(np.mean([update["seconds"] for update in updates])),
+            "examples_per_update": int(np.mean([update["examples"] for update in updates])),
+            "forgetting": forgetting,
+            "updates": len(updates),
+            "per_period": {metric: [test[metric] for test in tests] for metric in SHOWN},
+        }
+    return summary
+
+
+def markdown(summary: dict, dataset: str, share: float, cli: str) -> str:
+    lines = [
+        f"Continual adaptation on {dataset} ({share:.0%} of the sessions of every period), {machine()}.",
+        f"Command: `{cli}`",
+        "",
+        "| arm | " + " | ".join(SHOWN.values()) + " | seconds / update | examples / update | forgetting (Recall@20) |",
+        "|---|" + "---:|" * (len(SHOWN) + 3),
+    ]
+    for arm, figures in summary.items():
+        forgetting = "–" if figures["forgetting"] is None else f"{figures['forgetting']:+.4f}"
+        lines.append(
+            f"| {arm} | "
+            + " | ".join(f"{figures[metric]:.4f}" for metric in SHOWN)
+            + f" | {figures['seconds_per_update']:.1f} | {figures['examples_per_update']:,} | {forgetting} |"
+        )
+    periods = max(figures["updates"] for figures in summary.values())
+    lines += [
+        "",
+        "Recall@20 per tested period:",
+        "",
+        "| arm | " + " | ".join(str(p + 2) for p in range(periods)) + " |",
+    ]
+    lines.append("|---|" + "---:|" * periods)
+    for arm, figures in summary.items():
+        lines.append(f"| {arm} | " + " | ".join(f"{v:.3f}" for v in figures["per_period"]["recall_at_20"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, dataset: str, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for axis, metric in zip(axes, ("recall_at_20", "mrr_at_20"), strict=True):
+        for arm, figures in summary.items():
+            values = figures["per_period"][metric]
+            axis.plot(range(2, len(values) + 2), values, marker="o", markersize=3, label=arm)
+        axis.set_xlabel("tested period")
+        axis.set_title(f"{dataset}: {SHOWN[metric]}")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return figure
+
+
+def _log_to_mlflow(figure, result: dict, dataset: str) -> None:
+    import mlflow
+
+    from recsys_tasks.settings import get_settings
+
+    mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
+    mlflow.set_experiment("adaptrec-bench-continual")
+    with mlflow.start_run(run_name=f"continual-{dataset}"):
+        mlflow.log_figure(figure, f"continual-{dataset}.png")
+        mlflow.log_dict(result, f"continual-{dataset}.json")
+        for arm, figures in result["arms"].items():
+            mlflow.log_metrics({f"{arm}_{m}": figures[m] for m in SHOWN})
+
+
+READERS = {
+    "diginetica": lambda share: read_diginetica(SHARED_DATA / "diginetica-periods", share),
+    "ml-100k": lambda share: read_movielens_weeks(SHARED_DATA / "ml-100k", share),
+}
+
+
+def main(
+    dataset: Annotated[str, typer.Option(help="diginetica or ml-100k")] = "diginetica",
+    session_share: Annotated[float, typer.Option(help="Share of each period's sessions (users) kept")] = 0.25,
+    arms: Annotated[str, typer.Option(help="Comma-separated arms")] = ",".join(ARMS),
+    replay_size: Annotated[int, typer.Option(help="Rows in the replay set")] = 3000,
+    epochs: Annotated[int, typer.Option(help="Most epochs an update trains")] = 10,
+    model_size: Annotated[str, typer.Option(help="tiny, small or base")] = "small",
+    work: Annotated[Path, typer.Option(help="Where finished updates are kept")] = BENCH_WORK / "continual",
+) -> None:
+    from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
+
+    if dataset not in READERS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(READERS)}")
+    chosen = tuple(arm.strip() for arm in arms.split(","))
+    if unknown := set(chosen) - set(ARMS):
+        raise typer.BadParameter(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
+    if not 0 < session_share <= 1:
+        raise typer.BadParameter(f"--session-share {session_share} is not in (0, 1]")
+    show_progress()
+    periods = READERS[dataset](session_share)
+    console.print(
+        f"{dataset}: {len(periods)} periods, {sum(len(p.offsets) - 1 for p in periods):,} sequences, "
+        f"{periods[-1].known_items:,} items"
+    )
+    encoder = {"size": model_size, "max_length": 50, "dropout": 0.3}
+    finetune = FinetuneConfig(epochs=epochs, patience=2, learning_rate=1e-3, batch_size=256)
+    adapt = AdaptConfig(replay_size=replay_size)
+    settings = {
+        "share": session_share,
+        "encoder": encoder,
+        "finetune": finetune.model_dump(),
+        "adapt": adapt.model_dump(),
+    }
+    store = Store(work / dataset / hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
+    summary = run_benchmark(periods, store, chosen, encoder, finetune, adapt)
+    cli = command("benchmarks.continual")
+    result = {"dataset": dataset, "command": cli, "machine": machine(), "settings": settings, "arms": summary}
+    figure = plot(summary, dataset, STUDIES / f"continual-{dataset}.png")
+    write_results(
+        f"continual-{dataset}", result, markdown(summary, dataset, session_share, cli), f"bench-continual-{dataset}"
+    )
+    _log_to_mlflow(figure, result, dataset)
+    console.print(markdown(summary, dataset, session_share, cli))
+
+
+if __name__ == "__main__":
+    typer.run(main)
