@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
+
+# isort: split
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
 from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.continual import AdaptingRetrievalModel, adaptive_distillation_weight, grow_item_table
 from recsys_tasks.models.encoder import SequenceEncoder

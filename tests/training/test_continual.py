@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
+
+# isort: split
 import numpy as np
 import pytest
 
-import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it loads)
 from recsys_tasks.contracts.splits import NextItemRows, _offsets
 from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
