@@ -58,8 +58,13 @@ def run_stage_in_airflow(stage: str, context: Mapping[str, Any], upstream: Mappi
 
     from recsys_tasks.errors import AdaptRecError, StageSkipped
 
+    # A manually triggered run may have no data interval; only a windowed ingest needs one, and says so.
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    data_interval = (start, end) if start is not None and end is not None else None
     try:
-        return run_stage(stage, context["params"], context["run_id"], _settings_with_airflow_secrets(), upstream)
+        return run_stage(
+            stage, context["params"], context["run_id"], _settings_with_airflow_secrets(), upstream, data_interval
+        )
     except StageSkipped as exc:
         raise AirflowSkipException(f"{stage}: {exc}") from None
     except AdaptRecError as exc:

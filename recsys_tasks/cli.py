@@ -33,6 +33,17 @@ errors = Console(stderr=True)
 RunIdOption = Annotated[str, typer.Option("--run-id", help="Run id; the same id shares one run directory.")]
 ConfOption = Annotated[str, typer.Option("--conf", help="Params as a JSON object, as in 'airflow dags trigger -c'.")]
 SetOption = Annotated[list[str], typer.Option("--set", help="One Param as key=value (JSON value or plain text).")]
+IntervalStartOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-interval-start",
+        help="The run's data interval starts here (ISO-8601, UTC without a zone); with "
+        "data_window=data_interval, ingest takes the events from here to the end.",
+    ),
+]
+IntervalEndOption = Annotated[
+    str | None, typer.Option("--data-interval-end", help="The run's data interval ends here (exclusive).")
+]
 
 
 def _params(conf: str, assignments: list[str]) -> dict[str, Any]:
@@ -53,18 +64,37 @@ def _params(conf: str, assignments: list[str]) -> dict[str, Any]:
     return params
 
 
-def _run_or_skip(stage: str, params: dict, run_id: str) -> dict | None:
+def _data_interval(start: str | None, end: str | None) -> tuple[datetime, datetime] | None:
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ConfigError("give both --data-interval-start and --data-interval-end, or neither")
+    try:
+        return datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError as exc:
+        raise ConfigError(f"the data interval is not ISO-8601: {exc}") from None
+
+
+def _run_or_skip(
+    stage: str, params: dict, run_id: str, data_interval: tuple[datetime, datetime] | None = None
+) -> dict | None:
     """The stage's summary, or None when it had nothing to do in this run (said in one line)."""
     try:
-        return run_stage(stage, params, run_id)
+        return run_stage(stage, params, run_id, data_interval=data_interval)
     except StageSkipped as exc:
         console.print(f"[yellow]{stage} skipped:[/] {exc}")
         return None
 
 
 def _stage_command(stage: str):
-    def command(run_id: RunIdOption, conf: ConfOption = "{}", assignments: SetOption = []) -> None:  # noqa: B006
-        result = _run_or_skip(stage, _params(conf, assignments), run_id)
+    def command(
+        run_id: RunIdOption,
+        conf: ConfOption = "{}",
+        assignments: SetOption = [],  # noqa: B006
+        interval_start: IntervalStartOption = None,
+        interval_end: IntervalEndOption = None,
+    ) -> None:
+        result = _run_or_skip(stage, _params(conf, assignments), run_id, _data_interval(interval_start, interval_end))
         if result is not None:
             console.print_json(json.dumps(result, default=str))
 
@@ -157,13 +187,16 @@ def pipeline(
     run_id: Annotated[str | None, typer.Option(help="Run id (default: a new cli__<time> id).")] = None,
     conf: ConfOption = "{}",
     assignments: SetOption = [],  # noqa: B006
+    interval_start: IntervalStartOption = None,
+    interval_end: IntervalEndOption = None,
 ) -> None:
     """Run every stage in order, without Airflow (for debugging or a single container)."""
     run_id = run_id or f"cli__{datetime.now(UTC):%Y-%m-%dT%H-%M-%S}"
     params = _params(conf, assignments)
+    data_interval = _data_interval(interval_start, interval_end)
     for stage in STAGES:
         console.rule(stage)
-        _run_or_skip(stage, params, run_id)
+        _run_or_skip(stage, params, run_id, data_interval)
 
 
 @app.command()

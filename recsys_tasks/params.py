@@ -31,6 +31,7 @@ PARAM_FIELDS: dict[str, list[tuple[type[BaseModel], str]]] = {
     "data_source": [(IngestConfig, "source")],
     "data_path": [(IngestConfig, "path")],
     "synthetic_size": [(IngestConfig, "synthetic_size")],
+    "data_window": [(IngestConfig, "window")],
     "seed": [(IngestConfig, "seed"), (AugmentConfig, "seed"), (PretrainConfig, "seed"), (FinetuneConfig, "seed")],
     "model_size": [(PretrainConfig, "model_size")],
     "max_length": [(AugmentConfig, "max_length")],
@@ -78,9 +79,14 @@ class _ParamsBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @model_validator(mode="after")
-    def _path_matches_source(self) -> _ParamsBase:
+    def _source_is_complete(self) -> _ParamsBase:
         if self.data_source != "synthetic" and not self.data_path:
             raise ValueError(f"data_source {self.data_source!r} needs data_path")
+        # The rest of the source's rules (which sources a window applies to) fail here, as one line, not at ingest.
+        try:
+            self.stage_config(IngestConfig)
+        except ValidationError as exc:
+            raise ValueError("; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())) from None
         return self
 
     @classmethod
@@ -95,10 +101,14 @@ class _ParamsBase(BaseModel):
             raise ConfigError(f"invalid pipeline params: {problems}") from None
 
     def dataset_key(self) -> str:
-        """Which data set this is, for its drift baseline: a different seed or path is a different data set."""
-        if self.data_source == "synthetic":
-            return f"synthetic-{self.synthetic_size}-seed{self.seed}"
-        return f"{self.data_source}-{self.data_path}"
+        """Which data set this is, for its drift baseline and event store: a different seed, path or window is a
+        different data set (a window's baseline is one period, not the whole source)."""
+        key = (
+            f"synthetic-{self.synthetic_size}-seed{self.seed}"
+            if self.data_source == "synthetic"
+            else f"{self.data_source}-{self.data_path}"
+        )
+        return key if self.data_window == "all" else f"{key}-by-{self.data_window}"
 
     def stage_config(self, config: type[Config]) -> Config:
         """``config`` with every field a Param sets taken from these Params (nested configs too)."""

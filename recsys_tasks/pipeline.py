@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from recsys_tasks.augmentation.config import AugmentConfig
@@ -56,11 +58,25 @@ def _tracker(settings: Settings, run_id: str):
 # --- stage runners: Params, run dir, settings, run id → the stage → a small JSON result -------------------
 
 
-def _ingest(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+def _event_store(params: PipelineParams, settings: Settings):
+    from recsys_tasks.contracts.event_store import EventStore
+
+    return EventStore(settings.resolved_events_uri, params.dataset_key())
+
+
+def _ingest(
+    params: PipelineParams,
+    run: RunDir,
+    settings: Settings,
+    run_id: str,
+    data_interval: tuple[datetime, datetime] | None = None,
+) -> dict:
     from recsys_tasks.data.ingest import ingest
     from recsys_tasks.data.privacy import resolve_key
 
-    return ingest(run, params.stage_config(IngestConfig), resolve_key(settings)).model_dump()
+    config = params.stage_config(IngestConfig)
+    store = _event_store(params, settings) if config.incremental else None
+    return ingest(run, config, resolve_key(settings), store, data_interval).model_dump()
 
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
@@ -72,7 +88,9 @@ def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     )
     tracker = _tracker(settings, run_id)
     try:
-        summary = validate(run, params.data_gate, drift_check, settings.great_expectations_log_level).model_dump()
+        summary = validate(
+            run, params.data_gate, drift_check, settings.great_expectations_log_level, _event_store(params, settings)
+        ).model_dump()
     finally:
         # Passed or failed, the result and the Data Docs go to the run's MLflow run too.
         if run.exists(VALIDATION_RESULT_FILE):
@@ -182,10 +200,12 @@ def run_stage(
     run_id: str,
     settings: Settings | None = None,
     upstream: Mapping[str, Any] | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
 ) -> dict:
     """Run one stage of the run ``run_id`` and return its JSON-serialisable result.
 
     ``upstream`` is the result of the stage before it; its ``run_dir`` is where this stage reads.
+    ``data_interval`` is the run's [start, end) (Airflow's data interval), which ingest windows a source by.
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
@@ -193,4 +213,6 @@ def run_stage(
     settings = settings or get_settings()
     run = RunDir(upstream["run_dir"]) if upstream else run_dir(run_id, settings)
     log.info("stage %s of run %s in %s", stage, run_id, run.uri)
-    return {**STAGES[stage](params, run, settings, run_id), "run_dir": run.uri}
+    # Only ingest reads the data interval: it is where a source is windowed.
+    runner = partial(_ingest, data_interval=data_interval) if stage == "ingest" else STAGES[stage]
+    return {**runner(params, run, settings, run_id), "run_dir": run.uri}

@@ -1,8 +1,8 @@
 """Where the pipeline keeps its state. Embedded defaults need no service: SQLite + local folders.
 
 Every value can be overridden by environment variables (``ADAPTREC_HOME``, ``ADAPTREC_RUNS_URI``,
-``MLFLOW_TRACKING_URI``, ``ADAPTREC_ARTIFACT_ROOT``, ``ADAPTREC_MODEL_NAME``) so the same code runs
-against an MLflow server with a database and object store in production.
+``ADAPTREC_EVENTS_URI``, ``MLFLOW_TRACKING_URI``, ``ADAPTREC_ARTIFACT_ROOT``, ``ADAPTREC_MODEL_NAME``) so the same
+code runs against an MLflow server with a database and object store in production.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".adaptrec"), description="Root of the embedded default stores.")
     runs_uri: str | None = Field(default=None, description="Local path or fsspec URI holding one folder per run.")
     snapshots_uri: str | None = Field(default=None, description="Accepted data snapshots (drift baselines).")
+    events_uri: str | None = Field(
+        default=None, description="Event stores of incremental data sets: one folder per data set, one per period."
+    )
     tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "ADAPTREC_TRACKING_URI"),
@@ -57,6 +60,10 @@ class Settings(BaseSettings):
     @property
     def resolved_snapshots_uri(self) -> str:
         return self.snapshots_uri or str(self.resolved_home / "snapshots")
+
+    @property
+    def resolved_events_uri(self) -> str:
+        return self.events_uri or str(self.resolved_home / "events")
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -19,6 +19,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # The real public sets of ../shared/data; tests that read them skip when they are absent.
 MOVIELENS_100K = SHARED_DATA / "ml-100k"
 AMAZON_BEAUTY = SHARED_DATA / "amazon-beauty" / "Beauty.txt"
+DIGINETICA_PERIODS = SHARED_DATA / "diginetica-periods"
 VENV_BIN = Path(sys.executable).parent
 
 # Airflow reads AIRFLOW_HOME when it is first imported: set it before any test module imports airflow.
@@ -45,6 +46,20 @@ def run_command(*args: str, env: dict | None = None, timeout: int = 600) -> subp
         timeout=timeout,
         check=False,
     )
+
+
+def write_period_file(folder: Path, number: int, sessions: int = 30, length: int = 5, first_item: int = 1) -> Path:
+    """``period_<number>.txt`` in the DIGINETICA layout: ``sessions`` sessions (ids from 100) of ``length`` actions,
+    interleaved in time order, on the 40 items from ``first_item``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{100 + session} {first_item + (session * 3 + step) % 40}"
+        for step in range(length)
+        for session in range(sessions)
+    ]
+    path = folder / f"period_{number}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -75,3 +75,24 @@ def test_validate_prints_its_verdict_not_the_data_library_log(adaptrec_home):
         env={"ADAPTREC_GREAT_EXPECTATIONS_LOG_LEVEL": "INFO"},
     )
     assert len(asked.stderr.splitlines()) > 100, asked.stderr  # Great Expectations' own INFO lines are back
+
+
+def test_a_stage_takes_the_data_interval_from_the_command_line(adaptrec_home, tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,rating\n"
+        + "".join(f"u{h % 7},{h % 9 + 1},{1_704_067_200 + h * 3600},4\n" for h in range(72))
+    )
+    window = ["--set", "data_source=table", "--set", f"data_path={path}", "--set", "data_window=data_interval"]
+
+    interval = ["--data-interval-start", "2024-01-02", "--data-interval-end", "2024-01-03T00:00:00+00:00"]
+
+    result = run_command("recsys", "ingest", "--run-id", "cli-window", *window, *interval)
+
+    assert result.returncode == 0, result.stderr
+    assert '"label": "2024-01-02T00:00:00+00:00/2024-01-03T00:00:00+00:00"' in result.stdout
+    assert '"new_rows": 24' in result.stdout
+    only_start = run_command(
+        "recsys", "ingest", "--run-id", "cli-window", *window, "--data-interval-start", "2024-01-02"
+    )
+    assert_one_line_error(only_start, "give both --data-interval-start and --data-interval-end, or neither")

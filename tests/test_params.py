@@ -38,6 +38,7 @@ def test_a_param_is_its_stage_fields_schema(param):
         ("seed", 7, FinetuneConfig, lambda c: c.seed),
         ("seed", 7, IngestConfig, lambda c: c.seed),
         ("synthetic_size", "tiny", IngestConfig, lambda c: c.synthetic_size),
+        ("data_window", "data_interval", IngestConfig, lambda c: c.window),
         ("user_core", 5, AugmentConfig, lambda c: c.cleaning.user_core),
         ("mask_ratio", 0.5, AugmentConfig, lambda c: c.mask_ratio),
         ("xla", True, PretrainConfig, lambda c: c.accelerator.xla),
@@ -76,6 +77,24 @@ def test_every_problem_is_named_on_one_line():
     message = str(raised.value)
     assert "model_size" in message and "finetune_epochs" in message and "user_core" in message
     assert "\n" not in message
+
+
+def test_a_window_on_a_source_without_a_clock_of_its_own_is_one_line():
+    with pytest.raises(ConfigError) as raised:
+        PipelineParams.parse({"data_source": "periods", "data_path": "/data/shop", "data_window": "data_interval"})
+    message = str(raised.value)
+    assert "window 'data_interval' needs a source with a clock of its own" in message and "\n" not in message
+
+
+def test_a_windowed_source_is_a_data_set_of_its_own():
+    """Its drift baseline and event store hold periods, not the whole source."""
+    whole = PipelineParams.parse({"data_source": "table", "data_path": "/data/log.csv"})
+    windowed = PipelineParams.parse(
+        {"data_source": "table", "data_path": "/data/log.csv", "data_window": "data_interval"}
+    )
+    assert whole.dataset_key() == "table-/data/log.csv"
+    assert windowed.dataset_key() == "table-/data/log.csv-by-data_interval"
+    assert PipelineParams.parse({"synthetic_size": "drifting"}).dataset_key() == "synthetic-drifting-seed0"
 
 
 def test_the_airflow_form_is_the_schema():

@@ -1,12 +1,14 @@
-"""The pipeline factory: stage lookup and the end-of-run summary."""
+"""The pipeline factory: stage lookup, the end-of-run summary, and what it hands an incremental run's stages."""
 
 from __future__ import annotations
 
 import pytest
 
+from recsys_tasks.contracts.event_store import EventStore
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.pipeline import STAGES, run_stage
 from recsys_tasks.reporting import render_summary
+from recsys_tasks.settings import Settings
 
 
 def test_an_unknown_stage_is_refused():
@@ -36,3 +38,17 @@ def test_the_summary_shows_the_model_first_and_the_gate_reasons():
     assert "Gate REJECTED: m version 4 — champion stays at 3" in text
     assert "no_regression_vs_champion: FAIL" in text
     assert "Data gate: all 21 expectations passed; drift: new item rate 0.250" in text
+
+
+def test_the_drifting_stream_runs_a_period_a_run_through_ingest_and_the_gate(adaptrec_home):
+    """The factory hands ingest and validate the data set's event store: each run adds the next accepted period."""
+    settings = Settings(home=adaptrec_home)
+    params = {"synthetic_size": "drifting"}
+    for run_id, period in (("week-0", 0), ("week-1", 1)):
+        ingested = run_stage("ingest", params, run_id, settings)
+        validated = run_stage("validate", params, run_id, settings, upstream=ingested)
+        assert ingested["window"]["period"] == validated["accepted_period"] == period
+
+    store = EventStore(settings.resolved_events_uri, "synthetic-drifting-seed0")
+    assert [partition.accepted for partition in store.partitions()] == [True, True]
+    assert ingested["rows"] == store.read().num_rows and ingested["window"]["new_items"] == 20

@@ -4,6 +4,7 @@ Stages never import each other; they meet here. ``layout`` names every path of a
 ``tables`` the canonical tables, ``reports`` the typed JSON artifacts (summaries, evaluation report,
 registration, gate decision), ``splits`` the leave-one-out view of the augmented sequences,
 ``exported_model`` / ``int8_variant`` the exported-model format, ``metrics`` the ranking protocol
-every comparison uses, ``registry`` the registered-model naming and ``tracking`` the MLflow run of
-an Airflow run. Only ``layout``, ``tables`` and ``reports`` are light enough for DAG parsing.
+every comparison uses, ``registry`` the registered-model naming, ``tracking`` the MLflow run of
+an Airflow run and ``event_store`` the periods of an incremental data set. Only ``layout``,
+``tables`` and ``reports`` are light enough for DAG parsing.
 """

@@ -8,6 +8,9 @@ stage in its first path segment.
 INTERACTIONS_FILE = "data/interactions.parquet"
 ITEMS_FILE = "data/items.parquet"
 USERS_FILE = "data/users.parquet"
+# ingest of an incremental source (contracts.event_store): the new period alone, and what it added
+NEW_EVENTS_FILE = "data/new_events.parquet"
+WINDOW_FILE = "data/window.json"
 # validate
 VALIDATION_RESULT_FILE = "validation/result.json"
 VALIDATION_SUMMARY_FILE = "validation/summary.json"

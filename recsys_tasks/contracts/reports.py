@@ -28,6 +28,23 @@ class AugmentSummary(BaseModel):
     cleaning: list[CleaningStep]
 
 
+class IngestWindow(BaseModel):
+    """What an incremental ingest took from its source: one period of the data set's event store."""
+
+    dataset_key: str
+    period: int | None = Field(description="The period's index in the event store; None when nothing was new.")
+    label: str | None = Field(description="The period's name in its source: a file name or an ISO data interval.")
+    added: bool = Field(description="False when the store held this period already (a re-run) or nothing was new.")
+    new_rows: int
+    new_users: int = Field(description="Users of the period with no event in any other accepted period.")
+    new_items: int = Field(description="Items of the period with no event in any other accepted period.")
+    history_rows: int = Field(description="Rows of data/interactions.parquet: every accepted period plus this one.")
+    watermark_before: int | None = Field(description="Last timestamp of the other accepted periods, unix seconds.")
+    first_timestamp: int | None
+    last_timestamp: int | None
+    note: str = Field(description="One line: what was ingested, or why nothing was.")
+
+
 class ValidationSummary(BaseModel):
     """Outcome of the data gate."""
 
@@ -39,6 +56,9 @@ class ValidationSummary(BaseModel):
     drift: dict[str, float] | None = Field(description="Drift statistics against the accepted snapshot, if any.")
     drift_baseline: str = Field(description="Which accepted snapshot drift was measured against, or why not.")
     snapshot_uri: str | None = Field(description="Where this data set's statistics were accepted as the new baseline.")
+    accepted_period: int | None = Field(
+        None, description="Incremental runs: the period accepted in the data set's event store."
+    )
 
 
 class VariantReport(BaseModel):

@@ -1,4 +1,4 @@
-"""What the ingest stage reads: the data source, its path and a generic table's columns."""
+"""What the ingest stage reads: the data source, its path, a generic table's columns, and how much of it a run takes."""
 
 from __future__ import annotations
 
@@ -35,32 +35,59 @@ class ColumnMapping(BaseModel):
         return [self.user, self.item, self.timestamp, *label, *([self.attributes] if self.attributes else [])]
 
 
-SyntheticPreset = Literal["tiny", "small", "medium", "large"]
+SyntheticPreset = Literal["tiny", "small", "medium", "large", "drifting"]
 
 
-DataSource = Literal["synthetic", "movielens-100k", "movielens-1m", "movielens-25m", "sequence", "table"]
+DataSource = Literal["synthetic", "periods", "movielens-100k", "movielens-1m", "movielens-25m", "sequence", "table"]
+
+Window = Literal["all", "data_interval"]
 
 
 class IngestConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: DataSource = Field(
-        "synthetic", description="synthetic, movielens-100k / -1m / -25m (also 'latest'), sequence, or table."
+        "synthetic",
+        description="synthetic, periods (one period file a run), movielens-100k / -1m / -25m (also 'latest'), "
+        "sequence, or table.",
     )
     path: str | None = Field(
         None,
-        description="MovieLens: the unpacked folder. sequence: the 'user item item ...' .txt file. "
-        "table: a CSV (with header) or Parquet file.",
+        description="MovieLens: the unpacked folder. periods: the folder of period_N.txt files ('session item' "
+        "lines). sequence: the 'user item item ...' .txt file. table: a CSV (with header) or Parquet file.",
     )
     columns: ColumnMapping = Field(
         default_factory=ColumnMapping,
         description="table only: which columns hold user, item, timestamp and rating (null rating = implicit).",
     )
-    synthetic_size: SyntheticPreset = Field("small", description="Size of the built-in synthetic data set.")
+    synthetic_size: SyntheticPreset = Field(
+        "small",
+        description="Size of the built-in synthetic data set; drifting: weekly periods with planted drift, one a run.",
+    )
+    window: Window = Field(
+        "all",
+        description="all: the whole source every run. data_interval: only the events of the run's data interval, "
+        "appended to the data set's event store as one period (movielens, table and the fixed synthetic sizes).",
+    )
     seed: Seed = 0
 
     @model_validator(mode="after")
-    def _path_matches_source(self) -> IngestConfig:
+    def _source_is_usable(self) -> IngestConfig:
         if self.source != "synthetic" and not self.path:
             raise ValueError(f"data source {self.source!r} needs a data path")
+        if self.window == "data_interval" and (self.source == "sequence" or self.arrives_in_periods):
+            raise ValueError(
+                "window 'data_interval' needs a source with a clock of its own: sequence files have none, and period "
+                "files and the drifting synthetic set arrive in periods already"
+            )
         return self
+
+    @property
+    def arrives_in_periods(self) -> bool:
+        """Period files and the drifting synthetic set: each run takes the next period of the source."""
+        return self.source == "periods" or (self.source == "synthetic" and self.synthetic_size == "drifting")
+
+    @property
+    def incremental(self) -> bool:
+        """Whether a run appends one period to the data set's event store instead of reading the whole source."""
+        return self.arrives_in_periods or self.window == "data_interval"

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
+import posixpath
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -50,6 +52,10 @@ _UNSUPPORTED_CONTAINERS = {b"PK\x03\x04": "a zip archive", b"(\xb5/\xfd": "zstd-
 _PARQUET_MAGIC = b"PAR1"
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}:?\d{2})$"
 _TYPE_NAMES = {"int8": "an integer", "int64": "an integer", "float": "a number", "double": "a number"}
+# Period files carry no clock: period N starts N weeks after this moment (2016-01-01 UTC, the DIGINETICA year).
+PERIOD_CLOCK_START = 1_451_606_400
+PERIOD_SECONDS = 7 * 86_400
+_PERIOD_FILE = re.compile(r"period_(\d+)\.txt")
 
 
 @contextmanager
@@ -536,3 +542,63 @@ def read_table(uri: str, mapping: ColumnMapping) -> tuple[pa.Table, pa.Table]:
         schema=INTERACTIONS_SCHEMA,
     )
     return interactions, _item_attributes(table, items, mapping, uri)
+
+
+def period_files(folder: str) -> list[tuple[int, str]]:
+    """The ``period_N.txt`` files of ``folder`` as (N, URI), ordered by N."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    if not fs.isdir(path):
+        raise InputDataError(f"period folder not found at {folder}: check the data path")
+    found = sorted(
+        (int(match.group(1)), f"{folder.rstrip('/')}/{posixpath.basename(name)}")
+        for name in fs.ls(path, detail=False)
+        if (match := _PERIOD_FILE.fullmatch(posixpath.basename(name)))
+    )
+    if not found:
+        raise InputDataError(f"period folder {folder} holds no period_N.txt files")
+    numbers = [number for number, _ in found]
+    if len(set(numbers)) < len(numbers):
+        raise InputDataError(f"period folder {folder} holds two files of one period (e.g. period_1.txt, period_01.txt)")
+    return found
+
+
+def file_fingerprint(uri: str) -> str:
+    """SHA-256 of the file's bytes as stored."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    digest = hashlib.sha256()
+    try:
+        with fs.open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputDataError(f"{uri} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    return digest.hexdigest()
+
+
+def read_period(uri: str, number: int) -> pa.Table:
+    """Period file ``number``: one action a line, ``session item`` (integers), in time order.
+
+    Sessions carry no identity across periods, so a session is a user of its own, ``"<number>:<session>"``; item ids
+    are kept. The files have no clock: action i of the file (from 0) is stamped ``PERIOD_CLOCK_START + number weeks
+    + i`` seconds, which keeps the order of the actions within a period and of the periods, as long as a period has
+    fewer actions than a week has seconds. Interactions are implicit: every rating is 1.0.
+    """
+    what = f"period file {posixpath.basename(uri)}"
+    actions = _read_delimited(
+        uri, what, names=["session", "item_id"], delimiter=" ", types={"session": pa.string(), "item_id": pa.int64()}
+    )
+    if actions.num_rows >= PERIOD_SECONDS:
+        raise InputDataError(
+            f"{what} at {uri} has {actions.num_rows} actions: its clock of one second an action would run into the "
+            "next period"
+        )
+    start = PERIOD_CLOCK_START + number * PERIOD_SECONDS
+    return pa.table(
+        {
+            "user_id": pc.binary_join_element_wise(str(number), actions["session"], ":"),
+            "item_id": actions["item_id"],
+            "timestamp": pa.array(np.arange(start, start + actions.num_rows, dtype=np.int64)),
+            "rating": pa.array(np.ones(actions.num_rows, dtype=np.float32)),
+        },
+        schema=INTERACTIONS_SCHEMA,
+    )

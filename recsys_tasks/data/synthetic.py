@@ -11,6 +11,11 @@ Planted structure (so a test can tell a real sequence model from popularity coun
   the history is excluded from the ranking.
 
 Generation is vectorised over users, one sequence position at a time, so large presets are fast.
+
+The ``drifting`` preset is a stream of periods (``StreamConfig``, ``generate_period``) on the same generator: period 0
+is a base log; every later period brings back some earlier users later in time, adds new users, launches new items
+that take a real share of the period's events, and moves the topics in fashion. Period ``p`` is a function of the
+seed and ``p`` alone.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class SyntheticConfig(BaseModel):
     n_successors: int = Field(2, ge=1, description="Planted successors per item.")
     zipf_exponent: float = Field(1.05, gt=0, description="Exponent of the Zipf popularity law.")
     start_timestamp: int = Field(1_704_067_200, description="First possible event, unix seconds (2024-01-01).")
+    start_spread_days: int = Field(180, ge=1, description="Users start within this many days of start_timestamp.")
     seed: int = Field(0, description="Everything is a function of this seed.")
 
     @model_validator(mode="after")
@@ -59,33 +65,41 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
     "medium": dict(n_users=20_000, n_items=5_000, n_topics=50, mean_length=25, max_length=200),
     # Shaped like MovieLens-25M: 162k users, 59k items, about 150 interactions per user.
     "large": dict(n_users=162_000, n_items=59_000, n_topics=200, mean_length=150, max_length=2_000),
+    # Period 0 of the drifting stream (StreamConfig): users start in its first 3 days, a period lasts a week.
+    "drifting": dict(n_users=400, n_items=300, n_topics=8, mean_length=10, max_length=30, start_spread_days=3),
 }
 
 
 class _Catalogue:
     """Topic assignment, popularity and planted transitions of the synthetic catalogue."""
 
-    def __init__(self, config: SyntheticConfig, rng: np.random.Generator):
-        n_items, n_topics = config.n_items, config.n_topics
-        self.topic = rng.permutation(np.arange(n_items) % n_topics)
-        ranks = rng.permutation(n_items) + 1
-        self.popularity = ranks.astype(np.float64) ** -config.zipf_exponent
-        self.popularity /= self.popularity.sum()
+    def __init__(self, topic: np.ndarray, popularity: np.ndarray, rings: list[np.ndarray], n_successors: int):
+        self.topic = topic
+        self.rings = rings
+        self.popularity = popularity / popularity.sum()
 
         # Items sorted by topic, with a cumulative popularity, so that "draw an item of topic t by
         # popularity" is one searchsorted for a whole vector of users.
         self.by_topic = np.argsort(self.topic, kind="stable")
         self.cumulative = np.cumsum(self.popularity[self.by_topic])
-        topic_mass = np.bincount(self.topic, weights=self.popularity, minlength=n_topics)
+        topic_mass = np.bincount(self.topic, weights=self.popularity, minlength=len(rings))
         self.topic_start = np.concatenate([[0.0], np.cumsum(topic_mass)[:-1]])
         self.topic_mass = topic_mass
 
-        # Walking forward on a ring revisits an item only after a full lap, so sequences rarely repeat.
-        self.successors = np.empty((n_items, config.n_successors), dtype=np.int64)
-        for t in range(n_topics):
-            ring = rng.permutation(np.flatnonzero(self.topic == t))
-            for step in range(config.n_successors):
+        # The items of a topic sit on a ring (``rings[t]``) and the next few items on it are an item's successors:
+        # walking forward on a ring revisits an item only after a full lap, so sequences rarely repeat.
+        self.successors = np.empty((len(topic), n_successors), dtype=np.int64)
+        for ring in rings:
+            for step in range(n_successors):
                 self.successors[ring, step] = np.roll(ring, -(step + 1))
+
+    @classmethod
+    def draw(cls, config: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
+        """Topics, Zipf popularity and rings drawn from ``rng``."""
+        topic = rng.permutation(np.arange(config.n_items) % config.n_topics)
+        ranks = rng.permutation(config.n_items) + 1
+        rings = [rng.permutation(np.flatnonzero(topic == t)) for t in range(config.n_topics)]
+        return cls(topic, ranks.astype(np.float64) ** -config.zipf_exponent, rings, config.n_successors)
 
     def draw_from_topics(self, topics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         draws = self.topic_start[topics] + rng.random(len(topics)) * self.topic_mass[topics]
@@ -99,10 +113,10 @@ class _Catalogue:
 def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
     """Return (interactions, items) tables in the canonical schema. Item ids start at 1."""
     rng = np.random.default_rng(config.seed)
-    catalogue = _Catalogue(config, rng)
+    catalogue = _Catalogue.draw(config, rng)
     users, items, times, home_topic = _walk(config, catalogue, rng)
     interactions = _interactions_table(config, catalogue, rng, users, items, times, home_topic)
-    return interactions, _items_table(config, catalogue, rng)
+    return interactions, _items_table(config.n_topics, catalogue.topic, rng.integers(0, 3, config.n_items))
 
 
 def _walk(
@@ -111,7 +125,7 @@ def _walk(
     """Every user's events, position by position: (user, item, time) of each event, and each user's home topic."""
     lengths = np.minimum(config.min_length + rng.poisson(config.mean_length, config.n_users), config.max_length)
     home_topic = catalogue.topic[catalogue.draw_global(config.n_users, rng)]
-    start = config.start_timestamp + rng.integers(0, 180 * _SECONDS_PER_DAY, config.n_users)
+    start = config.start_timestamp + rng.integers(0, config.start_spread_days * _SECONDS_PER_DAY, config.n_users)
 
     item_columns, user_columns, time_columns = [], [], []
     current = catalogue.draw_from_topics(home_topic, rng)
@@ -142,8 +156,12 @@ def _interactions_table(
     items: np.ndarray,
     times: np.ndarray,
     home_topic: np.ndarray,
+    user_ids: np.ndarray | None = None,
 ) -> pa.Table:
-    """The events with ratings (higher on the user's home topic), in user and time order, repeats dropped."""
+    """The events with ratings (higher on the user's home topic), in user and time order, repeats dropped.
+
+    ``user_ids[u]`` names user ``u`` (default: ``u`` itself).
+    """
     on_topic = catalogue.topic[items] == home_topic[users]
     ratings = np.clip(np.rint(3.2 + 1.0 * on_topic + rng.normal(0, 0.8, len(items))), 1, 5)
 
@@ -156,7 +174,7 @@ def _interactions_table(
     keep = keep[long_enough[users[keep]]]
     return pa.table(
         {
-            "user_id": pa.array(users[keep].astype(str)),
+            "user_id": pa.array((users[keep] if user_ids is None else user_ids[users[keep]]).astype(str)),
             "item_id": pa.array(items[keep] + 1, pa.int64()),
             "timestamp": pa.array(times[keep], pa.int64()),
             "rating": pa.array(ratings[keep], pa.float32()),
@@ -165,18 +183,124 @@ def _interactions_table(
     )
 
 
-def _items_table(config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator) -> pa.Table:
+def _items_table(n_topics: int, topic: np.ndarray, facet: np.ndarray) -> pa.Table:
     """The catalogue: titles, and attributes (the item's topic and one of three facets of it)."""
-    facet = rng.integers(0, 3, config.n_items)
-    item_ids = np.arange(1, config.n_items + 1)
+    item_ids = np.arange(1, len(topic) + 1)
     return pa.table(
         {
             "item_id": pa.array(item_ids, pa.int64()),
-            "title": pa.array([f"Synthetic item {i} (topic {t})" for i, t in zip(item_ids, catalogue.topic)]),
+            "title": pa.array([f"Synthetic item {i} (topic {t})" for i, t in zip(item_ids, topic)]),
             "attributes": pa.array(
-                [[int(t), int(config.n_topics + 3 * t + f)] for t, f in zip(catalogue.topic, facet)],
-                pa.list_(pa.int64()),
+                [[int(t), int(n_topics + 3 * t + f)] for t, f in zip(topic, facet)], pa.list_(pa.int64())
             ),
         },
         schema=ITEMS_SCHEMA,
     )
+
+
+# --- the drifting stream ------------------------------------------------------------------------------------------
+
+# Independent random streams of one seed: the items launched in a period, the users and walks of a period, and the
+# base items' facets.
+_LAUNCHES, _WALKS, _FACETS = 1, 2, 3
+
+
+class StreamConfig(BaseModel):
+    """A stream of periods with planted drift. ``base`` is period 0: its users, catalogue and clock start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: SyntheticConfig
+    period_days: int = Field(7, ge=1, description="Length of a period; events past its end are dropped.")
+    returning_users: int = Field(150, ge=0, description="Users of earlier periods who come back each period.")
+    new_users: int = Field(150, ge=0, description="Users first seen each period.")
+    new_items: int = Field(20, ge=0, description="Items launched each period (new ids after the earlier ones).")
+    new_item_share: float = Field(
+        0.25, ge=0, lt=1, description="About the share of a period's popularity mass on the items launched in it."
+    )
+    launch_decay: float = Field(
+        0.5, ge=0, le=1, description="Share of its launch popularity a new item keeps each later period."
+    )
+    fashion_topics: int = Field(2, ge=0, description="Topics in fashion in a period; the next ones are in the next.")
+    fashion_boost: float = Field(1.5, ge=1, description="How much more popular a topic in fashion is.")
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamConfig:
+        if self.fashion_topics > self.base.n_topics:
+            raise ValueError(f"fashion_topics={self.fashion_topics} exceeds n_topics={self.base.n_topics}")
+        return self
+
+    @classmethod
+    def preset(cls, seed: int = 0) -> StreamConfig:
+        return cls(base=SyntheticConfig.preset("drifting", seed=seed))
+
+    def fashion(self, period: int) -> np.ndarray:
+        """The topics in fashion in ``period``: the next ``fashion_topics`` after those of the period before."""
+        return (period * self.fashion_topics + np.arange(self.fashion_topics)) % self.base.n_topics
+
+
+def generate_period(stream: StreamConfig, period: int) -> tuple[pa.Table, pa.Table]:
+    """Period ``period`` of the stream: (interactions, items) in the canonical schema.
+
+    Users are numbered across periods (a returning user keeps the id); items keep their ids, and the items table is
+    the catalogue as of the period (the base items and every item launched up to it). A returning user comes back
+    with a taste drawn from the period's popularity, so tastes follow fashion too. Repeats are dropped within a
+    period, not across periods.
+    """
+    base = stream.base
+    catalogue, facet = _stream_catalogue(stream, period)
+    rng = np.random.default_rng([base.seed, _WALKS, period])
+    user_ids = _period_users(stream, period, rng)
+    start = base.start_timestamp + period * stream.period_days * _SECONDS_PER_DAY
+    config = base.model_copy(update={"n_users": len(user_ids), "n_items": len(facet), "start_timestamp": start})
+    users, items, times, home_topic = _walk(config, catalogue, rng)
+    # A history that runs past the period's end is cut there: the user's events of a later period continue it.
+    within = times < start + stream.period_days * _SECONDS_PER_DAY
+    interactions = _interactions_table(
+        config, catalogue, rng, users[within], items[within], times[within], home_topic, user_ids
+    )
+    return interactions, _items_table(base.n_topics, catalogue.topic, facet)
+
+
+def _period_users(stream: StreamConfig, period: int, rng: np.random.Generator) -> np.ndarray:
+    """Ids of the period's users: some users of earlier periods, then the period's new users."""
+    if period == 0:
+        return np.arange(stream.base.n_users)
+    known = stream.base.n_users + (period - 1) * stream.new_users
+    returning = np.sort(rng.choice(known, size=min(stream.returning_users, known), replace=False))
+    return np.concatenate([returning, known + np.arange(stream.new_users)])
+
+
+def _stream_catalogue(stream: StreamConfig, period: int) -> tuple[_Catalogue, np.ndarray]:
+    """The catalogue of ``period`` and each item's facet.
+
+    Every period launches ``new_items`` items, each inserted at a random place of its topic's ring (it becomes a
+    successor of the item before it). In their launch period they hold about ``new_item_share`` of the popularity
+    mass, alike; each later period keeps ``launch_decay`` of it, down to a Zipf-drawn popularity of their own. The
+    topics in fashion are ``fashion_boost`` times as popular.
+    """
+    base = stream.base
+    drawn = _Catalogue.draw(base, np.random.default_rng(base.seed))
+    rings = [ring.tolist() for ring in drawn.rings]
+    topic, popularity, launched = [drawn.topic], [drawn.popularity], [np.full(base.n_items, -1)]
+    facet = [np.random.default_rng([base.seed, _FACETS]).integers(0, 3, base.n_items)]
+    zipf_total = (np.arange(1, base.n_items + 1, dtype=np.float64) ** -base.zipf_exponent).sum()
+    for launch in range(1, period + 1):
+        rng = np.random.default_rng([base.seed, _LAUNCHES, launch])
+        first = base.n_items + (launch - 1) * stream.new_items
+        launched_topic = rng.integers(0, base.n_topics, stream.new_items)
+        ranks = rng.integers(1, base.n_items + 1, stream.new_items).astype(np.float64)
+        for item, item_topic in zip(range(first, first + stream.new_items), launched_topic, strict=True):
+            rings[item_topic].insert(int(rng.integers(0, len(rings[item_topic]) + 1)), item)
+        topic.append(launched_topic)
+        popularity.append(ranks**-base.zipf_exponent / zipf_total)
+        launched.append(np.full(stream.new_items, launch))
+        facet.append(rng.integers(0, 3, stream.new_items))
+    topic_of, weight, launched_in = np.concatenate(topic), np.concatenate(popularity), np.concatenate(launched)
+    # The base items' popularity sums to 1: a launch of this much each holds new_item_share of a plain period.
+    launch_weight = stream.new_item_share / (1 - stream.new_item_share) / max(stream.new_items, 1)
+    hype = launch_weight * stream.launch_decay ** np.maximum(period - launched_in, 0)
+    weight = np.where(launched_in > 0, np.maximum(weight, hype), weight)
+    weight = weight * np.where(np.isin(topic_of, stream.fashion(period)), stream.fashion_boost, 1.0)
+    catalogue = _Catalogue(topic_of, weight, [np.asarray(ring, dtype=np.int64) for ring in rings], base.n_successors)
+    return catalogue, np.concatenate(facet)

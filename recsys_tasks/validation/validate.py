@@ -16,6 +16,15 @@ in-memory dataframe to all of its validation definitions:
 Every expectation is evaluated even when others fail. The full result goes to ``validation/result.json`` and the
 HTML Data Docs to ``validation/data_docs/``; a failure raises one ``DataValidationError`` line that names the broken
 expectations and points at the report.
+
+An incremental run (one with ``data/window.json``) is judged on its new period alone (``data/new_events.parquet``),
+not on the history it joins: the earlier periods were judged when they arrived. Every suite applies to a period as to
+a whole data set (schema, ranges, duplicates; size and cardinality, where a period too small is a broken feed; the
+shares of the busiest user, item and second; concentration; swapped rows; drift, against the last accepted period,
+since the snapshot is taken from the period) except the fewest events per user: a returning user adds a few events
+to a history of earlier periods, and the augment stage's k-core drops users too short for leave-one-out. On a pass
+the period is accepted in the data set's event store and is history for the runs after; on a failure it stays
+unaccepted and no later history holds it. A run whose source had nothing new is skipped.
 """
 
 from __future__ import annotations
@@ -35,16 +44,19 @@ import polars as pl
 import pyarrow.compute as pc
 
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
+from recsys_tasks.contracts.event_store import EventStore
 from recsys_tasks.contracts.layout import (
     DATA_DOCS_FOLDER,
     INTERACTIONS_FILE,
     ITEMS_FILE,
+    NEW_EVENTS_FILE,
     USERS_FILE,
     VALIDATION_RESULT_FILE,
+    WINDOW_FILE,
 )
-from recsys_tasks.contracts.reports import ValidationSummary
+from recsys_tasks.contracts.reports import IngestWindow, ValidationSummary
 from recsys_tasks.contracts.tables import CHANCE_SWAPPED_ROWS_COL, LIKELY_SWAPPED_ROWS_COL
-from recsys_tasks.errors import DataValidationError
+from recsys_tasks.errors import ConfigError, DataValidationError, StageSkipped
 from recsys_tasks.storage import RunDir
 from recsys_tasks.validation.config import DriftConfig, ValidationConfig
 from recsys_tasks.validation.drift import SnapshotStore, drift_statistics, take_snapshot
@@ -94,26 +106,42 @@ def validate(
     config: ValidationConfig,
     drift_check: DriftCheck | None = None,
     library_log_level: str = "WARNING",
+    events: EventStore | None = None,
 ) -> ValidationSummary:
     """Validate the canonical tables of ``run``; raise DataValidationError when any expectation fails.
 
     With a ``drift_check``, today's data is also compared with the data set's accepted snapshot, and
-    on success its own statistics become the accepted snapshot. Great Expectations logs at
-    ``library_log_level`` (its INFO lines run to hundreds per validation).
+    on success its own statistics become the accepted snapshot. An incremental run is judged on its new
+    period, which is accepted in ``events`` (the data set's event store) on success. Great Expectations
+    logs at ``library_log_level`` (its INFO lines run to hundreds per validation).
     """
+    window = IngestWindow(**run.read_json(WINDOW_FILE)) if run.exists(WINDOW_FILE) else None
+    if window is not None and window.period is None:
+        raise StageSkipped(window.note)
+    if window is not None and (events is None or events.dataset_key != window.dataset_key):
+        raise ConfigError(
+            f"{run.uri} holds period {window.period} of {window.dataset_key}: judging it needs that data set's event"
+            " store"
+        )
     with _great_expectations_logging(library_log_level):
-        return _validate(run, config, drift_check)
+        summary = _validate(run, config, drift_check, window)
+    if window is not None:
+        # After the snapshot: a validation killed in between is repeated, and accepts the period then.
+        summary.accepted_period = events.accept(window.period).period
+    return summary
 
 
-def _validate(run: RunDir, config: ValidationConfig, drift_check: DriftCheck | None) -> ValidationSummary:
-    interactions_table = run.read_parquet(INTERACTIONS_FILE)
+def _validate(
+    run: RunDir, config: ValidationConfig, drift_check: DriftCheck | None, window: IngestWindow | None
+) -> ValidationSummary:
+    interactions_table = run.read_parquet(INTERACTIONS_FILE if window is None else NEW_EVENTS_FILE)
     interactions = interactions_table.to_pandas()
     items = run.read_parquet(ITEMS_FILE).to_pandas()
     user_activity = _user_activity(interactions)
     item_activity = _activity(interactions, ITEM_COL)
     tables = [
         _Table("interactions", interactions, _interaction_expectations(config, now=int(time.time()))),
-        _Table("user_activity", user_activity, _user_activity_expectations(config)),
+        _Table("user_activity", user_activity, _user_activity_expectations(config, whole_history=window is None)),
         _Table("item_activity", item_activity, _item_activity_expectations(config)),
         _Table("items", items, _item_expectations()),
     ]
@@ -281,13 +309,15 @@ def _interaction_expectations(config: ValidationConfig, now: int) -> list[Expect
     ]
 
 
-def _user_activity_expectations(config: ValidationConfig) -> list[Expectation]:
+def _user_activity_expectations(config: ValidationConfig, whole_history: bool) -> list[Expectation]:
+    """Fewest events per user (on a whole history only) and the largest share of one user."""
     import great_expectations as gx
 
+    fewest = gx.expectations.ExpectColumnValuesToBeBetween(
+        column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
+    )
     return [
-        gx.expectations.ExpectColumnValuesToBeBetween(
-            column=ACTIVITY_COUNT_COL, min_value=config.min_interactions_per_user
-        ),
+        *([fewest] if whole_history else []),
         gx.expectations.ExpectColumnMaxToBeBetween(
             column=SHARE_COL,
             max_value=config.max_top_user_share,

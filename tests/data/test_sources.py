@@ -19,15 +19,19 @@ import pytest
 from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from recsys_tasks.data.config import ColumnMapping
 from recsys_tasks.data.sources import (
+    PERIOD_CLOCK_START,
+    PERIOD_SECONDS,
     _parse_problem,
+    period_files,
     read_movielens_1m,
     read_movielens_100k,
     read_movielens_csv,
+    read_period,
     read_sequences,
     read_table,
 )
 from recsys_tasks.errors import InputDataError
-from tests.conftest import AMAZON_BEAUTY, MOVIELENS_100K
+from tests.conftest import AMAZON_BEAUTY, DIGINETICA_PERIODS, MOVIELENS_100K
 
 RATINGS = [("1", 10, 5.0, 881250949), ("1", 20, 3.0, 881250950), ("2", 10, 4.0, 891717742)]
 MOVIES = {10: ("Café Society (1995)", [0, 5]), 20: ("Toy Story (1995)", [3, 4, 18])}
@@ -483,3 +487,69 @@ def test_an_id_column_of_lists_is_named_not_a_traceback(tmp_path: Path, column: 
     pq.write_table(pa.table(values), tmp_path / "events.parquet")
     with pytest.raises(InputDataError, match=f"ids in column '{column}'"):
         read_table(str(tmp_path / "events.parquet"), ColumnMapping())
+
+
+def test_a_period_file_is_read_as_sessions_of_their_own_on_a_clock_of_its_period(tmp_path: Path) -> None:
+    folder = tmp_path / "periods"
+    folder.mkdir()
+    (folder / "period_2.txt").write_text("7 10\n8 11\n\n7 12\n")
+
+    events = read_period(str(folder / "period_2.txt"), 2)
+
+    assert events.schema == INTERACTIONS_SCHEMA
+    assert events["user_id"].to_pylist() == ["2:7", "2:8", "2:7"]
+    assert events["item_id"].to_pylist() == [10, 11, 12]
+    start = PERIOD_CLOCK_START + 2 * PERIOD_SECONDS
+    assert events["timestamp"].to_pylist() == [start, start + 1, start + 2]
+    assert events["rating"].to_pylist() == [1.0] * 3
+
+
+def test_period_files_are_ordered_by_their_number(tmp_path: Path) -> None:
+    for name in ("period_10.txt", "period_2.txt", "period_0.txt", "notes.txt", "period_3.txt.bak"):
+        (tmp_path / name).write_text("1 1\n")
+
+    assert [(number, Path(uri).name) for number, uri in period_files(str(tmp_path))] == [
+        (0, "period_0.txt"),
+        (2, "period_2.txt"),
+        (10, "period_10.txt"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (None, "period folder not found at "),
+        ({"notes.txt": "1 1\n"}, "holds no period_N.txt files"),
+        ({"period_1.txt": "1 1\n", "period_01.txt": "1 1\n"}, "holds two files of one period"),
+        ({"period_0.txt": "7 10\n7\t11\n"}, r"period file period_0.txt at .* line 2 has 1 fields instead of 2"),
+        ({"period_0.txt": "7 ten\n"}, "line 1: item_id is not an integer"),
+    ],
+    ids=["no folder", "no period file", "a period twice", "a line of one field", "an item id that is no number"],
+)
+def test_period_folder_problems_are_one_line(tmp_path: Path, files: dict | None, message: str) -> None:
+    folder = tmp_path / "periods"
+    for name, text in (files or {}).items():
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+
+    with pytest.raises(InputDataError, match=message) as raised:
+        for number, uri in period_files(str(folder)):
+            read_period(uri, number)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.skipif(not DIGINETICA_PERIODS.is_dir(), reason="DIGINETICA periods are not in ../shared/data")
+def test_the_first_two_real_diginetica_periods_are_read_in_order() -> None:
+    files = period_files(str(DIGINETICA_PERIODS))
+    assert [number for number, _ in files] == list(range(17))
+
+    first, second = (read_period(uri, number) for number, uri in files[:2])
+
+    assert (first.num_rows, second.num_rows) == (70_739, 37_586)
+    assert (pc.count_distinct(first["user_id"]).as_py(), pc.count_distinct(second["user_id"]).as_py()) == (
+        15_076,
+        7_896,
+    )
+    assert pc.max(first["timestamp"]).as_py() < pc.min(second["timestamp"]).as_py()
+    shared_items = set(first["item_id"].to_pylist()) & set(second["item_id"].to_pylist())
+    assert 0 < len(shared_items) < pc.count_distinct(second["item_id"]).as_py()

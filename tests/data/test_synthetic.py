@@ -1,4 +1,5 @@
-"""The synthetic generator: deterministic, canonical, and with the structure it promises to plant."""
+"""The synthetic generator: deterministic, canonical, with the structure it promises to plant, and the drifting
+stream with the drift it promises."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pydantic
 import pytest
 
 from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
-from recsys_tasks.data.synthetic import SyntheticConfig, _Catalogue, generate
+from recsys_tasks.data.synthetic import StreamConfig, SyntheticConfig, _Catalogue, generate, generate_period
 
 TINY = SyntheticConfig.preset("tiny")
 
@@ -97,7 +98,7 @@ def test_share_of_planted_transitions_matches_p_follow(p_follow: float) -> None:
     config = tiny_config(p_follow=p_follow)
     interactions, _ = generate(config)
     # The catalogue is the first thing drawn from the seeded generator, so it can be rebuilt exactly.
-    successors = _Catalogue(config, np.random.default_rng(config.seed)).successors + 1
+    successors = _Catalogue.draw(config, np.random.default_rng(config.seed)).successors + 1
     previous, following = consecutive_pairs(pl.from_arrow(interactions))
 
     share = (successors[previous - 1] == following[:, None]).any(axis=1).mean()
@@ -156,3 +157,70 @@ def test_users_mostly_stay_within_few_topics(tiny_interactions: pl.DataFrame) ->
 def test_invalid_configs_are_rejected(overrides: dict, message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
         SyntheticConfig(**overrides)
+
+
+def test_the_fixed_presets_generate_what_they_always_have() -> None:
+    """The drifting stream shares the generator: the fixed presets must not move (sums taken before it existed)."""
+    interactions, items = generate(TINY)
+
+    assert interactions.num_rows == 6128
+    assert sum(interactions["item_id"].to_pylist()) == 635_020
+    assert sum(interactions["timestamp"].to_pylist()) == 10_488_813_036_220
+    assert sum(interactions["rating"].to_pylist()) == 23_630.0
+    assert [attributes[1] for attributes in items["attributes"].to_pylist()[:8]] == [5, 10, 16, 7, 7, 19, 10, 6]
+
+
+STREAM = StreamConfig.preset(seed=0)
+
+
+@pytest.fixture(scope="module")
+def first_periods() -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    return [tuple(pl.from_arrow(table) for table in generate_period(STREAM, period)) for period in (0, 1)]
+
+
+def topic_shares(interactions: pl.DataFrame, items: pl.DataFrame) -> dict[int, float]:
+    topics = items.select("item_id", topic=pl.col("attributes").list.first())
+    counts = interactions.join(topics, on="item_id").group_by("topic").len()
+    return {topic: count / interactions.height for topic, count in counts.iter_rows()}
+
+
+def test_a_period_is_a_function_of_the_seed_and_the_period_alone() -> None:
+    interactions, items = generate_period(STREAM, 3)
+    again_interactions, again_items = generate_period(StreamConfig.preset(seed=0), 3)
+
+    assert interactions.equals(again_interactions) and items.equals(again_items)
+    assert not interactions.equals(generate_period(StreamConfig.preset(seed=1), 3)[0])
+    assert interactions.schema == INTERACTIONS_SCHEMA and items.schema == ITEMS_SCHEMA
+
+
+def test_a_later_period_brings_back_users_later_in_time_and_new_users(first_periods) -> None:
+    (base, _), (later, _) = first_periods
+    returning = set(base["user_id"]) & set(later["user_id"])
+    new = set(later["user_id"]) - set(base["user_id"])
+
+    assert base["user_id"].n_unique() > 300 and 100 < len(returning) <= STREAM.returning_users
+    assert len(new) >= 100 and all(int(user) >= STREAM.base.n_users for user in new)
+    assert base["timestamp"].max() < later["timestamp"].min()
+    period_end = STREAM.base.start_timestamp + 2 * STREAM.period_days * 86_400
+    assert later["timestamp"].max() < period_end
+    assert later.group_by("user_id").len()["len"].min() >= 3
+
+
+def test_a_later_period_launches_items_that_take_a_real_share(first_periods) -> None:
+    (_, base_items), (later, later_items) = first_periods
+    launched = set(range(STREAM.base.n_items + 1, STREAM.base.n_items + STREAM.new_items + 1))
+
+    assert set(later_items["item_id"]) == set(base_items["item_id"]) | launched
+    # Items keep their ids and attributes from period to period.
+    assert later_items.head(base_items.height).equals(base_items)
+    assert later.filter(pl.col("item_id").is_in(launched)).height / later.height > 0.08
+
+
+def test_the_topics_in_fashion_move_from_period_to_period(first_periods) -> None:
+    (base, base_items), (later, later_items) = first_periods
+    before, after = topic_shares(base, base_items), topic_shares(later, later_items)
+    in_fashion_then, in_fashion_now = STREAM.fashion(0), STREAM.fashion(1)
+
+    assert set(in_fashion_then.tolist()).isdisjoint(in_fashion_now.tolist())
+    assert sum(after[t] for t in in_fashion_now) > sum(before[t] for t in in_fashion_now) + 0.05
+    assert sum(after[t] for t in in_fashion_then) < sum(before[t] for t in in_fashion_then) - 0.05

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pydantic
 import pytest
 
-from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE
+from recsys_tasks.contracts.event_store import EventStore
+from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, NEW_EVENTS_FILE, USERS_FILE, WINDOW_FILE
+from recsys_tasks.contracts.reports import ValidationSummary
 from recsys_tasks.contracts.tables import (
     CHANCE_SWAPPED_ROWS_COL,
     INTERACTIONS_SCHEMA,
@@ -19,9 +23,13 @@ from recsys_tasks.contracts.tables import (
     LIKELY_SWAPPED_ROWS_COL,
     USERS_SCHEMA,
 )
-from recsys_tasks.errors import DataValidationError
+from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.ingest import ingest
+from recsys_tasks.errors import ConfigError, DataValidationError, StageSkipped
 from recsys_tasks.storage import RunDir
-from recsys_tasks.validation.validate import ValidationConfig, gini, validate
+from recsys_tasks.validation.drift import SnapshotStore
+from recsys_tasks.validation.validate import DriftCheck, ValidationConfig, gini, validate
+from tests.conftest import DIGINETICA_PERIODS, write_period_file
 
 N_USERS = 50
 INTERACTIONS_PER_USER = 6
@@ -243,3 +251,111 @@ def test_rows_that_ingest_found_swapped_fail_the_gate_above_their_share(tmp_path
     with pytest.raises(DataValidationError, match=r"user and item look swapped in some rows.* observed 0.1, expected"):
         validate(run, ValidationConfig())
     assert validate(run, ValidationConfig(max_likely_swapped_row_share=0.1)).success
+
+
+# --- incremental runs: the gate judges the new period alone and accepts it in the event store ---------------------
+
+DATASET = "test-data-set"
+
+
+def judge(tmp_path: Path, run_name: str, config: IngestConfig, interval=None) -> tuple[RunDir, ValidationSummary]:
+    """Ingest into a fresh run and validate it, with the drift check and event store of one data set."""
+    store = EventStore(str(tmp_path / "events"), DATASET)
+    run = RunDir(str(tmp_path / run_name))
+    ingest(run, config, b"key", store, interval)
+    drift_check = DriftCheck(SnapshotStore(str(tmp_path / "snapshots")), DATASET, run_name)
+    return run, validate(run, ValidationConfig(), drift_check, events=store)
+
+
+def test_good_periods_are_judged_alone_and_accepted_until_nothing_is_new(tmp_path: Path) -> None:
+    folder = tmp_path / "periods"
+    write_period_file(folder, 0)
+    write_period_file(folder, 1)
+    store = EventStore(str(tmp_path / "events"), DATASET)
+    snapshots = SnapshotStore(str(tmp_path / "snapshots"))
+
+    _, first = judge(tmp_path, "run-1", IngestConfig(source="periods", path=str(folder)))
+    assert first.accepted_period == 0 and store.partitions()[0].accepted
+
+    run, second = judge(tmp_path, "run-2", IngestConfig(source="periods", path=str(folder)))
+    assert second.accepted_period == 1 and [partition.accepted for partition in store.partitions()] == [True, True]
+    # Drift is of the new period against the last accepted one, not of the growing history.
+    assert "run run-1" in second.drift_baseline and second.drift["new_item_rate"] == 0.0
+    assert run.read_parquet(INTERACTIONS_FILE).num_rows == 300 and snapshots.load(DATASET)[0].rows == 150
+
+    with pytest.raises(StageSkipped, match=f"all 2 period files of {folder} are ingested and accepted: nothing new"):
+        judge(tmp_path, "run-3", IngestConfig(source="periods", path=str(folder)))
+
+
+def daily_events(tmp_path: Path, bot_on_day: int) -> Path:
+    """Three days of 30 users with 5 events each; on ``bot_on_day`` one more user makes 200 events."""
+    rows = [
+        (f"user-{user}", (user * 3 + step) % 40 + 1, START_OF_2024 + day * 86_400 + user * 600 + step * 60)
+        for day in range(3)
+        for user in range(30)
+        for step in range(5)
+    ]
+    rows += [("bot", event % 40 + 1, START_OF_2024 + bot_on_day * 86_400 + 20_000 + event * 10) for event in range(200)]
+    users, items, times = zip(*rows, strict=True)
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table({"user_id": users, "item_id": items, "timestamp": times, "rating": [4.0] * len(rows)}), path
+    )
+    return path
+
+
+def test_a_rejected_period_is_not_accepted_and_no_later_history_holds_it(tmp_path: Path) -> None:
+    config = IngestConfig(source="table", path=str(daily_events(tmp_path, bot_on_day=1)), window="data_interval")
+    days = [datetime.fromtimestamp(START_OF_2024 + day * 86_400, UTC) for day in range(4)]
+    store = EventStore(str(tmp_path / "events"), DATASET)
+
+    judge(tmp_path, "day-0", config, (days[0], days[1]))
+    with pytest.raises(DataValidationError, match="user_activity: one user holds too large a share"):
+        judge(tmp_path, "day-1", config, (days[1], days[2]))
+    assert [partition.accepted for partition in store.partitions()] == [True, False]
+    assert SnapshotStore(str(tmp_path / "snapshots")).load(DATASET)[0].run_id == "day-0"
+
+    run, summary = judge(tmp_path, "day-2", config, (days[2], days[3]))
+
+    assert summary.accepted_period == 2
+    history = run.read_parquet(INTERACTIONS_FILE)
+    assert history.num_rows == 300 and history["timestamp"].to_pylist() == sorted(
+        store.events(0)["timestamp"].to_pylist() + store.events(2)["timestamp"].to_pylist()
+    )
+    assert [partition.accepted for partition in store.partitions()] == [True, False, True]
+
+
+def test_a_period_is_not_held_to_the_fewest_events_per_user_of_a_whole_history(tmp_path: Path) -> None:
+    """Sessions of two actions: too short for leave-one-out as a whole data set, fine as a period of one."""
+    write_period_file(tmp_path / "periods", 0, sessions=60, length=2)
+
+    run, summary = judge(tmp_path, "run-1", IngestConfig(source="periods", path=str(tmp_path / "periods")))
+    assert summary.accepted_period == 0
+
+    whole = write_run(tmp_path / "whole", run.read_parquet(NEW_EVENTS_FILE))
+    with pytest.raises(DataValidationError, match=r"user_activity: expect_column_values_to_be_between\(n_interactions"):
+        validate(whole, ValidationConfig())
+    with pytest.raises(ConfigError, match="holds period 0 of test-data-set: judging it needs that data set's event"):
+        validate(run, ValidationConfig())
+
+
+@pytest.mark.skipif(not DIGINETICA_PERIODS.is_dir(), reason="DIGINETICA periods are not in ../shared/data")
+def test_the_first_two_real_diginetica_periods_pass_the_gate_one_a_run(tmp_path: Path) -> None:
+    """Sessions of one or two actions abound: as periods they pass, and the second is measured against the first."""
+    folder = tmp_path / "periods"
+    folder.mkdir()
+    for name in ("period_0.txt", "period_1.txt"):
+        (folder / name).symlink_to(DIGINETICA_PERIODS / name)
+
+    _, first = judge(tmp_path, "week-0", IngestConfig(source="periods", path=str(folder)))
+    run, second = judge(tmp_path, "week-1", IngestConfig(source="periods", path=str(folder)))
+
+    assert (first.accepted_period, second.accepted_period) == (0, 1)
+    window = run.read_json(WINDOW_FILE)
+    assert (window["new_rows"], window["new_users"], window["new_items"], window["history_rows"]) == (
+        37_586,
+        7_896,
+        4_123,
+        108_325,
+    )
+    assert second.drift["new_item_rate"] == pytest.approx(0.182, abs=0.001)
