@@ -33,12 +33,22 @@ from recsys_tasks.storage import RunDir
 log = logging.getLogger(__name__)
 
 
-def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
-    """Index 1..n for every item seen in the interactions, with its attributes when the catalogue has them."""
+def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame, base: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Index 1..n for every item seen in the interactions, with its attributes when the catalogue has them.
+
+    With a ``base`` vocabulary (the champion's, when adapting) its items keep their index and
+    attributes, and items it lacks follow from n_base + 1 in id order: the model's rows stay its rows.
+    """
     seen = interactions.select(pl.col(ITEM_COL).unique().sort())
-    return seen.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("index")).join(
+    if base is not None:
+        seen = seen.join(base.select(ITEM_COL), on=ITEM_COL, how="anti")
+    first = 1 if base is None else base.height + 1
+    new = seen.with_columns(pl.int_range(first, first + pl.len(), dtype=pl.Int32).alias("index")).join(
         items.select(ITEM_COL, "attributes"), on=ITEM_COL, how="left"
     )
+    if base is None:
+        return new
+    return pl.concat([base.select(ITEM_COL, pl.col("index").cast(pl.Int32), "attributes"), new])
 
 
 def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_order: pl.Series) -> pl.DataFrame:
@@ -55,15 +65,17 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_o
         interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
         .sort([USER_COL, TIME_COL, ITEM_COL])
         .group_by(USER_COL, maintain_order=True)
-        .agg(pl.col("index").alias("items"), pl.col(RATING_COL).alias("ratings"))
+        .agg(pl.col("index").alias("items"), pl.col(RATING_COL).alias("ratings"), pl.col(TIME_COL).alias("timestamps"))
     )
     return user_order.to_frame(USER_COL).join(sequences, on=USER_COL, how="inner", maintain_order="left")
 
 
-def augment(run: RunDir, config: AugmentConfig) -> AugmentSummary:
+def augment(run: RunDir, config: AugmentConfig, base_vocabulary: pa.Table | None = None) -> AugmentSummary:
+    """Sequences, vocabulary and views of the run's log; ``base_vocabulary``: the champion's, when adapting."""
     interactions, cleaning, user_order = _cleaned_interactions(run, config.cleaning)
     items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
-    vocabulary = build_vocabulary(interactions, items)
+    base = None if base_vocabulary is None else pl.from_arrow(base_vocabulary)
+    vocabulary = build_vocabulary(interactions, items, base)
     sequences = build_sequences(interactions, vocabulary, user_order)
     mask_index = vocabulary.height + 1
     views_table = _views_table(sequences, config, mask_index)

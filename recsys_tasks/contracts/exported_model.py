@@ -30,6 +30,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 DEFAULT_K = 10
 SAVED_MODEL, ITEM_EMBEDDINGS, ITEM_VOCAB, MODEL_META = "saved_model", "item_embeddings", "item_vocab", "model_meta"
 INT8_ENCODER, INT8_ITEM_EMBEDDINGS = "int8_encoder", "int8_item_embeddings"
+# What the next run continues training from (recsys_tasks.contracts.training_state); serving never reads it.
+TRAINING_STATE = "training_state"
 ARTIFACT_FILES = {
     SAVED_MODEL: "saved_model",
     ITEM_EMBEDDINGS: "item_embeddings.npy",
@@ -37,6 +39,7 @@ ARTIFACT_FILES = {
     MODEL_META: "model_meta.json",
     INT8_ENCODER: "user_embedding_int8.tflite",
     INT8_ITEM_EMBEDDINGS: "item_embeddings_int8.npz",
+    TRAINING_STATE: "training_state",
 }
 # The SavedModel's serving signature and its outputs.
 USER_EMBEDDING_SIGNATURE = "user_embedding"

@@ -15,6 +15,9 @@ WINDOW_FILE = "data/window.json"
 VALIDATION_RESULT_FILE = "validation/result.json"
 VALIDATION_SUMMARY_FILE = "validation/summary.json"
 DATA_DOCS_FOLDER = "validation/data_docs"
+# plan_training: the mode of this run and, when adapting, the champion's training state it continues from
+TRAINING_PLAN_FILE = "plan/plan.json"
+CHAMPION_STATE_DIR = "plan/champion_state"
 # augment
 SEQUENCES_FILE = "augment/sequences.parquet"
 VOCAB_FILE = "augment/item_vocab.parquet"
@@ -23,7 +26,8 @@ AUGMENT_SUMMARY_FILE = "augment/summary.json"
 # pretrain: a TF checkpoint of the encoder and its config; checkpoints of unfinished epochs are scratch
 PRETRAINED_ENCODER_DIR = "pretrain/encoder"
 PRETRAIN_CHECKPOINTS = "pretrain/checkpoints"
-# finetune: the exported model (files: recsys_tasks.contracts.exported_model.ARTIFACT_FILES)
+# finetune or adapt: the exported model (files: recsys_tasks.contracts.exported_model.ARTIFACT_FILES), with the
+# training state the next run continues from (recsys_tasks.contracts.training_state)
 EXPORTED_MODEL_DIR = "finetune/model"
 # evaluate
 REPORT_FILE = "evaluate/report.json"

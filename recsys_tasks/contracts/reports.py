@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 # Rows of the evaluation report: the new model, its int8 variant, and what it is judged against.
 MODEL, MODEL_INT8, POPULARITY, CHAMPION = "model", "model_int8", "popularity", "champion"
+# The two holdouts an adapted model is judged on against the champion: the newest event of the users active in
+# the new window, and that of the users who were not (their taste from earlier periods: forgetting shows there).
+FRESH, STABILITY = "fresh", "stability"
+
+TrainingMode = Literal["retrain", "adapt"]
+RequestedTrainingMode = Literal["auto", "adapt", "retrain"]
+
+
+class TrainingPlan(BaseModel):
+    """How this run trains, decided before training (the plan_training stage), and why."""
+
+    requested: RequestedTrainingMode
+    mode: TrainingMode
+    reason: str = Field(description="One line: why this mode (what made auto choose it).")
+    dataset_key: str
+    champion_version: str | None = Field(None, description="The version an adapt run continues from.")
+    watermark: int | None = Field(None, description="The champion's data watermark: later events are new to it.")
+    adapt_runs_since_retrain: int = Field(0, description="Of the version this run registers: 0 after a retrain.")
+    window: str | None = Field(None, description="The new period's label, for an incremental data set.")
 
 
 class CleaningStep(BaseModel):
@@ -76,6 +97,11 @@ class EvaluationReport(BaseModel):
     users: int
     items: int
     variants: dict[str, VariantReport] = {}
+    holdouts: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description="Adapt runs: per holdout (fresh, stability), the model's and the champion's metrics on it.",
+    )
+    holdout_users: dict[str, int] = Field(default_factory=dict, description="Users in each holdout.")
     report_uri: str = ""
     plot_uri: str = ""
 

@@ -68,6 +68,8 @@ class LeaveOneOutSplits:
     mask_index: int
     ratings: np.ndarray | None = None
     """The rating of every item in ``items`` (float32); None for implicit feedback."""
+    timestamps: np.ndarray | None = None
+    """When each item of ``items`` happened (int64 unix seconds); None for sequences stored without times."""
 
     def __post_init__(self) -> None:
         if len(self.lengths) and self.lengths.min() < 2:
@@ -87,6 +89,7 @@ class LeaveOneOutSplits:
             max_length=summary.max_length,
             mask_index=summary.mask_index,
             ratings=flatten_column(table["ratings"], np.float32)[0] if explicit else None,
+            timestamps=flatten_column(table["timestamps"], np.int64)[0] if "timestamps" in table.column_names else None,
         )
 
     @classmethod
@@ -133,6 +136,30 @@ class LeaveOneOutSplits:
     def item_frequencies(self) -> np.ndarray:
         """Interactions per item index in the training histories (index 0 and [MASK] stay 0)."""
         return np.bincount(self.items[self._is_training()], minlength=self.n_items + 2).astype(np.float64)
+
+    def held_out_timestamps(self, split: str) -> np.ndarray:
+        """When each user's ``validation`` or ``test`` item happened."""
+        if self.timestamps is None:
+            raise ValueError("these sequences were stored without timestamps")
+        return self.timestamps[self.offsets[1:] - {"validation": 2, "test": 1}[split]]
+
+    def rows_after(self, watermark: int | None, held_out: int = 2) -> NextItemRows:
+        """A row per training target that happened after ``watermark`` (every target when None), its input
+        the user's whole history before it (up to ``max_length``): what an adapt run trains on."""
+        if watermark is None:
+            first = np.ones(len(self.lengths), np.int64)
+        else:
+            if self.timestamps is None:
+                raise ValueError("these sequences were stored without timestamps")
+            is_new = self.timestamps > watermark
+            # Position (within each sequence) of the first item after the watermark; the sequence's length if none.
+            newer = np.where(is_new, np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths), np.inf)
+            first = np.minimum.reduceat(newer, self.offsets[:-1]) if len(self.items) else np.zeros(0)
+            first = np.where(np.isinf(first), self.lengths, first).astype(np.int64)
+        training_lengths = self.lengths - held_out
+        offsets = _offsets(training_lengths)
+        items = self.items[self._is_training(held_out)]
+        return NextItemRows.prefixes(items, offsets, self.max_length, np.minimum(first, training_lengths))
 
     def next_item_rows(self, examples: TrainingExamples, held_out: int = 2) -> NextItemRows:
         """Model inputs and aligned next-item targets from every training history h: each user's
