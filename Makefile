@@ -47,7 +47,7 @@ help:
 	@echo "make bench-seeds DATASET=ml-100k SEEDS=0,1,2   pre-training against scratch, PEFT against full, seed by seed"
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make bench-epoch   fine-tuning epoch and CPU time with and without the malloc settings above"
-	@echo "make bench-continual BENCH_ARGS='--dataset diginetica'   adapting (finetune, replay, distillation) against retraining, ADER's protocol"
+	@echo "make bench-continual BENCH_ARGS='--dataset diginetica --share 0.25'   adapting (finetune, replay, distillation) against retraining, ADER's protocol"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml

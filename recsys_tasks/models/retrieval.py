@@ -167,6 +167,22 @@ class NextItemRetrievalModel(tfrs.models.Model):
         """One query vector per history: the encoder's output at the newest position."""
         return self.head(self.encoder(histories, causal=True, training=training, newest_only=True)[:, -1])
 
+    def ranking_scores(self, histories):
+        """Scores [B, vocabulary] of every index after each history [B, L]: query · item vector, plus the
+        learnt repeat offset on the history's own items (ranking that does not exclude the history needs it;
+        where the history is excluded it changes nothing)."""
+        scores = tf.cast(
+            tf.matmul(self.query_vectors(histories), self.encoder.item_vectors(), transpose_b=True), tf.float32
+        )
+        histories = tf.cast(histories, tf.int64)
+        cells = tf.where(histories > 0)
+        in_history = tf.tensor_scatter_nd_update(
+            tf.zeros_like(scores),
+            tf.stack([cells[:, 0], tf.gather_nd(histories, cells)], axis=1),
+            tf.ones(tf.shape(cells)[:1], scores.dtype),
+        )
+        return scores + in_history * tf.cast(self.repeat_offset.offset, scores.dtype)
+
     def query_vectors_with_attention(self, histories):
         """Query vectors [B, d] and how much the newest position attends to each history position [B, L].
 

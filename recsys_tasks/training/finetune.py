@@ -280,8 +280,7 @@ class _Validation(tf.keras.callbacks.Callback):
         model, n_items = self.model, self.n_items
 
         def score(inputs):
-            scores = tf.matmul(model.query_vectors(inputs), model.encoder.item_vectors(), transpose_b=True)
-            return tf.cast(scores, tf.float32).numpy()[:, : n_items + 1]
+            return model.ranking_scores(inputs).numpy()[:, : n_items + 1]
 
         return evaluate_scores(score, self.inputs, self.seen, self.targets, n_items)
 
