@@ -246,7 +246,8 @@ def train_from_scratch(rows, n_items: int, encoder_overrides: dict, finetune):
 
 def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], encoder: dict, finetune, adapt) -> dict:
     """Every update of every arm not yet in ``store``; the summary over all of them."""
-    from recsys_tasks.training.continual import adapt_model, select_replay
+    from recsys_tasks.training.continual import adapt_model
+    from recsys_tasks.training.replay import select_replay
 
     max_length = encoder["max_length"]
     last = len(periods) - 2  # the last update is tested on the last period

@@ -3,12 +3,19 @@
 
 Keeps the transformer recommender adapted to fresh behaviour, every night or on demand:
 
-`ingest → validate → augment → pretrain → finetune → evaluate → register → promote → report`,
+`ingest → validate → plan_training → augment → training_path`, then one of two paths:
+`retrain: pretrain → finetune` or `adapt`, then `evaluate → register → promote → report`,
 and `promote → batch_recommend` (on with the `batch_recommendations` Param).
 
 * **validate** (Great Expectations) stops the run on bad data; nothing downstream runs.
-* **pretrain / finetune / evaluate** run in the `gpu` pool on the training queue, with retries and
-  back-off; pre-training resumes from its last checkpoint.
+* **plan_training** decides the path (Param `training_mode`): `auto` continues the champion on the
+  events after its watermark when it can (same data set and shape, small drift, fewer than
+  `retrain_every` adapt runs in a row) and otherwise retrains; the reason is recorded. With nothing
+  new since the champion's watermark the run stops there and the champion stays.
+* **adapt** grows the champion's item table for new items and trains on the new events plus its
+  replay set (distilled towards the champion), keeping memory of the older behaviour.
+* **pretrain / finetune / adapt / evaluate** run in the `gpu` pool on the training queue, with
+  retries and back-off; pre-training resumes from its last checkpoint.
 * **promote** moves the `champion` alias only when the metric gates pass; a rejected model is a
   decision recorded on the model version, not a failure.
 * **batch_recommend** writes top-k for every known user from the newly crowned champion to
@@ -24,7 +31,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from recsys_tasks import constants
+from recsys_tasks import constants, pipeline
 from recsys_tasks.airflow_adapter import airflow_params, run_stage_in_airflow
 from recsys_tasks.settings import get_settings
 
@@ -51,10 +58,22 @@ def validate(tables: dict, **context) -> dict:
     return run_stage_in_airflow("validate", context, tables)
 
 
+@task(**RETRY_WITH_BACKOFF)
+def plan_training(validated: dict, **context) -> dict:
+    """Adapt from the champion or retrain from scratch, and why; fetches the champion's training state."""
+    return run_stage_in_airflow("plan_training", context, validated)
+
+
 @task(retries=1)
-def augment(validated: dict, **context) -> dict:
-    """Clean, index and split the log; materialise augmented views for pre-training."""
-    return run_stage_in_airflow("augment", context, validated)
+def augment(plan: dict, **context) -> dict:
+    """Clean, index and split the log (keeping the champion's item indices when adapting); augmented views."""
+    return run_stage_in_airflow("augment", context, plan)
+
+
+@task.branch
+def training_path(plan: dict, sequences: dict) -> str:
+    """The first task of the plan's path: pretrain (retrain) or adapt."""
+    return pipeline.training_path(plan)[0]
 
 
 @task(**TRAINING)
@@ -70,9 +89,16 @@ def finetune(encoder: dict, **context) -> dict:
 
 
 @task(**TRAINING)
-def evaluate(model: dict, **context) -> dict:
-    """Rank the test split with the new model, popularity and the current champion."""
-    return run_stage_in_airflow("evaluate", context, model)
+def adapt(sequences: dict, **context) -> dict:
+    """Continue the champion on the new events plus its replay set, and export like finetune."""
+    return run_stage_in_airflow("adapt", context, sequences)
+
+
+@task(**TRAINING, trigger_rule="none_failed_min_one_success")
+def evaluate(model: dict | None, adapted: dict | None, **context) -> dict:
+    """Rank the test split with the new model, popularity and the current champion (adapted: also the fresh
+    and stability holdouts)."""
+    return run_stage_in_airflow("evaluate", context, model or adapted)
 
 
 @task(**RETRY_WITH_BACKOFF)
@@ -112,9 +138,12 @@ def report(decision: dict, **context) -> dict:
 )
 def recsys_nightly_retrain():
     tables = ingest()
-    sequences = augment(validate(tables))
-    model = finetune(pretrain(sequences))
-    decision = promote(register(evaluate(model)))
+    plan = plan_training(validate(tables))
+    sequences = augment(plan)
+    encoder, adapted = pretrain(sequences), adapt(sequences)
+    training_path(plan, sequences) >> [encoder, adapted]
+    model = finetune(encoder)
+    decision = promote(register(evaluate(model, adapted)))
     report(decision)
     batch_recommend(decision)
 

@@ -18,9 +18,9 @@ from recsys_tasks.augmentation.config import AugmentConfig, CleaningConfig
 from recsys_tasks.data.config import ColumnMapping, IngestConfig
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.evaluation.config import EvaluateConfig
-from recsys_tasks.registry.config import GateConfig
+from recsys_tasks.registry.config import GateConfig, TrainingPlanConfig
 from recsys_tasks.serving.config import BatchRecommendConfig
-from recsys_tasks.training.config import AcceleratorConfig, FinetuneConfig, PretrainConfig
+from recsys_tasks.training.config import AcceleratorConfig, AdaptConfig, FinetuneConfig, PretrainConfig
 from recsys_tasks.validation.config import DriftConfig, ValidationConfig
 
 Config = TypeVar("Config", bound=BaseModel)
@@ -51,6 +51,9 @@ PARAM_FIELDS: dict[str, list[tuple[type[BaseModel], str]]] = {
     "xla": [(AcceleratorConfig, "xla")],
     "batch_recommendations": [(BatchRecommendConfig, "enabled")],
     "batch_k": [(BatchRecommendConfig, "k")],
+    "training_mode": [(TrainingPlanConfig, "training_mode")],
+    "retrain_every": [(TrainingPlanConfig, "retrain_every")],
+    "max_drift_to_adapt": [(TrainingPlanConfig, "max_drift_to_adapt")],
     "min_ndcg_at_10": [(GateConfig, "min_ndcg_at_10")],
     "min_lift_over_popularity": [(GateConfig, "min_lift_over_popularity")],
     "max_regression_vs_champion": [(GateConfig, "max_regression_vs_champion")],
@@ -72,6 +75,11 @@ CONFIG_PARAMS: dict[str, tuple[type[BaseModel], str]] = {
         "daily volume).",
     ),
     "evaluation": (EvaluateConfig, "Ranking batch size, the champion comparison and the latency measurement."),
+    "adaptation": (
+        AdaptConfig,
+        "How an adapt run remembers: replay set size and rule (herding or random), distillation towards the "
+        "champion and its weight.",
+    ),
 }
 
 

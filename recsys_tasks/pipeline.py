@@ -20,27 +20,34 @@ from typing import Any
 
 from recsys_tasks.augmentation.config import AugmentConfig
 from recsys_tasks.contracts.layout import (
+    CHAMPION_STATE_DIR,
     DATA_DOCS_FOLDER,
     DECISION_FILE,
     REGISTRATION_FILE,
     REPORT_FILE,
     RUN_SUMMARY_FILE,
+    TRAINING_PLAN_FILE,
     VALIDATION_RESULT_FILE,
     VALIDATION_SUMMARY_FILE,
+    WINDOW_FILE,
 )
 from recsys_tasks.contracts.registry import version_uri
 from recsys_tasks.data.config import IngestConfig
 from recsys_tasks.errors import ConfigError, StageSkipped
 from recsys_tasks.evaluation.config import EvaluateConfig
+from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.params import PipelineParams
-from recsys_tasks.registry.config import GateConfig
+from recsys_tasks.registry.config import GateConfig, TrainingPlanConfig
 from recsys_tasks.serving.config import BatchRecommendConfig
 from recsys_tasks.settings import Settings, get_settings
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.config import FinetuneConfig, PretrainConfig
+from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, PretrainConfig
 from recsys_tasks.validation.config import DriftConfig
 
 log = logging.getLogger(__name__)
+
+# The stages that train, per mode: a run takes one of the two paths (an Airflow branch; the CLI skips the other).
+TRAINING_PATHS = {"retrain": ("pretrain", "finetune"), "adapt": ("adapt",)}
 
 StageRunner = Callable[[PipelineParams, RunDir, Settings, str], dict]
 
@@ -102,22 +109,83 @@ def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     return summary
 
 
+def _plan_training(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.contracts.reports import IngestWindow, ValidationSummary
+    from recsys_tasks.contracts.tracking import connect
+    from recsys_tasks.registry.plan import ModelShape, plan_training
+
+    finetune = params.stage_config(FinetuneConfig)
+    encoder = EncoderConfig.of_size(
+        params.stage_config(PretrainConfig).model_size,
+        n_items=1,
+        max_length=params.stage_config(AugmentConfig).max_length,
+    )
+    shape = ModelShape(
+        encoder=encoder.model_dump(), finetune_mode=finetune.mode, ranking_weight=finetune.ranking_weight
+    )
+    window = IngestWindow(**run.read_json(WINDOW_FILE)) if run.exists(WINDOW_FILE) else None
+    plan = plan_training(
+        run,
+        connect(settings),
+        settings.model_name,
+        params.stage_config(TrainingPlanConfig),
+        params.dataset_key(),
+        shape,
+        ValidationSummary(**run.read_json(VALIDATION_SUMMARY_FILE)),
+        window,
+    )
+    return plan.model_dump()
+
+
+def _plan(params: PipelineParams, run: RunDir):
+    """The run's training plan; a run without the plan_training stage (stages run one by one) retrains."""
+    from recsys_tasks.contracts.reports import TrainingPlan
+
+    if run.exists(TRAINING_PLAN_FILE):
+        return TrainingPlan(**run.read_json(TRAINING_PLAN_FILE))
+    return TrainingPlan(
+        requested="retrain", mode="retrain", reason="run without plan_training", dataset_key=params.dataset_key()
+    )
+
+
 def _augment(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.augmentation.augment import augment
+    from recsys_tasks.contracts.training_state import VOCABULARY_FILE
 
-    return augment(run, params.stage_config(AugmentConfig)).model_dump()
+    base_vocabulary = None
+    if _plan(params, run).mode == "adapt":
+        base_vocabulary = run.read_parquet(f"{CHAMPION_STATE_DIR}/{VOCABULARY_FILE}")
+    return augment(run, params.stage_config(AugmentConfig), base_vocabulary).model_dump()
+
+
+def _on_the_path(stage: str, params: PipelineParams, run: RunDir):
+    """The run's plan; a training stage off the plan's path (run by hand, stage by stage) is skipped."""
+    plan = _plan(params, run)
+    if stage not in TRAINING_PATHS[plan.mode]:
+        raise StageSkipped(f"this run's plan is {plan.mode} ({plan.reason}); {stage} is not on its path")
+    return plan
 
 
 def _pretrain(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.training.pretrain import pretrain
 
+    _on_the_path("pretrain", params, run)
     return pretrain(run, params.stage_config(PretrainConfig), _tracker(settings, run_id)).model_dump()
 
 
 def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
     from recsys_tasks.training.finetune import finetune
 
-    return finetune(run, params.stage_config(FinetuneConfig), _tracker(settings, run_id)).model_dump()
+    plan = _on_the_path("finetune", params, run)
+    config, tracker = params.stage_config(FinetuneConfig), _tracker(settings, run_id)
+    return finetune(run, config, tracker, plan, params.stage_config(AdaptConfig)).model_dump()
+
+
+def _adapt(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
+    from recsys_tasks.training.adapt import adapt
+
+    config, plan = params.stage_config(AdaptConfig), _on_the_path("adapt", params, run)
+    return adapt(run, params.stage_config(FinetuneConfig), config, plan, _tracker(settings, run_id)).model_dump()
 
 
 def _evaluate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
@@ -180,12 +248,24 @@ def _report(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
     return {"summary_uri": run.uri_of(RUN_SUMMARY_FILE), "gate_passed": summary["gate"]["passed"]}
 
 
+def training_path(plan: Mapping[str, Any]) -> tuple[str, ...]:
+    """The training stages of the run whose plan_training result is ``plan``."""
+    return TRAINING_PATHS[plan["mode"]]
+
+
+def stages_off_the_path(plan: Mapping[str, Any]) -> set[str]:
+    """The training stages the run whose plan_training result is ``plan`` does not take."""
+    return {stage for path in TRAINING_PATHS.values() for stage in path} - set(training_path(plan))
+
+
 STAGES: dict[str, StageRunner] = {
     "ingest": _ingest,
     "validate": _validate,
+    "plan_training": _plan_training,
     "augment": _augment,
     "pretrain": _pretrain,
     "finetune": _finetune,
+    "adapt": _adapt,
     "evaluate": _evaluate,
     "register": _register,
     "promote": _promote,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
 import pytest
 
 from recsys_tasks.contracts.event_store import EventStore
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, TRAINING_STATE
+from recsys_tasks.contracts.layout import SEQUENCES_FILE
+from recsys_tasks.contracts.training_state import read_state
 from recsys_tasks.errors import ConfigError
-from recsys_tasks.pipeline import STAGES, run_stage
+from recsys_tasks.pipeline import STAGES, run_stage, stages_off_the_path
 from recsys_tasks.reporting import render_summary
 from recsys_tasks.settings import Settings
 
@@ -52,3 +58,106 @@ def test_the_drifting_stream_runs_a_period_a_run_through_ingest_and_the_gate(ada
     store = EventStore(settings.resolved_events_uri, "synthetic-drifting-seed0")
     assert [partition.accepted for partition in store.partitions()] == [True, True]
     assert ingested["rows"] == store.read().num_rows and ingested["window"]["new_items"] == 20
+
+
+ADAPTING = {
+    "synthetic_size": "drifting",
+    "model_size": "tiny",
+    "pretrain_epochs": 1,
+    "finetune_epochs": 3,
+    "adaptation": {"replay_size": 100},
+    "min_lift_over_popularity": 0.0,
+}
+
+
+def run_through(params: dict, run_id: str, settings: Settings) -> dict[str, dict]:
+    """Every stage of one run in order, as the DAG runs them: one training path, no batch recommendations."""
+    results: dict[str, dict] = {}
+    not_taken: set[str] = set()
+    for stage in STAGES:
+        if stage in not_taken or stage == "batch_recommend":
+            continue
+        results[stage] = run_stage(stage, params, run_id, settings)
+        if stage == "plan_training":
+            not_taken = stages_off_the_path(results[stage])
+    return results
+
+
+def _training_targets_after(run_dir: str, watermark: int) -> int:
+    """Counted from the stored sequences: targets (not a user's first, validation or test item) after the watermark."""
+    sequences = pl.read_parquet(f"{run_dir}/{SEQUENCES_FILE}")
+    return sum(sum(1 for time in times[1:-2] if time > watermark) for times in sequences["timestamps"].to_list())
+
+
+@pytest.fixture(scope="module")
+def two_weeks(tmp_path_factory):
+    """Two runs over consecutive periods of the drifting stream: the first retrains, the second adapts."""
+    settings = Settings(home=tmp_path_factory.mktemp("continual"))
+    first = run_through(ADAPTING, "week-0", settings)
+    second = run_through(ADAPTING, "week-1", settings)
+    return settings, first, second
+
+
+def test_the_first_run_retrains_and_the_next_adapts_from_the_champion(two_weeks):
+    settings, first, second = two_weeks
+    assert (
+        first["plan_training"]["mode"] == "retrain"
+        and first["plan_training"]["reason"] == "no champion to continue from"
+    )
+    assert "adapt" not in first and "pretrain" not in second and "finetune" not in second
+    plan, adapted = second["plan_training"], second["adapt"]
+    assert plan["mode"] == "adapt" and plan["champion_version"] == first["register"]["version"]
+    assert plan["adapt_runs_since_retrain"] == 1 and plan["window"] == "period_1"
+    # Only the new window's events are targets (counted from the sequences), next to the champion's replay set.
+    assert adapted["new_rows"] == _training_targets_after(second["adapt"]["run_dir"], plan["watermark"]) > 0
+    state = read_state(Path(first["finetune"]["model_uri"]) / ARTIFACT_FILES[TRAINING_STATE])
+    assert adapted["replayed_rows"] == state.replay_rows == 100
+    assert adapted["items_after"] > adapted["items_before"] == state.encoder["n_items"]  # new items got rows
+    assert second["evaluate"]["champion_version"] == first["register"]["version"]
+
+
+def test_the_adapted_model_beats_the_never_updated_one_on_the_newest_period(two_weeks):
+    _, _, second = two_weeks
+    metrics = second["evaluate"]["metrics"]
+    assert metrics["model"]["ndcg_at_10"] > metrics["champion"]["ndcg_at_10"]
+
+
+def test_the_adapted_version_carries_its_lineage_for_the_next_run(two_weeks):
+    _, first, second = two_weeks
+    state = read_state(Path(second["adapt"]["model_uri"]) / ARTIFACT_FILES[TRAINING_STATE])
+    assert state.mode == "adapt" and state.parent_version == first["register"]["version"]
+    assert state.adapt_runs_since_retrain == 1 and state.window == "period_1"
+    assert state.watermark > second["plan_training"]["watermark"]
+    assert state.replay_rows <= 100 and state.encoder["n_items"] == second["adapt"]["items_after"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"model_size": "small"}, "champion v2 has d_model=32, this run trains d_model=64"),
+        ({"seed": 1}, "champion v2 was trained on synthetic-drifting-seed0, this run reads synthetic-drifting-seed1"),
+        ({"max_drift_to_adapt": 0.0}, "drift: item-popularity PSI"),
+        ({"retrain_every": 1}, "retrain_every=1 reached: 1 adapt runs since a retrain"),
+    ],
+)
+def test_auto_retrains_and_says_why_when_the_champion_cannot_be_continued(two_weeks, change, reason):
+    settings, _, second = two_weeks
+    params = {**ADAPTING, **change}
+    if "seed" not in change:  # the same data set: a third week's period to plan for
+        run_stage("ingest", params, "week-2", settings)
+        run_stage("validate", params, "week-2", settings)
+    else:
+        run_stage("ingest", params, "other-data", settings)
+        run_stage("validate", params, "other-data", settings)
+    plan = run_stage("plan_training", params, "week-2" if "seed" not in change else "other-data", settings)
+    assert second["promote"]["passed"], "the adapted version is the champion these plans look at"
+    assert plan["mode"] == "retrain" and plan["reason"].startswith(reason), plan["reason"]
+
+
+def test_forcing_adapt_on_an_incompatible_champion_is_a_one_line_error(two_weeks):
+    settings, _, _ = two_weeks
+    params = {**ADAPTING, "model_size": "small", "training_mode": "adapt"}
+    run_stage("ingest", params, "week-2", settings)
+    run_stage("validate", params, "week-2", settings)
+    with pytest.raises(ConfigError, match="training_mode=adapt cannot continue the champion: champion v2 has d_model"):
+        run_stage("plan_training", params, "week-2", settings)

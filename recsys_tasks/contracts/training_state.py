@@ -39,6 +39,9 @@ class TrainingState(BaseModel):
     new_rows: int = Field(description="Training rows whose target was new to the parent (all rows after a retrain).")
     replay_rows: int = Field(description="Rows in replay.parquet, which the next adapt run replays.")
     encoder: dict = Field(description="EncoderConfig of the retrieval model (its shape).")
+    attribute_ids: list[int] = Field(
+        default_factory=list, description="The source attribute id of each attribute number from 1, as trained."
+    )
     finetune_mode: str
     ranking_weight: float
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys_tasks.contracts.reports import RequestedTrainingMode
+
 
 class GateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -14,4 +16,25 @@ class GateConfig(BaseModel):
     )
     max_regression_vs_champion: float = Field(
         0.02, ge=0, le=1, description="Tolerated relative NDCG@10 drop against the current champion."
+    )
+
+
+class TrainingPlanConfig(BaseModel):
+    """When a run continues the champion (adapt) and when it trains afresh (retrain)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    training_mode: RequestedTrainingMode = Field(
+        "auto",
+        description="auto: adapt when the champion can be continued, the drift is small and retrain_every is not "
+        "reached, else retrain; adapt: continue the champion (fails when it cannot be); retrain: from scratch.",
+    )
+    retrain_every: int = Field(
+        7, ge=1, le=1000, description="auto: after this many adapt runs in a row the next run retrains."
+    )
+    max_drift_to_adapt: float = Field(
+        0.2,
+        ge=0,
+        description="auto: retrain when the data gate's item-popularity PSI against the last accepted data is "
+        "above this (the gate itself fails the run above its own limit).",
     )

@@ -24,12 +24,11 @@ from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.continual import AdaptingRetrievalModel, adaptive_distillation_weight, grow_item_table
 from recsys_tasks.models.encoder import SequenceEncoder
 from recsys_tasks.models.retrieval import NextItemRetrievalModel
-from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, ReplayRule
+from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
 from recsys_tasks.training.finetune import TrainingOutcome, compile_for, train_with_validation
+from recsys_tasks.training.replay import select_replay
 
 log = logging.getLogger(__name__)
-
-QUERY_BATCH = 1024
 
 
 def built(model: NextItemRetrievalModel) -> NextItemRetrievalModel:
@@ -52,60 +51,6 @@ def plain_copy(model: NextItemRetrievalModel) -> NextItemRetrievalModel:
     return copy
 
 
-def query_vectors(model: NextItemRetrievalModel, rows: NextItemRows) -> np.ndarray:
-    """The model's query vector [rows, d] for each row's input (its target's context)."""
-    width = model.encoder.config.max_length
-    vectors = []
-    for start in range(0, len(rows), QUERY_BATCH):
-        batch = rows.take(np.arange(start, min(start + QUERY_BATCH, len(rows))), width)
-        vectors.append(tf.cast(model.query_vectors(batch["inputs"]), tf.float32).numpy())
-    return np.concatenate(vectors) if vectors else np.zeros((0, model.encoder.config.d_model), np.float32)
-
-
-def _herding(vectors: np.ndarray, wanted: int) -> list[int]:
-    """``wanted`` rows whose running mean best follows the mean of ``vectors`` (L2-normalised), chosen
-    greedily (iCaRL's herding, as ADER selects exemplars). A row is chosen once: ADER's loop may pick a
-    row again and stop short of the budget, which on logs with repeated windows leaves it half spent."""
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    mean = unit.mean(axis=0)
-    total, chosen = np.zeros_like(mean), []
-    available = np.ones(len(unit), bool)
-    for step in range(1, min(wanted, len(unit)) + 1):
-        # The row that brings the mean of the chosen rows closest to the mean of all.
-        gaps = np.linalg.norm(mean - (total + unit) / step, axis=1)
-        best = int(np.argmin(np.where(available, gaps, np.inf)))
-        chosen.append(best)
-        available[best] = False
-        total += unit[best]
-    return chosen
-
-
-def select_replay(
-    model: NextItemRetrievalModel, candidates: NextItemRows, size: int, rule: ReplayRule, seed: int
-) -> NextItemRows:
-    """The next replay set: ``size`` of ``candidates``' rows (one target each), compact.
-
-    ``herding``: the budget is split over target items in proportion to their rows (a multinomial
-    draw, as ADER), and within an item herding picks rows by ``model``'s query vectors. ``random``:
-    a uniform sample.
-    """
-    rng = np.random.default_rng(seed)
-    if size >= len(candidates):
-        return candidates.compact()
-    if rule == "random":
-        return candidates.subset(np.sort(rng.choice(len(candidates), size, replace=False))).compact()
-    targets = candidates.items[candidates.ends]
-    items, inverse, counts = np.unique(targets, return_inverse=True, return_counts=True)
-    budgets = rng.multinomial(size, counts / counts.sum())
-    vectors = query_vectors(model, candidates)
-    chosen = []
-    for item_position in np.flatnonzero(budgets):
-        rows = np.flatnonzero(inverse == item_position)
-        chosen.extend(rows[_herding(vectors[rows], budgets[item_position])])
-    log.info("replay set: %d rows over %d target items (herding)", len(chosen), int((budgets > 0).sum()))
-    return candidates.subset(np.sort(np.asarray(chosen, np.int64))).compact()
-
-
 def adapt_model(
     previous: NextItemRetrievalModel,
     new_rows: NextItemRows,
@@ -117,8 +62,10 @@ def adapt_model(
     adapt: AdaptConfig,
     tracker: RunTracker | None = None,
     jit_compile: bool = False,
+    attributes: tuple[np.ndarray, int] | None = None,
 ) -> tuple[NextItemRetrievalModel, TrainingOutcome, NextItemRows]:
-    """One update of ``previous`` on ``new_rows`` (+ the ``replay`` set) over a catalogue of ``n_items``:
+    """One update of ``previous`` on ``new_rows`` (+ the ``replay`` set) over a catalogue of ``n_items``
+    (with ``attributes``: the grown catalogue's item → attribute table and its number of attributes):
     the trained model (without its teacher), how training went and the replay set for the next update."""
     started = time.perf_counter()
     old_items = previous.encoder.config.n_items
@@ -130,13 +77,18 @@ def adapt_model(
         else 0.0
     )
     tf.keras.utils.set_random_seed(finetune.seed)
+    grown_shape = {"n_items": n_items}
+    if attributes is not None:
+        grown_shape |= {"n_attributes": attributes[1], "max_attributes": attributes[0].shape[1]}
     model = AdaptingRetrievalModel(
-        SequenceEncoder(previous.encoder.config.model_copy(update={"n_items": n_items})),
+        SequenceEncoder(previous.encoder.config.model_copy(update=grown_shape)),
         item_frequencies,
         teacher=teacher,
         distillation_weight=weight,
     )
     grow_item_table(previous, built(model))
+    if attributes is not None:
+        model.encoder.set_item_attributes(attributes[0])
     rows = new_rows if replay is None else new_rows.concatenate(replay.as_replayed())
     log.info(
         "adapting: %d new rows, %d replayed (%s), %d → %d items, distillation weight %.3f",

@@ -40,22 +40,29 @@ def _left_pad_list_column(column: pa.ChunkedArray, length: int) -> np.ndarray:
     return left_pad_slices(values, offsets[:-1], offsets[1:], length)
 
 
-def item_attribute_table(run: RunDir, n_items: int) -> tuple[np.ndarray, int]:
-    """(item index → attribute ids [n_items + 2, most attributes per item], number of attributes).
+def item_attribute_table(
+    run: RunDir, n_items: int, numbering: list[int] | None = None
+) -> tuple[np.ndarray, int, list[int]]:
+    """(item index → attribute ids [n_items + 2, most attributes per item], number of attributes, the source
+    attribute id of each number from 1).
 
     Source attribute ids are renumbered 1..n in sorted order (0 pads); padding, [MASK] and items
     without attributes get an all-zero row. Without any attributes the table has zero columns.
+    With a ``numbering`` (the model being adapted numbered its attributes so), its attributes keep their
+    numbers and attributes new to it follow in sorted order: every attribute keeps its embedding row.
     """
     vocabulary = run.read_parquet(VOCAB_FILE)
     attributes = vocabulary["attributes"].to_pylist() if "attributes" in vocabulary.column_names else []
-    distinct = sorted({attribute for item in attributes if item for attribute in item})
+    indices = vocabulary["index"].to_pylist()
+    known = list(numbering or [])
+    distinct = known + sorted({attribute for item in attributes if item for attribute in item} - set(known))
     renumbered = {attribute: position + 1 for position, attribute in enumerate(distinct)}
     widest = max((len(item) for item in attributes if item), default=0)
     table = np.zeros((n_items + 2, widest), dtype=np.int32)
-    for index, item in zip(vocabulary["index"].to_pylist(), attributes, strict=True):
+    for index, item in zip(indices, attributes, strict=True):
         if item:
             table[index, : len(item)] = [renumbered[attribute] for attribute in item]
-    return table, len(distinct)
+    return table, len(distinct), distinct
 
 
 @dataclass(frozen=True)

@@ -54,21 +54,25 @@ from recsys_tasks.contracts.exported_model import (
     ITEM_VOCAB,
     MODEL_META,
     SAVED_MODEL,
+    TRAINING_STATE,
     USER_EMBEDDING_OUTPUT,
 )
 from recsys_tasks.contracts.int8_variant import export_int8
 from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PRETRAINED_ENCODER_DIR, VOCAB_FILE
 from recsys_tasks.contracts.metrics import PRIMARY_METRIC, evaluate_scores
+from recsys_tasks.contracts.reports import TrainingPlan
 from recsys_tasks.contracts.splits import LeaveOneOutSplits, NextItemRows
 from recsys_tasks.contracts.tracking import RunTracker
+from recsys_tasks.contracts.training_state import CHECKPOINT_PREFIX, TrainingState, write_state
 from recsys_tasks.models.config import EncoderConfig, FinetuneMode
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.retrieval import NextItemRetrievalModel
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import configure_accelerator
-from recsys_tasks.training.config import WIDTH_PER_ITEM_LORA_RANK, FinetuneConfig
-from recsys_tasks.training.datasets import length_bucketed_batches
+from recsys_tasks.training.config import WIDTH_PER_ITEM_LORA_RANK, AdaptConfig, FinetuneConfig
+from recsys_tasks.training.datasets import item_attribute_table, length_bucketed_batches
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE
+from recsys_tasks.training.replay import select_replay
 
 log = logging.getLogger(__name__)
 
@@ -433,10 +437,22 @@ def _float32_copy(
     return model
 
 
-def _export(run: RunDir, splits: LeaveOneOutSplits, model: NextItemRetrievalModel, meta: dict) -> None:
-    """Writes the folder the pyfunc loads: SavedModel, item vectors (and their int8 form), vocabulary, ``meta``."""
+def export(
+    run: RunDir,
+    splits: LeaveOneOutSplits,
+    model: NextItemRetrievalModel,
+    meta: dict,
+    training_state: TrainingState | None = None,
+    replay: NextItemRows | None = None,
+) -> None:
+    """Writes the folder the pyfunc loads: SavedModel, item vectors (and their int8 form), vocabulary, ``meta``;
+    and, given a ``training_state``, what the next run continues from (weights, vocabulary, ``replay``)."""
     encoder = model.encoder
     with run.writing_folder(EXPORTED_MODEL_DIR) as folder:
+        if training_state is not None:
+            state_folder = folder / ARTIFACT_FILES[TRAINING_STATE]
+            write_state(state_folder, training_state, run.read_parquet(VOCAB_FILE), replay.windows() if replay else [])
+            tf.train.Checkpoint(model=model).write(str(state_folder / CHECKPOINT_PREFIX))
         module = _ServingModule(model, splits.max_length)
         tf.saved_model.save(module, str(folder / ARTIFACT_FILES[SAVED_MODEL]), signatures=module.signatures())
         item_vectors = tf.cast(encoder.item_vectors(), tf.float32).numpy()[: splits.n_items + 1]
@@ -490,7 +506,44 @@ def train_with_validation(
     )
 
 
-def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = None) -> FinetuneSummary:
+def _retrained_state(
+    run: RunDir,
+    splits: LeaveOneOutSplits,
+    model: NextItemRetrievalModel,
+    config: FinetuneConfig,
+    plan: TrainingPlan,
+    adapt: AdaptConfig | None,
+) -> tuple[TrainingState, NextItemRows]:
+    """The training state of a model trained from scratch on the whole history, and its first replay set."""
+    adapt = adapt or AdaptConfig()
+    rows = splits.rows_after(None)
+    replay = select_replay(model, rows, adapt.replay_size, adapt.replay_rule, config.seed)
+    state = TrainingState(
+        dataset_key=plan.dataset_key,
+        mode="retrain",
+        watermark=None if splits.timestamps is None else int(splits.timestamps.max()),
+        parent_version=None,
+        adapt_runs_since_retrain=0,
+        window=plan.window,
+        new_rows=len(rows),
+        replay_rows=len(replay),
+        encoder=model.encoder.config.model_dump(),
+        attribute_ids=item_attribute_table(run, splits.n_items)[2],
+        finetune_mode=config.mode,
+        ranking_weight=config.ranking_weight,
+    )
+    return state, replay
+
+
+def finetune(
+    run: RunDir,
+    config: FinetuneConfig,
+    tracker: RunTracker | None = None,
+    plan: TrainingPlan | None = None,
+    adapt: AdaptConfig | None = None,
+) -> FinetuneSummary:
+    """Fine-tunes the pre-trained encoder and exports it; given the run's ``plan``, with the training state
+    (and a replay set of ``adapt.replay_size`` rows) that a later run continues from."""
     jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
     rows = splits.next_item_rows(config.examples)
@@ -502,7 +555,9 @@ def finetune(run: RunDir, config: FinetuneConfig, tracker: RunTracker | None = N
         model = _refit(run, splits, config, outcome.exported_epochs, jit_compile, tracker)
     model = _float32_copy(run, splits, config, model)
     meta = {"finetune": config.model_dump(), "trainable_parameters": trainable, "total_parameters": total}
-    _export(run, splits, model, {**meta, "exported_epochs": outcome.exported_epochs, "refit_epochs": refit_epochs})
+    state, replay = (None, None) if plan is None else _retrained_state(run, splits, model, config, plan, adapt)
+    meta |= {"exported_epochs": outcome.exported_epochs, "refit_epochs": refit_epochs}
+    export(run, splits, model, meta, state, replay)
     return FinetuneSummary(
         model_uri=run.uri_of(EXPORTED_MODEL_DIR),
         mode=config.mode,

@@ -87,7 +87,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
 def _encoder_config(run: RunDir, splits: LeaveOneOutSplits, config: PretrainConfig) -> tuple[EncoderConfig, np.ndarray]:
     """The encoder's config for ``splits``' catalogue, and the item attribute table it reads (no columns when
     attributes are off or absent)."""
-    attributes, n_attributes = item_attribute_table(run, splits.n_items)
+    attributes, n_attributes, _ = item_attribute_table(run, splits.n_items)
     if not config.use_attributes:
         attributes, n_attributes = attributes[:, :0], 0
     encoder_config = EncoderConfig.of_size(

@@ -9,11 +9,27 @@ import sys
 
 import pytest
 
-from recsys_tasks import constants
+from recsys_tasks import constants, pipeline
 from recsys_tasks.pipeline import STAGES
 from tests.conftest import REPO
 
-TRAINING_TASKS = ("pretrain", "finetune", "evaluate")
+TRAINING_TASKS = ("pretrain", "finetune", "adapt", "evaluate")
+
+# Each task's XCom arguments: the data flow of one run, in the wiring.
+READS = {
+    "validate": ["ingest"],
+    "plan_training": ["validate"],
+    "augment": ["plan_training"],
+    "training_path": ["plan_training", "augment"],
+    "pretrain": ["augment"],
+    "finetune": ["pretrain"],
+    "adapt": ["augment"],
+    "evaluate": ["finetune", "adapt"],
+    "register": ["evaluate"],
+    "promote": ["register"],
+    "report": ["promote"],
+    "batch_recommend": ["promote"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +41,26 @@ def dag(airflow_database):
     return bag.get_dag(constants.DAG_ID)
 
 
-MAIN_CHAIN = [stage for stage in STAGES if stage != "batch_recommend"]
+def test_every_stage_is_a_task_and_runs_after_what_it_reads(dag):
+    assert set(STAGES) | {"training_path"} == {task.task_id for task in dag.tasks}
+    for task_id, upstreams in READS.items():
+        assert dag.get_task(task_id).upstream_task_ids >= set(upstreams), task_id
+    order = [task.task_id for task in dag.topological_sort()]
+    assert all(order.index(upstream) < order.index(task) for task, ups in READS.items() for upstream in ups)
 
 
-def test_tasks_run_in_stage_order(dag):
-    assert [task.task_id for task in dag.topological_sort() if task.task_id in MAIN_CHAIN] == MAIN_CHAIN
-    for upstream, downstream in zip(MAIN_CHAIN, MAIN_CHAIN[1:]):
-        expected = {downstream, "batch_recommend"} if upstream == "promote" else {downstream}
-        assert dag.get_task(upstream).downstream_task_ids == expected
-
-
-def test_each_stage_reads_what_the_stage_before_it_returned(dag):
-    """The data flow is in the wiring: a task's argument is its upstream task's XCom (the run dir and summary)."""
-    for upstream, downstream in [*zip(MAIN_CHAIN, MAIN_CHAIN[1:]), ("promote", "batch_recommend")]:
-        (argument,) = dag.get_task(downstream).op_args
-        assert argument.operator.task_id == upstream, downstream
+def test_each_stage_reads_what_the_stages_before_it_returned(dag):
+    """The data flow is in the wiring: a task's arguments are its upstream tasks' XComs (run dir and summary)."""
+    for task_id, upstreams in READS.items():
+        assert [argument.operator.task_id for argument in dag.get_task(task_id).op_args] == upstreams, task_id
     assert not dag.get_task("ingest").op_args
+
+
+def test_the_branch_takes_one_training_path_and_evaluate_follows_either(dag):
+    assert dag.get_task("training_path").downstream_task_ids == {"pretrain", "adapt"}
+    assert pipeline.training_path({"mode": "retrain"})[0] == "pretrain"
+    assert pipeline.training_path({"mode": "adapt"}) == ("adapt",)
+    assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
 
 
 def test_the_batch_consumer_hangs_off_promote_and_blocks_nothing(dag):

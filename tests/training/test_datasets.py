@@ -223,7 +223,26 @@ def test_attribute_table_renumbers_source_ids_densely(tmp_path) -> None:
         ),
     )
 
-    table, n_attributes = item_attribute_table(run, n_items=3)
+    table, n_attributes, _ = item_attribute_table(run, n_items=3)
 
     assert n_attributes == 2
     np.testing.assert_array_equal(table, [[0, 0], [2, 1], [0, 0], [1, 0], [0, 0]])
+
+
+def test_attributes_keep_the_numbers_of_the_model_being_adapted_and_new_ones_follow(tmp_path) -> None:
+    run = RunDir(str(tmp_path))
+    run.write_parquet(
+        VOCAB_FILE,
+        pa.table(
+            {
+                "item_id": [10, 11, 12],
+                "index": pa.array([1, 2, 3], pa.int32()),
+                "attributes": pa.array([[637, 5], [9], [1]], pa.list_(pa.int64())),
+            }
+        ),
+    )
+
+    table, n_attributes, numbering = item_attribute_table(run, n_items=3, numbering=[637, 5])
+
+    assert numbering == [637, 5, 1, 9] and n_attributes == 4
+    np.testing.assert_array_equal(table, [[0, 0], [1, 2], [4, 0], [3, 0], [0, 0]])
