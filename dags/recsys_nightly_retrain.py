@@ -22,6 +22,8 @@ and `promote → batch_recommend` (on with the `batch_recommendations` Param).
   `batch/recommendations.parquet`; it is skipped when the Param is off or the gate rejected the model.
 
 Each task returns what it wrote (small JSON with the run directory) and the next task reads from there.
+Runs nightly (`ADAPTREC_SCHEDULE`) and, with `ADAPTREC_TRIGGER_ASSET` set, whenever an upstream producer
+updates that Asset; ingest updates `adaptrec://events` for consumers of fresh data.
 Trigger with Params to change the data source, model size, epochs, fine-tune mode or gates.
 Artifacts: `$ADAPTREC_HOME/runs/<run id>/`. Consumers load `models:/<name>@champion` from MLflow.
 """
@@ -29,10 +31,10 @@ Artifacts: `$ADAPTREC_HOME/runs/<run id>/`. Consumers load `models:/<name>@champ
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, task
 
 from recsys_tasks import constants, pipeline
-from recsys_tasks.airflow_adapter import airflow_params, run_stage_in_airflow
+from recsys_tasks.airflow_adapter import airflow_params, dag_schedule, record_ingested_events, run_stage_in_airflow
 from recsys_tasks.settings import get_settings
 
 settings = get_settings()
@@ -43,13 +45,17 @@ RETRY_WITH_BACKOFF = dict(
     retry_exponential_backoff=True,
     max_retry_delay=timedelta(minutes=10),
 )
+EVENTS = Asset(constants.EVENTS_ASSET_URI, group="adaptrec")
 TRAINING = dict(pool=constants.TRAINING_POOL, queue=settings.training_queue, **RETRY_WITH_BACKOFF)
 
 
-@task(retries=1)
+@task(retries=1, outlets=[EVENTS])
 def ingest(**context) -> dict:
-    """Read the data source into the canonical tables, users pseudonymised."""
-    return run_stage_in_airflow("ingest", context)
+    """Read the data source into the canonical tables, users pseudonymised; an event of the events Asset says what
+    was new (incremental sources add a period to the data set's event store)."""
+    result = run_stage_in_airflow("ingest", context)
+    record_ingested_events(EVENTS, result, context)
+    return result
 
 
 @task
@@ -127,7 +133,7 @@ def report(decision: dict, **context) -> dict:
 
 @dag(
     dag_id=constants.DAG_ID,
-    schedule=settings.schedule,
+    schedule=dag_schedule(settings),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -35,6 +35,31 @@ def airflow_params() -> dict[str, Any]:
     return params
 
 
+def dag_schedule(settings: Settings):
+    """The schedule's cron with whole data intervals (a windowed ingest reads the previous [start, end)), or
+    it or the trigger asset's events when ``settings.trigger_asset`` is set."""
+    from airflow.sdk import Asset
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    cron = CronDataIntervalTimetable(settings.schedule, timezone="UTC")
+    if settings.trigger_asset is None:
+        return cron
+    return AssetOrTimeSchedule(timetable=cron, assets=Asset(settings.trigger_asset))
+
+
+def record_ingested_events(asset, result: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+    """Attach what ingest read (data set, period, new rows) to the event the task emits for ``asset``."""
+    window = result.get("window") or {}
+    context["outlet_events"][asset].extra = {
+        "dataset": context["params"].get("data_source"),
+        "dataset_key": window.get("dataset_key"),
+        "period": window.get("period"),
+        "new_rows": window.get("new_rows", result.get("rows")),
+        "run_dir": result.get("run_dir"),
+    }
+
+
 def _settings_with_airflow_secrets() -> Settings:
     """Settings, with the pseudonymisation key from Airflow's connections when the environment has none."""
     from airflow.sdk import Connection

@@ -37,3 +37,6 @@ TAG_NEW_ROWS = "adaptrec.lineage.new_rows"
 TAG_ADAPT_RUNS = "adaptrec.lineage.adapt_runs_since_retrain"
 
 TRAINING_POOL = "gpu"
+# The Airflow Asset the ingest task updates when it has read a source: its events carry the data set, the period
+# and how many rows were new, for consumers that act on fresh data.
+EVENTS_ASSET_URI = "adaptrec://events"

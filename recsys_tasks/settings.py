@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys_tasks import constants
@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     )
     pseudonymisation_key: SecretStr | None = Field(default=None, description="HMAC key for user ids.")
     schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
+    trigger_asset: str | None = Field(
+        default=None,
+        description="URI of an Airflow Asset an upstream producer updates when new data lands; runs start on its "
+        "events as well as on the schedule.",
+    )
     training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
     great_expectations_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING",
@@ -48,6 +53,13 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:5000",
         description="MLflow UI that the Airflow plugin links to (`make mlflow-ui` serves the default).",
     )
+
+    @field_validator("trigger_asset")
+    @classmethod
+    def _not_our_own_asset(cls, uri: str | None) -> str | None:
+        if uri == constants.EVENTS_ASSET_URI:
+            raise ValueError(f"{uri} is the asset this DAG's ingest updates: triggering on it would loop run after run")
+        return uri
 
     @cached_property
     def resolved_home(self) -> Path:

@@ -77,8 +77,9 @@ def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
     settings, client = registry
     run_id, log = first_run
     ends = task_ends(log)
-    assert ends[:8] == ["ingest", "validate", "augment", "pretrain", "finetune", "evaluate", "register", "promote"]
-    assert sorted(ends[8:]) == ["batch_recommend", "report"]
+    retrain_path = ["ingest", "validate", "plan_training", "augment", "training_path", "pretrain", "finetune"]
+    assert ends[:10] == [*retrain_path, "evaluate", "register", "promote"]
+    assert sorted(ends[10:]) == ["batch_recommend", "report"] and "adapt" not in ends
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
     assert [str(v.version) for v in versions] == ["1"]
     assert versions[0].tags[constants.TAG_GATE_STATUS] == "passed"
@@ -90,6 +91,32 @@ def test_a_good_run_registers_and_crowns_a_champion(registry, first_run):
     recommended = model.predict(pd.DataFrame({"history": [history], "k": [10]}))["item_ids"][0]
     assert len(recommended) == len(set(recommended)) == 10
     assert not set(recommended) & set(history)
+
+
+def test_ingest_emits_an_event_of_the_events_asset_saying_what_it_read(registry, first_run):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    run_id, _ = first_run
+    with create_session() as session:
+        events = [
+            event.extra
+            for event in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            if event.asset.uri.rstrip("/") == constants.EVENTS_ASSET_URI
+        ]
+    (ours,) = [event for event in events if event["run_dir"] == run_dir(run_id, registry[0]).uri]
+    assert ours["dataset"] == "synthetic" and ours["new_rows"] > 0
+
+
+def test_a_second_run_on_unchanged_data_has_nothing_to_adapt_to_and_keeps_the_champion(registry, first_run):
+    settings, client = registry
+    run_id, log = trigger("2026-01-04", TINY)
+
+    assert task_ends(log)[:3] == ["ingest", "validate", "plan_training"]
+    assert "nothing to adapt to, the champion stays" in log
+    assert "state=success" in log.split("DagRun Finished")[-1]
+    assert not run_dir(run_id, settings).exists("augment/summary.json")
+    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
 
 
 def test_the_batch_consumer_writes_top_k_for_every_user_from_the_new_champion(registry, first_run):
@@ -145,7 +172,10 @@ def test_corrupted_data_stops_at_validate_and_keeps_the_champion(registry, first
 
 def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_run):
     settings, client = registry
-    run_id, log = trigger("2026-01-03", {**TINY, "pretrain_epochs": 0, "finetune_epochs": 0})
+    # Forced to retrain: on the same data auto would find nothing new since the champion's watermark.
+    run_id, log = trigger(
+        "2026-01-03", {**TINY, "pretrain_epochs": 0, "finetune_epochs": 0, "training_mode": "retrain"}
+    )
 
     assert sorted(task_ends(log)[-2:]) == ["batch_recommend", "report"]  # either may end last
     assert "state=success" in log.split("DagRun Finished")[-1]
