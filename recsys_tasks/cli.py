@@ -131,18 +131,22 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why; recorded on th
 
 @registry_app.command("status")
 def registry_status() -> None:
-    """Versions with aliases, gate results and test NDCG@10, newest first."""
+    """Versions with aliases, gate results, test NDCG@10 and lineage, newest first; then the champion's lineage."""
     from recsys_tasks.contracts.tracking import connect
-    from recsys_tasks.registry.operations import status
+    from recsys_tasks.registry.operations import champion_lineage, status
 
     settings = get_settings()
-    rows = status(connect(settings), settings.model_name)
+    client = connect(settings)
+    rows = status(client, settings.model_name)
     table = Table(title=f"{settings.model_name} in {settings.resolved_tracking_uri}", title_justify="left")
     for column in rows[0] if rows else ["version"]:
-        table.add_column(column.replace("_", " "))
+        # Only the free-text column wraps: run ids, dates and versions broken mid-word are misread.
+        table.add_column(column.replace("_", " "), no_wrap=column != "manual_move")
     for row in rows:
         table.add_row(*(", ".join(value) if isinstance(value, list) else str(value) for value in row.values()))
-    console.print(table)
+    # Wider than a pipe's 80 characters, which cannot hold eleven columns.
+    Console(width=max(console.width, 180)).print(table)
+    console.print(champion_lineage(client, settings.model_name), highlight=False)
 
 
 def _move_champion(version: str, reason: str, rollback: bool) -> None:

@@ -9,10 +9,16 @@ from rich.table import Table
 from rich.text import Text
 
 from recsys_tasks.constants import CHAMPION_ALIAS
-from recsys_tasks.contracts.layout import DECISION_FILE, REGISTRATION_FILE, REPORT_FILE, VALIDATION_SUMMARY_FILE
+from recsys_tasks.contracts.layout import (
+    DECISION_FILE,
+    REGISTRATION_FILE,
+    REPORT_FILE,
+    TRAINING_PLAN_FILE,
+    VALIDATION_SUMMARY_FILE,
+)
 from recsys_tasks.contracts.metrics import SHOWN_METRICS
 from recsys_tasks.contracts.registry import model_uri
-from recsys_tasks.contracts.reports import CHAMPION, MODEL, MODEL_INT8, POPULARITY
+from recsys_tasks.contracts.reports import CHAMPION, MODEL, MODEL_INT8, POPULARITY, TrainingPlan
 from recsys_tasks.settings import Settings
 from recsys_tasks.storage import RunDir
 
@@ -24,12 +30,17 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
     decision = run.read_json(DECISION_FILE)
     registration = run.read_json(REGISTRATION_FILE)
     validation = run.read_json(VALIDATION_SUMMARY_FILE)
+    plan = TrainingPlan(**run.read_json(TRAINING_PLAN_FILE)) if run.exists(TRAINING_PLAN_FILE) else None
     tracking_uri = settings.resolved_tracking_uri
     return {
         "run_id": run_id,
         "run_dir": run.uri,
         "metrics": report["metrics"],
         "variants": report.get("variants", {}),
+        # A run without a plan (trained before plans existed) shows no training line.
+        "training": {"mode": plan.mode, "reason": plan.reason} if plan else None,
+        "holdouts": report.get("holdouts", {}),
+        "holdout_users": report.get("holdout_users", {}),
         "users": report["users"],
         "items": report["items"],
         "gate": decision,
@@ -61,6 +72,23 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def holdouts_table(holdouts: dict[str, dict[str, dict[str, float]]], users: dict[str, int]) -> Table:
+    """The model and the champion on each holdout of an adapted model's test users (fresh, stability)."""
+    table = Table(
+        title="Holdouts: fresh (test item newer than the champion's data) and stability (the others)",
+        title_justify="left",
+    )
+    for column in ("holdout", "users", "model"):
+        table.add_column(column, justify="right" if column == "users" else "left")
+    for label in SHOWN_METRICS.values():
+        table.add_column(label, justify="right")
+    for holdout, rows in holdouts.items():
+        for name in [name for name in ROW_ORDER if name in rows] + sorted(set(rows) - set(ROW_ORDER)):
+            count = f"{users[holdout]:,}" if holdout in users else ""
+            table.add_row(holdout, count, name, *(f"{rows[name][key]:.4f}" for key in SHOWN_METRICS))
+    return table
+
+
 def _data_gate_line(data_gate: dict[str, Any]) -> Text:
     drift = data_gate["drift"]
     measured = (
@@ -82,6 +110,18 @@ def _serving_line(variants: dict[str, dict[str, Any]]) -> Text:
             for name, variant in variants.items()
         )
     )
+
+
+def _training_line(summary: dict[str, Any]) -> list[Text]:
+    """The run's training mode and why; nothing for a run without a plan (or a summary written before plans)."""
+    training = summary.get("training")
+    return [Text(f"Training: {training['mode']} — {training['reason']}")] if training else []
+
+
+def _holdouts(summary: dict[str, Any]) -> list[Table]:
+    """The holdout table of an adapted model; nothing for any other run."""
+    holdouts = summary.get("holdouts")
+    return [holdouts_table(holdouts, summary.get("holdout_users", {}))] if holdouts else []
 
 
 def render_summary(summary: dict[str, Any], width: int = 110) -> str:
@@ -110,7 +150,9 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
                     "the user's history excluded"
                 ),
                 _data_gate_line(summary["data_gate"]),
+                *_training_line(summary),
                 metrics_table(summary["metrics"]),
+                *_holdouts(summary),
                 _serving_line(summary.get("variants", {})),
                 verdict,
                 reasons,

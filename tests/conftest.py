@@ -158,3 +158,49 @@ def tiny_champion(home: Path, run_id: str, trained_run: Path):
     for stage in ("evaluate", "register", "promote"):
         run_stage(stage, TINY_PARAMS, run_id, settings)
     return settings
+
+
+def write_training_plan(run_folder: Path, **fields):
+    """Give a run the plan a plan_training stage leaves (a ``TrainingPlan``; by default a retrain of the tiny set)."""
+    from recsys_tasks.contracts.layout import TRAINING_PLAN_FILE
+    from recsys_tasks.contracts.reports import TrainingPlan
+    from recsys_tasks.storage import RunDir
+
+    plan = TrainingPlan(
+        **{"requested": "auto", "mode": "retrain", "reason": "no champion yet", "dataset_key": "synthetic-tiny-seed0"}
+        | fields
+    )
+    RunDir(str(run_folder)).write_json(TRAINING_PLAN_FILE, plan.model_dump())
+    return plan
+
+
+def write_training_state(run_folder: Path, **fields):
+    """Give a trained run's exported model the training state a training stage leaves (``TrainingState``, by default
+    of a retrain, with ``replay_rows`` replay windows and the model's item vocabulary); no checkpoint."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, TRAINING_STATE
+    from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+    from recsys_tasks.contracts.training_state import TrainingState, write_state
+    from recsys_tasks.storage import RunDir
+
+    model = Path(RunDir(str(run_folder)).path(EXPORTED_MODEL_DIR))
+    meta = RunDir(str(model)).read_json(ARTIFACT_FILES[MODEL_META])
+    defaults = {
+        "dataset_key": "synthetic-tiny-seed0",
+        "mode": "retrain",
+        "watermark": 1_719_968_525,
+        "parent_version": None,
+        "adapt_runs_since_retrain": 0,
+        "new_rows": 1_200,
+        "replay_rows": 3,
+        "encoder": meta["encoder"],
+        "finetune_mode": meta["finetune"]["mode"],
+        "ranking_weight": meta["finetune"]["ranking_weight"],
+    }
+    state = TrainingState(**defaults | fields)
+    replay = [np.arange(1, 5) + row for row in range(state.replay_rows)]
+    vocabulary = pq.read_table(model / ARTIFACT_FILES[ITEM_VOCAB])
+    write_state(model / ARTIFACT_FILES[TRAINING_STATE], state, vocabulary, replay)
+    return state

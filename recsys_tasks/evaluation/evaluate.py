@@ -4,6 +4,10 @@ All three are ranked with the same protocol (contracts.metrics) on the same user
 run, so the gate compares like with like. The champion is scored through the registered pyfunc
 itself, with its own item vocabulary mapped onto this run's catalogue (items it never saw score
 -inf, i.e. it cannot recommend them).
+
+An adapted model (the run's training plan says ``adapt``) is also ranked, with the champion, on two
+holdouts of the same test users: ``fresh``, whose test item happened after the champion's data
+watermark, and ``stability``, the others, where forgetting what the champion knew would show.
 """
 
 from __future__ import annotations
@@ -18,10 +22,20 @@ from mlflow.tracking import MlflowClient
 
 from recsys_tasks.contracts.exported_model import VARIANTS, SequentialRecommender
 from recsys_tasks.contracts.int8_variant import variant_sizes
-from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PLOT_FILE, REPORT_FILE
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PLOT_FILE, REPORT_FILE, TRAINING_PLAN_FILE
 from recsys_tasks.contracts.metrics import PRIMARY_METRIC, RANK_METRICS, ScoreFunction, evaluate_scores
 from recsys_tasks.contracts.registry import version_uri, version_with_alias
-from recsys_tasks.contracts.reports import CHAMPION, MODEL, MODEL_INT8, POPULARITY, EvaluationReport, VariantReport
+from recsys_tasks.contracts.reports import (
+    CHAMPION,
+    FRESH,
+    MODEL,
+    MODEL_INT8,
+    POPULARITY,
+    STABILITY,
+    EvaluationReport,
+    TrainingPlan,
+    VariantReport,
+)
 from recsys_tasks.contracts.scoring import item_ids_of, recommender_scorer
 from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.contracts.tracking import RunTracker
@@ -52,6 +66,25 @@ def _variant_reports(
         )
         for variant, model in candidates.items()
     }
+
+
+def holdout_members(run: RunDir, splits: LeaveOneOutSplits) -> dict[str, np.ndarray]:
+    """Which test users fall in each holdout (boolean masks over the users), for an adapt run; {} otherwise.
+
+    ``fresh``: the user's test item happened after the plan's watermark (the champion's data); ``stability``: the
+    rest. A retrain (or a run without a plan) has no holdouts, nor has an adapt run whose sequences lack times.
+    """
+    if not run.exists(TRAINING_PLAN_FILE):
+        return {}
+    plan = TrainingPlan(**run.read_json(TRAINING_PLAN_FILE))
+    if plan.mode != "adapt":
+        return {}
+    if plan.watermark is None or splits.timestamps is None:
+        missing = "a watermark in the plan" if plan.watermark is None else "timestamps in the sequences"
+        log.warning("adapt run without %s: no fresh and stability holdouts, only the whole test split", missing)
+        return {}
+    fresh = splits.held_out_timestamps("test") > plan.watermark
+    return {FRESH: fresh, STABILITY: ~fresh}
 
 
 def _plot(metrics: dict[str, dict[str, float]]):
@@ -86,8 +119,12 @@ def evaluate(
     inputs, seen, targets = splits.holdout("test")
     item_ids = item_ids_of(run, splits.n_items)
 
-    def rank(score: ScoreFunction, model_inputs: np.ndarray = inputs) -> dict[str, float]:
-        return evaluate_scores(score, model_inputs, seen, targets, splits.n_items, config.batch_size)
+    def rank(
+        score: ScoreFunction, model_inputs: np.ndarray = inputs, users: np.ndarray | slice = slice(None)
+    ) -> dict[str, float]:
+        return evaluate_scores(
+            score, model_inputs[users], seen[users], targets[users], splits.n_items, config.batch_size
+        )
 
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
         candidates = {variant: SequentialRecommender.from_folder(folder, variant) for variant in VARIANTS}
@@ -105,7 +142,24 @@ def evaluate(
         # By version, not alias: the gate must judge against exactly the version recorded here.
         champion_model = mlflow.pyfunc.load_model(version_uri(model_name, champion.version)).unwrap_python_model()
         # The champion reads the whole history (up to its own max length), not this run's window.
-        metrics[CHAMPION] = rank(recommender_scorer(champion_model, item_ids), model_inputs=seen)
+        champion_scorer = recommender_scorer(champion_model, item_ids)
+        metrics[CHAMPION] = rank(champion_scorer, model_inputs=seen)
+
+    holdouts, holdout_users = {}, {}
+    for holdout, members in holdout_members(run, splits).items():
+        if not members.any():
+            log.info("the %s holdout has no test user: left out of the report", holdout)
+            continue
+        holdout_users[holdout] = int(members.sum())
+        holdouts[holdout] = {MODEL: rank(candidates["float32"].score_indices, users=members)}
+        if champion is not None:
+            holdouts[holdout][CHAMPION] = rank(champion_scorer, model_inputs=seen, users=members)
+        log.info(
+            "%s holdout, %d users: NDCG@10 %s",
+            holdout,
+            holdout_users[holdout],
+            ", ".join(f"{name} {values[PRIMARY_METRIC]:.4f}" for name, values in holdouts[holdout].items()),
+        )
 
     report = EvaluationReport(
         metrics=metrics,
@@ -113,6 +167,8 @@ def evaluate(
         users=len(targets),
         items=splits.n_items,
         variants=variants,
+        holdouts=holdouts,
+        holdout_users=holdout_users,
     )
     figure = _plot(metrics)
     png = io.BytesIO()
@@ -121,6 +177,16 @@ def evaluate(
     report.report_uri = run.write_json(REPORT_FILE, report.model_dump())
     if tracker:
         tracker.log_metrics({f"{name}_test_{k}": v for name, values in metrics.items() for k, v in values.items()})
+        if holdouts:
+            tracker.log_metrics(
+                {
+                    f"{name}_{holdout}_{k}": v
+                    for holdout, rows in holdouts.items()
+                    for name, values in rows.items()
+                    for k, v in values.items()
+                }
+                | {f"{holdout}_users": users for holdout, users in holdout_users.items()}
+            )
         tracker.log_metrics(
             {
                 f"serving_{variant}_{key}": value

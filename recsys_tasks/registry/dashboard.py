@@ -26,8 +26,12 @@ from recsys_tasks.constants import (
     TAG_GATE_REPORT,
     TAG_GATE_STATUS,
     TAG_MANUAL_MOVE,
+    TAG_PARENT_VERSION,
+    TAG_REPLAY_ROWS,
     TAG_TEST_METRIC_PREFIX,
     TAG_TRAINABLE_PARAMETERS,
+    TAG_TRAINING_MODE,
+    TAG_WINDOW,
 )
 from recsys_tasks.contracts.metrics import SHOWN_METRICS
 from recsys_tasks.contracts.tracking import connect, mlflow_run_of
@@ -57,6 +61,11 @@ class VersionSummary(BaseModel):
     finetune_mode: str | None
     trainable_parameters: int | None
     manual_move: str | None
+    training_mode: str | None = None
+    """retrain or adapt; None for a version registered without lineage tags."""
+    parent_version: str | None = None
+    window: str | None = None
+    replay_rows: int | None = None
 
 
 class RegistryOverview(BaseModel):
@@ -130,6 +139,10 @@ def _summarise(version: ModelVersion, aliases: list[str]) -> VersionSummary:
         finetune_mode=tags.get(TAG_FINETUNE_MODE),
         trainable_parameters=int(tags[TAG_TRAINABLE_PARAMETERS]) if TAG_TRAINABLE_PARAMETERS in tags else None,
         manual_move=tags.get(TAG_MANUAL_MOVE),
+        training_mode=tags.get(TAG_TRAINING_MODE),
+        parent_version=tags.get(TAG_PARENT_VERSION),
+        window=tags.get(TAG_WINDOW),
+        replay_rows=int(tags[TAG_REPLAY_ROWS]) if TAG_REPLAY_ROWS in tags else None,
     )
 
 

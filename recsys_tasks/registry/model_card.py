@@ -4,17 +4,32 @@ Written when the version is registered (gate pending) and again when the gate de
 ``model_card/model_card.{md,json}`` in the version's MLflow run; the version's
 ``adaptrec.model_card`` tag points at the markdown. Everything in it is read from the run
 directory and the evaluation report, so the card says exactly what the pipeline measured.
+
+Its "Training" section (how the version was trained: retrain or adapt, why, from which parent, on
+which window, and the fresh and stability holdouts of an adapted model) says what the version's
+lineage tags say; a version trained without a plan or training state has no such section.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from recsys_tasks.constants import TAG_MODEL_CARD
-from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, MODEL_META
+from recsys_tasks.constants import (
+    TAG_ADAPT_RUNS,
+    TAG_MODEL_CARD,
+    TAG_NEW_ROWS,
+    TAG_PARENT_VERSION,
+    TAG_REPLAY_ROWS,
+    TAG_TRAINING_MODE,
+    TAG_TRAINING_REASON,
+    TAG_WATERMARK,
+    TAG_WINDOW,
+)
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, MODEL_META, TRAINING_STATE
 from recsys_tasks.contracts.layout import (
     AUGMENT_SUMMARY_FILE,
     EXPORTED_MODEL_DIR,
@@ -30,9 +45,22 @@ from recsys_tasks.contracts.reports import (
     Registration,
     ValidationSummary,
 )
+from recsys_tasks.contracts.training_state import STATE_FILE, TrainingState
+from recsys_tasks.registry.register import lineage_tags, read_plan
 from recsys_tasks.storage import RunDir
 
 MODEL_CARD_FOLDER = "model_card"
+# The lineage tags the card's "Training" section shows, in its order, with their printed names.
+TRAINING_LINES = {
+    TAG_TRAINING_MODE: "mode",
+    TAG_TRAINING_REASON: "reason",
+    TAG_PARENT_VERSION: "parent version",
+    TAG_WINDOW: "window",
+    TAG_WATERMARK: "data watermark",
+    TAG_NEW_ROWS: "new rows",
+    TAG_REPLAY_ROWS: "replay rows",
+    TAG_ADAPT_RUNS: "adapt runs since the last retrain",
+}
 
 
 class ModelCard(BaseModel):
@@ -46,6 +74,10 @@ class ModelCard(BaseModel):
     metrics: dict[str, dict[str, float]]
     variants: dict[str, dict[str, Any]]
     gate: dict[str, Any]
+    lineage: dict[str, str] = {}
+    """The version's lineage tags (register.lineage_tags); empty for a model trained without a plan or state."""
+    holdouts: dict[str, dict[str, dict[str, float]]] = {}
+    holdout_users: dict[str, int] = {}
 
 
 def build_model_card(
@@ -55,8 +87,10 @@ def build_model_card(
     data: dict[str, Any],
     report: EvaluationReport,
     decision: GateDecision | None,
+    lineage: dict[str, str] | None = None,
 ) -> ModelCard:
-    """The card of ``registration``; ``decision`` is None until the promote stage has run the gate."""
+    """The card of ``registration``; ``decision`` is None until the promote stage has run the gate; ``lineage``:
+    the version's lineage tags."""
     gate = (
         {"status": "passed" if decision.passed else "rejected", "reasons": decision.reasons}
         if decision
@@ -78,6 +112,9 @@ def build_model_card(
         metrics=report.metrics,
         variants={name: variant.model_dump() for name, variant in report.variants.items()},
         gate=gate,
+        lineage=lineage or {},
+        holdouts=report.holdouts,
+        holdout_users=report.holdout_users,
     )
 
 
@@ -92,6 +129,38 @@ def _training_targets(training: dict[str, Any]) -> str:
     if training["refit_epochs"]:
         return f"training + validation targets ({kept} of a refit, after validation chose them)"
     return f"training targets ({kept}, chosen on validation)"
+
+
+def _training_section(card: ModelCard) -> list[str]:
+    """The "Training" section: how the version was trained and, for an adapted one, its holdouts; [] when the
+    card knows neither."""
+    if not card.lineage and not card.holdouts:
+        return []
+    lines = ["## Training"]
+    for tag, label in TRAINING_LINES.items():
+        if tag not in card.lineage:
+            continue
+        value = card.lineage[tag]
+        if tag == TAG_WATERMARK:
+            value = f"{datetime.fromtimestamp(int(value), UTC):%Y-%m-%d %H:%M:%S} UTC ({value})"
+        elif tag == TAG_PARENT_VERSION:
+            value = f"version {value}"
+        lines.append(f"- {label}: {value}")
+    if card.holdouts:
+        lines += [
+            "",
+            "Holdouts of the test users: `fresh`, whose test item is newer than the champion's data; `stability`, "
+            "the others (where forgetting shows).",
+            "",
+            _row(["holdout", "users", "model", *RANK_METRICS]),
+            _row(["---"] * (len(RANK_METRICS) + 3)),
+            *(
+                _row([holdout, card.holdout_users.get(holdout, ""), name, *(f"{values[m]:.4f}" for m in RANK_METRICS)])
+                for holdout, rows in card.holdouts.items()
+                for name, values in rows.items()
+            ),
+        ]
+    return [*lines, ""]
 
 
 def render_markdown(card: ModelCard) -> str:
@@ -118,6 +187,7 @@ def render_markdown(card: ModelCard) -> str:
         f"- parameters: {card.trainable_parameters:,} trainable of {card.total_parameters:,}",
         f"- trained on: {_training_targets(card.training)}",
         "",
+        *_training_section(card),
         "## Test metrics (leave-one-out, full ranking, history excluded)",
         _row(["model", *RANK_METRICS]),
         _row(["---"] * (len(RANK_METRICS) + 1)),
@@ -179,5 +249,8 @@ def publish_run_model_card(
         "drift": validation.drift_baseline,
     }
     model_meta = run.read_json(f"{EXPORTED_MODEL_DIR}/{ARTIFACT_FILES[MODEL_META]}")
-    card = build_model_card(registration, airflow_run_id, model_meta, data, report, decision)
+    state_file = f"{EXPORTED_MODEL_DIR}/{ARTIFACT_FILES[TRAINING_STATE]}/{STATE_FILE}"
+    state = TrainingState(**run.read_json(state_file)) if run.exists(state_file) else None
+    lineage = lineage_tags(state, read_plan(run))
+    card = build_model_card(registration, airflow_run_id, model_meta, data, report, decision, lineage)
     return publish_model_card(client, card, registration.mlflow_run_id)

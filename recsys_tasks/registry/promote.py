@@ -3,7 +3,10 @@
 Checks, all on the same test split of this run:
 1. absolute floor: NDCG@10 ≥ ``min_ndcg_at_10``;
 2. lift over popularity: NDCG@10 ≥ popularity × (1 + ``min_lift_over_popularity``);
-3. no regression: NDCG@10 ≥ champion × (1 − ``max_regression_vs_champion``), skipped without a champion.
+3. no regression: NDCG@10 ≥ champion × (1 − ``max_regression_vs_champion``), skipped without a champion;
+4. for an adapted model whose report has both holdouts with the champion ranked on them, the same rule on
+   each: ``no_regression_on_fresh`` (users active in the new window) and ``no_regression_on_stability``
+   (the others: it must not have forgotten what the champion knew).
 Pass: ``champion`` moves to the new version. Fail: the version is tagged rejected with the reasons
 and ``champion`` stays. Either way the decision is recorded as version tags and in the run dir.
 """
@@ -21,8 +24,10 @@ from recsys_tasks.contracts.metrics import PRIMARY_METRIC
 from recsys_tasks.contracts.registry import version_with_alias
 from recsys_tasks.contracts.reports import (
     CHAMPION,
+    FRESH,
     MODEL,
     POPULARITY,
+    STABILITY,
     EvaluationReport,
     GateCheck,
     GateDecision,
@@ -35,7 +40,32 @@ from recsys_tasks.storage import RunDir
 log = logging.getLogger(__name__)
 
 
+def _holdout_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:
+    """No regression against the champion on the fresh and on the stability holdout; none unless both were ranked
+    with the champion."""
+    if not all(CHAMPION in report.holdouts.get(holdout, {}) for holdout in (FRESH, STABILITY)):
+        return []
+    checks = []
+    for holdout in (FRESH, STABILITY):
+        ndcg = report.holdouts[holdout][MODEL][PRIMARY_METRIC]
+        champion = report.holdouts[holdout][CHAMPION][PRIMARY_METRIC]
+        needed = champion * (1 - config.max_regression_vs_champion)
+        users = report.holdout_users.get(holdout)
+        checks.append(
+            GateCheck(
+                name=f"no_regression_on_{holdout}",
+                passed=ndcg >= needed,
+                observed=ndcg,
+                required=needed,
+                detail=f"{holdout} holdout ({users if users is not None else '?'} users): NDCG@10 {ndcg:.4f} vs "
+                f"champion v{report.champion_version} {champion:.4f} × {1 - config.max_regression_vs_champion:.2f}",
+            )
+        )
+    return checks
+
+
 def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:
+    """Every check of the gate on ``report``, each with its observed and required NDCG@10."""
     ndcg = report.metrics[MODEL][PRIMARY_METRIC]
     popularity = report.metrics[POPULARITY][PRIMARY_METRIC]
     needed_over_popularity = popularity * (1 + config.min_lift_over_popularity)
@@ -68,7 +98,7 @@ def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]
                 f"× {1 - config.max_regression_vs_champion:.2f}",
             )
         )
-    return checks
+    return checks + _holdout_checks(report, config)
 
 
 def promote(

@@ -2,6 +2,10 @@
 
 Idempotent per Airflow run: the version is tagged with the run id, and a retried task that finds
 such a version returns it instead of registering a second one.
+
+The version is also tagged with its lineage (``adaptrec.dataset``, ``adaptrec.training.*``,
+``adaptrec.lineage.*``): read from the training state the exported model carries and from the run's
+training plan, when they exist. A model trained before either existed gets no lineage tags.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -19,16 +24,26 @@ from mlflow.types.schema import Array
 
 from recsys_tasks.constants import (
     CHALLENGER_ALIAS,
+    TAG_ADAPT_RUNS,
     TAG_AIRFLOW_RUN_ID,
+    TAG_DATASET,
     TAG_FINETUNE_MODE,
+    TAG_NEW_ROWS,
+    TAG_PARENT_VERSION,
+    TAG_REPLAY_ROWS,
     TAG_TEST_METRIC_PREFIX,
     TAG_TRAINABLE_PARAMETERS,
+    TAG_TRAINING_MODE,
+    TAG_TRAINING_REASON,
+    TAG_WATERMARK,
+    TAG_WINDOW,
 )
 from recsys_tasks.contracts import exported_model
-from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, VARIANTS
-from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, ITEM_VOCAB, MODEL_META, TRAINING_STATE, VARIANTS
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, TRAINING_PLAN_FILE
 from recsys_tasks.contracts.registry import version_uri
-from recsys_tasks.contracts.reports import MODEL, EvaluationReport, Registration
+from recsys_tasks.contracts.reports import MODEL, EvaluationReport, Registration, TrainingPlan
+from recsys_tasks.contracts.training_state import TrainingState, has_state, read_state
 from recsys_tasks.storage import RunDir
 
 log = logging.getLogger(__name__)
@@ -59,6 +74,46 @@ def _requirements() -> list[str]:
     return [f"{package}=={importlib.metadata.version(package)}" for package in _SERVING_REQUIREMENTS]
 
 
+def read_plan(run: RunDir) -> TrainingPlan | None:
+    """The run's training plan; None for a run without one (trained before plans existed: a retrain)."""
+    return TrainingPlan(**run.read_json(TRAINING_PLAN_FILE)) if run.exists(TRAINING_PLAN_FILE) else None
+
+
+def read_training_state(model_folder: Path) -> TrainingState | None:
+    """The training state an exported model folder carries; None for a model exported without one."""
+    folder = model_folder / ARTIFACT_FILES[TRAINING_STATE]
+    return read_state(folder) if has_state(folder) else None
+
+
+def lineage_tags(state: TrainingState | None, plan: TrainingPlan | None) -> dict[str, str]:
+    """The lineage tags of a version: what its training state records, the plan's reason, and, for a model
+    without a training state, what its plan set out to do. Tags without a value are left out."""
+    planned = {}
+    if plan is not None:
+        planned = {
+            TAG_DATASET: plan.dataset_key,
+            TAG_TRAINING_MODE: plan.mode,
+            TAG_PARENT_VERSION: plan.champion_version if plan.mode == "adapt" else None,
+            TAG_WINDOW: plan.window,
+            TAG_ADAPT_RUNS: plan.adapt_runs_since_retrain,
+        }
+    trained = {}
+    if state is not None:
+        trained = {
+            TAG_DATASET: state.dataset_key,
+            TAG_TRAINING_MODE: state.mode,
+            TAG_PARENT_VERSION: state.parent_version,
+            TAG_WINDOW: state.window,
+            TAG_WATERMARK: state.watermark,
+            TAG_REPLAY_ROWS: state.replay_rows,
+            TAG_NEW_ROWS: state.new_rows,
+            TAG_ADAPT_RUNS: state.adapt_runs_since_retrain,
+        }
+    # The state records what training did, so it wins over the plan, which said what training would do.
+    values = planned | trained | {TAG_TRAINING_REASON: plan.reason if plan is not None else None}
+    return {tag: str(value) for tag, value in values.items() if value is not None}
+
+
 def existing_version(client: MlflowClient, model_name: str, airflow_run_id: str):
     versions = client.search_model_versions(
         f"name = '{model_name}' and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'"
@@ -86,8 +141,15 @@ def register(
         )
 
     with run.reading_folder(EXPORTED_MODEL_DIR) as folder:
-        artifacts = {key: str(folder / name) for key, name in ARTIFACT_FILES.items()}
+        # A model exported before training states existed has no training_state folder: MLflow refuses a missing
+        # artifact, and serving never reads it (only an adapt run continuing this version would).
+        artifacts = {
+            key: str(folder / name)
+            for key, name in ARTIFACT_FILES.items()
+            if key != TRAINING_STATE or (folder / name).exists()
+        }
         meta = json.loads((folder / ARTIFACT_FILES[MODEL_META]).read_text())
+        lineage = lineage_tags(read_training_state(folder), read_plan(run))
         known_items = pd.read_parquet(folder / ARTIFACT_FILES[ITEM_VOCAB], columns=["item_id"])["item_id"]
         example = pd.DataFrame(
             {"history": [known_items[:3].tolist()], "k": [10], "exclude": [known_items[3:4].tolist()]}
@@ -111,6 +173,7 @@ def register(
             TAG_FINETUNE_MODE: meta["finetune"]["mode"],
             TAG_TRAINABLE_PARAMETERS: str(meta["trainable_parameters"]),
             **{f"{TAG_TEST_METRIC_PREFIX}{k}": f"{v:.5f}" for k, v in report.metrics[MODEL].items()},
+            **lineage,
         },
     )
     client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)

@@ -32,11 +32,32 @@ def trained_run(tmp_path_factory, trained_tiny_run):
     return settings
 
 
-def report_with(model: float, popularity: float, champion: float | None = None) -> EvaluationReport:
+def report_with(
+    model: float,
+    popularity: float,
+    champion: float | None = None,
+    fresh: tuple[float, float | None] | None = None,
+    stability: tuple[float, float | None] | None = None,
+) -> EvaluationReport:
+    """A report with these NDCG@10 figures; ``fresh`` and ``stability``: (model, champion or None) on that holdout."""
     metrics = {"model": {"ndcg_at_10": model}, "popularity": {"ndcg_at_10": popularity}}
     if champion is not None:
         metrics["champion"] = {"ndcg_at_10": champion}
-    return EvaluationReport(metrics=metrics, champion_version="1" if champion else None, users=1, items=1)
+    holdouts, users = {}, {}
+    for holdout, figures in (("fresh", fresh), ("stability", stability)):
+        if figures is not None:
+            holdouts[holdout] = {"model": {"ndcg_at_10": figures[0]}}
+            if figures[1] is not None:
+                holdouts[holdout]["champion"] = {"ndcg_at_10": figures[1]}
+            users[holdout] = 30 if holdout == "fresh" else 70
+    return EvaluationReport(
+        metrics=metrics,
+        champion_version="1" if champion else None,
+        users=100,
+        items=1,
+        holdouts=holdouts,
+        holdout_users=users,
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,6 +74,42 @@ def test_gate_checks(report, failing):
     checks = gate_checks(report, GateConfig())
     assert {check.name for check in checks if not check.passed} == failing
     assert ("no_regression_vs_champion" in {c.name for c in checks}) == ("champion" in report.metrics)
+
+
+HOLDOUT_CHECKS = {"no_regression_on_fresh", "no_regression_on_stability"}
+
+
+@pytest.mark.parametrize(
+    ("report", "failing"),
+    [
+        (report_with(0.30, 0.10, 0.30, fresh=(0.40, 0.30), stability=(0.25, 0.25)), set()),
+        (report_with(0.30, 0.10, 0.30, fresh=(0.40, 0.30), stability=(0.246, 0.25)), set()),  # within 2%
+        # Better overall thanks to the new window, yet it forgot the older taste: only stability fails.
+        (report_with(0.30, 0.10, 0.29, fresh=(0.45, 0.30), stability=(0.20, 0.25)), {"no_regression_on_stability"}),
+        (report_with(0.30, 0.10, 0.30, fresh=(0.20, 0.30), stability=(0.35, 0.30)), {"no_regression_on_fresh"}),
+    ],
+)
+def test_an_adapted_model_must_not_regress_on_either_holdout(report, failing):
+    checks = {check.name: check for check in gate_checks(report, GateConfig())}
+    assert set(checks) >= HOLDOUT_CHECKS
+    assert {name for name, check in checks.items() if not check.passed} == failing
+    stability = checks["no_regression_on_stability"]
+    assert stability.observed == report.holdouts["stability"]["model"]["ndcg_at_10"]
+    assert stability.required == pytest.approx(report.holdouts["stability"]["champion"]["ndcg_at_10"] * 0.98)
+    assert stability.detail.startswith("stability holdout (70 users): NDCG@10")
+    assert checks["no_regression_on_fresh"].detail.startswith("fresh holdout (30 users): NDCG@10")
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        report_with(0.30, 0.10, 0.30),  # a retrain: no holdouts
+        report_with(0.30, 0.10, 0.30, stability=(0.10, 0.25)),  # nobody was fresh: the holdout is left out
+        report_with(0.30, 0.10, fresh=(0.40, None), stability=(0.10, None)),  # no champion was ranked
+    ],
+)
+def test_the_holdout_checks_need_both_holdouts_ranked_with_the_champion(report):
+    assert not HOLDOUT_CHECKS & {check.name for check in gate_checks(report, GateConfig())}
 
 
 def test_registration_is_idempotent_per_airflow_run(trained_run):
@@ -123,3 +180,34 @@ def test_every_version_carries_a_model_card_with_the_gate_decision(trained_run):
     assert f"{report.metrics['model']['ndcg_at_10']:.4f}" in card
     assert "| int8 |" in card and "synthetic-tiny-seed0" in card
     assert "- trained on: training targets (" in card  # the pipeline's default: no refit
+
+
+def test_a_regression_on_the_stability_holdout_alone_rejects_and_the_champion_stays(trained_run):
+    settings = trained_run
+    client = connect(settings)
+    run = run_dir(RUN_ID, settings)
+    report = EvaluationReport(**run.read_json(REPORT_FILE))
+    tracker = RunTracker.for_airflow_run(settings, "adapt-night")
+    registration = register(run, client, settings.model_name, tracker.run_id, "adapt-night", report)
+    champion = str(version_with_alias(client, settings.model_name).version)
+    ndcg = report.metrics["model"]["ndcg_at_10"]
+    forgetful = report.model_copy(
+        update={
+            "metrics": {**report.metrics, "champion": {"ndcg_at_10": ndcg}},
+            "champion_version": champion,
+            "holdouts": {
+                "fresh": {"model": {"ndcg_at_10": ndcg * 1.5}, "champion": {"ndcg_at_10": ndcg}},
+                "stability": {"model": {"ndcg_at_10": ndcg * 0.5}, "champion": {"ndcg_at_10": ndcg}},
+            },
+            "holdout_users": {"fresh": 150, "stability": 250},
+        }
+    )
+
+    decision = promote(run, client, registration, forgetful, GateConfig())
+
+    assert not decision.passed and decision.champion_after == champion != registration.version
+    assert [check.name for check in decision.checks if not check.passed] == ["no_regression_on_stability"]
+    assert str(version_with_alias(client, settings.model_name).version) == champion
+    version = client.get_model_version(settings.model_name, registration.version)
+    assert version.tags[constants.TAG_GATE_STATUS] == "rejected"
+    assert "no_regression_on_stability: stability holdout (250 users)" in version.tags[constants.TAG_GATE_REASONS]
