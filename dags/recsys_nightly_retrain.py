@@ -125,9 +125,9 @@ def batch_recommend(decision: dict, **context) -> dict:
     return run_stage_in_airflow("batch_recommend", context, decision)
 
 
-@task
-def report(decision: dict, **context) -> dict:
-    """The run's summary: metrics table, gate verdict, where to look."""
+@task(trigger_rule="none_failed")
+def report(decision: dict | None, **context) -> dict:
+    """The run's summary: metrics table, gate verdict, where to look; or why nothing was trained."""
     return run_stage_in_airflow("report", context, decision)
 
 

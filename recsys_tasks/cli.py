@@ -23,7 +23,7 @@ from rich.table import Table
 
 from recsys_tasks.contracts.layout import RUN_SUMMARY_FILE
 from recsys_tasks.errors import AdaptRecError, ConfigError, StageSkipped
-from recsys_tasks.pipeline import STAGES, run_stage, stages_off_the_path
+from recsys_tasks.pipeline import STAGES, run_pipeline, run_stage
 from recsys_tasks.settings import get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -198,18 +198,13 @@ def pipeline(
     run_id = run_id or f"cli__{datetime.now(UTC):%Y-%m-%dT%H-%M-%S}"
     params = _params(conf, assignments)
     data_interval = _data_interval(interval_start, interval_end)
-    not_taken: set[str] = set()
-    for stage in STAGES:
-        if stage in not_taken:
-            continue
-        console.rule(stage)
-        result = _run_or_skip(stage, params, run_id, data_interval)
-        if stage == "plan_training" and result is not None:
-            not_taken = stages_off_the_path(result)
-        # batch_recommend is a side branch; any other skipped stage leaves the stages after it nothing to read.
-        if result is None and stage != "batch_recommend":
-            console.print("[yellow]the stages after it do not run[/]")
-            return
+    run_pipeline(
+        params,
+        run_id,
+        data_interval=data_interval,
+        on_stage=console.rule,
+        on_skip=lambda stage, why: console.print(f"[yellow]{stage} skipped:[/] {why}"),
+    )
 
 
 @app.command()

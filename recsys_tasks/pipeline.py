@@ -47,7 +47,7 @@ from recsys_tasks.validation.config import DriftConfig
 log = logging.getLogger(__name__)
 
 # The stages that train, per mode: a run takes one of the two paths (an Airflow branch; the CLI skips the other).
-TRAINING_PATHS = {"retrain": ("pretrain", "finetune"), "adapt": ("adapt",)}
+TRAINING_PATHS = {"retrain": ("pretrain", "finetune"), "adapt": ("adapt",), "skip": ()}
 
 StageRunner = Callable[[PipelineParams, RunDir, Settings, str], dict]
 
@@ -245,7 +245,7 @@ def _report(params: PipelineParams, run: RunDir, settings: Settings, run_id: str
     summary = build_summary(run, settings, run_id)
     run.write_json(RUN_SUMMARY_FILE, summary)
     log.info("\n%s", render_summary(summary))
-    return {"summary_uri": run.uri_of(RUN_SUMMARY_FILE), "gate_passed": summary["gate"]["passed"]}
+    return {"summary_uri": run.uri_of(RUN_SUMMARY_FILE), "gate_passed": (summary.get("gate") or {}).get("passed")}
 
 
 def training_path(plan: Mapping[str, Any]) -> tuple[str, ...]:
@@ -296,3 +296,38 @@ def run_stage(
     # Only ingest reads the data interval: it is where a source is windowed.
     runner = partial(_ingest, data_interval=data_interval) if stage == "ingest" else STAGES[stage]
     return {**runner(params, run, settings, run_id), "run_dir": run.uri}
+
+
+def run_pipeline(
+    raw_params: Mapping[str, Any],
+    run_id: str,
+    settings: Settings | None = None,
+    data_interval: tuple[datetime, datetime] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> dict[str, dict | None]:
+    """Every stage of one run in order, as the DAG runs them; each stage's result, None for a skipped one.
+
+    Only the plan's training path runs. A stage with nothing to do (``StageSkipped``) leaves the stages
+    after it nothing to read, so only the report runs after it and says why; batch_recommend is a side
+    branch whose skip stops nothing.
+    """
+    results: dict[str, dict | None] = {}
+    not_taken: set[str] = set()
+    for stage in STAGES:
+        if stage in not_taken:
+            continue
+        if on_stage:
+            on_stage(stage)
+        try:
+            results[stage] = run_stage(stage, raw_params, run_id, settings, data_interval=data_interval)
+        except StageSkipped as exc:
+            results[stage] = None
+            if on_skip:
+                on_skip(stage, str(exc))
+            if stage not in ("batch_recommend", "report"):
+                not_taken = set(STAGES) - {"report"}
+            continue
+        if stage == "plan_training":
+            not_taken = stages_off_the_path(results[stage])
+    return results

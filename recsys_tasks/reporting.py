@@ -15,6 +15,7 @@ from recsys_tasks.contracts.layout import (
     REPORT_FILE,
     TRAINING_PLAN_FILE,
     VALIDATION_SUMMARY_FILE,
+    WINDOW_FILE,
 )
 from recsys_tasks.contracts.metrics import SHOWN_METRICS
 from recsys_tasks.contracts.registry import model_uri
@@ -26,6 +27,8 @@ ROW_ORDER = [MODEL, MODEL_INT8, POPULARITY, CHAMPION]
 
 
 def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any]:
+    if not run.exists(DECISION_FILE):
+        return _untrained_summary(run, settings, run_id)
     report = run.read_json(REPORT_FILE)
     decision = run.read_json(DECISION_FILE)
     registration = run.read_json(REGISTRATION_FILE)
@@ -58,6 +61,21 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
             "Airflow UI": "make airflow-ui, then open http://127.0.0.1:8080 (airflow standalone prints the login)",
             "Recommend": "make recommend HISTORY=1,2,3 (recsys recommend --history 1,2,3 --k 10)",
         },
+    }
+
+
+def _untrained_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any]:
+    """A run that stopped before training (nothing new to learn): why, and that the champion stays."""
+    plan = TrainingPlan(**run.read_json(TRAINING_PLAN_FILE)) if run.exists(TRAINING_PLAN_FILE) else None
+    window = run.read_json(WINDOW_FILE) if run.exists(WINDOW_FILE) else None
+    reason = plan.reason if plan else window["note"] if window else "the run stopped before training"
+    return {
+        "run_id": run_id,
+        "run_dir": run.uri,
+        "trained": False,
+        "reason": reason,
+        "champion_uri": model_uri(settings.model_name),
+        "tracking_uri": settings.resolved_tracking_uri,
     }
 
 
@@ -125,6 +143,11 @@ def _holdouts(summary: dict[str, Any]) -> list[Table]:
 
 
 def render_summary(summary: dict[str, Any], width: int = 110) -> str:
+    if summary.get("trained") is False:
+        return (
+            f"Run {summary['run_id']} trained no model: {summary['reason']}.\n"
+            f"Consumers keep loading {summary['champion_uri']} from {summary['tracking_uri']}\n"
+        )
     gate, registration = summary["gate"], summary["registration"]
     verdict = Text(
         f"Gate {'PASSED' if gate['passed'] else 'REJECTED'}: {registration['model_name']} "

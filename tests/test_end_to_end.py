@@ -18,6 +18,18 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recsys_tasks import constants
+from recsys_tasks.contracts.layout import (
+    AUGMENT_SUMMARY_FILE,
+    DATA_DOCS_FOLDER,
+    DECISION_FILE,
+    INTERACTIONS_FILE,
+    RECOMMENDATIONS_FILE,
+    REPORT_FILE,
+    RUN_SUMMARY_FILE,
+    SEQUENCES_FILE,
+    VALIDATION_SUMMARY_FILE,
+    VOCAB_FILE,
+)
 from recsys_tasks.pipeline import run_dir
 from recsys_tasks.settings import get_settings
 from tests.conftest import run_command
@@ -115,16 +127,19 @@ def test_a_second_run_on_unchanged_data_has_nothing_to_adapt_to_and_keeps_the_ch
     assert task_ends(log)[:3] == ["ingest", "validate", "plan_training"]
     assert "nothing to adapt to, the champion stays" in log
     assert "state=success" in log.split("DagRun Finished")[-1]
-    assert not run_dir(run_id, settings).exists("augment/summary.json")
+    run = run_dir(run_id, settings)
+    assert not run.exists(AUGMENT_SUMMARY_FILE)
+    summary = run.read_json(RUN_SUMMARY_FILE)  # the report runs and says why nothing was trained
+    assert summary["trained"] is False and "nothing to adapt to" in summary["reason"]
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
 
 
 def test_the_batch_consumer_writes_top_k_for_every_user_from_the_new_champion(registry, first_run):
     settings, _ = registry
     run = run_dir(first_run[0], settings)
-    recommendations = run.read_parquet("batch/recommendations.parquet").to_pandas()
-    histories = run.read_parquet("augment/sequences.parquet").to_pandas()
-    vocabulary = run.read_parquet("augment/item_vocab.parquet").to_pandas().set_index("index")["item_id"]
+    recommendations = run.read_parquet(RECOMMENDATIONS_FILE).to_pandas()
+    histories = run.read_parquet(SEQUENCES_FILE).to_pandas()
+    vocabulary = run.read_parquet(VOCAB_FILE).to_pandas().set_index("index")["item_id"]
 
     assert recommendations["user_id"].nunique() == len(histories) == 400
     assert (recommendations.groupby("user_id")["rank"].apply(list) == [list(range(1, 11))] * 400).all()
@@ -135,13 +150,13 @@ def test_the_batch_consumer_writes_top_k_for_every_user_from_the_new_champion(re
 
 def test_the_model_beats_popularity_by_a_wide_margin(registry, first_run):
     settings, _ = registry
-    report = run_dir(first_run[0], settings).read_json("evaluate/report.json")
+    report = run_dir(first_run[0], settings).read_json(REPORT_FILE)
     assert report["metrics"]["model"]["ndcg_at_10"] >= 2 * report["metrics"]["popularity"]["ndcg_at_10"]
 
 
 def test_user_ids_are_pseudonymised_with_the_airflow_connection_key(registry, first_run):
     settings, _ = registry
-    users = set(run_dir(first_run[0], settings).read_parquet("data/interactions.parquet")["user_id"].to_pylist())
+    users = set(run_dir(first_run[0], settings).read_parquet(INTERACTIONS_FILE)["user_id"].to_pylist())
     assert hmac.new(AIRFLOW_KEY.encode(), b"0", hashlib.sha256).hexdigest()[:32] in users
     assert "0" not in users and len(users) == 400
 
@@ -165,7 +180,7 @@ def test_corrupted_data_stops_at_validate_and_keeps_the_champion(registry, first
     assert "expect_column_values_to_be_between(rating)" in log
     assert "expect_column_values_to_be_between(timestamp)" in log
     run = run_dir(run_id, settings)
-    assert run.exists("validation/data_docs/index.html") and not run.exists("augment/summary.json")
+    assert run.exists(f"{DATA_DOCS_FOLDER}/index.html") and not run.exists(AUGMENT_SUMMARY_FILE)
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
     assert champion_version(client) == "1"
 
@@ -186,10 +201,38 @@ def test_an_untrained_model_is_rejected_and_the_champion_stays(registry, first_r
     ]
     assert rejected.tags[constants.TAG_GATE_STATUS] == "rejected"
     assert "no_regression_vs_champion" in rejected.tags[constants.TAG_GATE_REASONS]
-    validation = run_dir(run_id, settings).read_json("validation/summary.json")
-    assert first_run[0] in validation["drift_baseline"]  # same data set as the first run: compared with it
+    validation = run_dir(run_id, settings).read_json(VALIDATION_SUMMARY_FILE)
+    # The same data set as the first runs: compared with the snapshot they accepted.
+    assert "accepted snapshot of synthetic-tiny-seed0 from run" in validation["drift_baseline"]
     assert validation["drift"]["item_popularity_psi"] == pytest.approx(0.0)
-    decision = run_dir(run_id, settings).read_json("promote/decision.json")
+    decision = run_dir(run_id, settings).read_json(DECISION_FILE)
     assert decision["passed"] is False and decision["champion_after"] == "1"
-    assert not run_dir(run_id, settings).exists("batch/recommendations.parquet")
+    assert not run_dir(run_id, settings).exists(RECOMMENDATIONS_FILE)
     assert champion_version(client) == "1"
+
+
+def test_two_runs_over_consecutive_periods_retrain_then_adapt_with_lineage_and_both_holdouts(registry):
+    settings, client = registry
+    # A model of its own: the champion of the tiny data set above is no parent for this stream.
+    stream = {"ADAPTREC_MODEL_NAME": "adaptrec-drifting"}
+    conf = {"synthetic_size": "drifting", "model_size": "tiny", "pretrain_epochs": 1, "finetune_epochs": 3}
+    first, first_log = trigger("2026-02-01", conf, env=stream)
+    second, second_log = trigger("2026-02-08", conf, env=stream)
+
+    assert "finetune" in task_ends(first_log) and "adapt" not in task_ends(first_log)
+    assert "adapt" in task_ends(second_log) and "pretrain" not in task_ends(second_log)
+    assert "state=success" in second_log.split("DagRun Finished")[-1]
+    version_of = {
+        v.tags[constants.TAG_AIRFLOW_RUN_ID]: v for v in client.search_model_versions("name = 'adaptrec-drifting'")
+    }
+    parent, adapted = version_of[first], version_of[second]
+    assert parent.tags[constants.TAG_TRAINING_MODE] == "retrain"
+    assert adapted.tags[constants.TAG_TRAINING_MODE] == "adapt"
+    assert adapted.tags[constants.TAG_PARENT_VERSION] == str(parent.version)
+    assert adapted.tags[constants.TAG_WINDOW] == "period_1" and int(adapted.tags[constants.TAG_REPLAY_ROWS]) > 0
+    decision = run_dir(second, settings).read_json(DECISION_FILE)
+    checks = {check["name"] for check in decision["checks"]}
+    assert {"no_regression_on_fresh", "no_regression_on_stability", "no_regression_vs_champion"} <= checks
+    champion = str(client.get_registered_model("adaptrec-drifting").aliases[constants.CHAMPION_ALIAS])
+    assert champion == (str(adapted.version) if decision["passed"] else str(parent.version))
+    assert adapted.tags[constants.TAG_GATE_REASONS] == "; ".join(decision["reasons"])

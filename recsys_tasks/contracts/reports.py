@@ -13,6 +13,8 @@ MODEL, MODEL_INT8, POPULARITY, CHAMPION = "model", "model_int8", "popularity", "
 FRESH, STABILITY = "fresh", "stability"
 
 TrainingMode = Literal["retrain", "adapt"]
+# A plan may also train nothing: the data holds nothing the champion has not learnt.
+PlannedMode = Literal["retrain", "adapt", "skip"]
 RequestedTrainingMode = Literal["auto", "adapt", "retrain"]
 
 
@@ -20,7 +22,7 @@ class TrainingPlan(BaseModel):
     """How this run trains, decided before training (the plan_training stage), and why."""
 
     requested: RequestedTrainingMode
-    mode: TrainingMode
+    mode: PlannedMode
     reason: str = Field(description="One line: why this mode (what made auto choose it).")
     dataset_key: str
     champion_version: str | None = Field(None, description="The version an adapt run continues from.")

@@ -108,10 +108,12 @@ def plan_training(
         version = str(champion.version)
         newest = pc.max(run.read_parquet(INTERACTIONS_FILE)[TIME_COL]).as_py()
         if state.watermark is not None and (newest is None or newest <= state.watermark):
-            raise StageSkipped(
+            reason = (
                 f"no event after champion v{version}'s watermark ({_watermark_text(state.watermark)}): "
                 "nothing to adapt to, the champion stays"
             )
+            _write(run, TrainingPlan(**plan, mode="skip", reason=reason, champion_version=version))
+            raise StageSkipped(reason)
         with run.writing_folder(CHAMPION_STATE_DIR) as folder:
             shutil.copytree(state_folder, folder, dirs_exist_ok=True)
     continues = f"continues champion v{version} on the events after {_watermark_text(state.watermark)}"

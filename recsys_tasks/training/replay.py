@@ -63,6 +63,8 @@ def select_replay(
     a uniform sample.
     """
     rng = np.random.default_rng(seed)
+    if size == 0:
+        return candidates.subset(np.zeros(0, np.int64)).compact()
     if size >= len(candidates):
         return candidates.compact()
     if len(candidates) > CANDIDATES_PER_KEPT_ROW * size:

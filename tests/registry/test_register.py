@@ -10,6 +10,8 @@ import mlflow
 import pytest
 
 from recsys_tasks import constants
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, TRAINING_STATE
+from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
 from recsys_tasks.contracts.reports import EvaluationReport, TrainingPlan
 from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.contracts.training_state import STATE_FILE
@@ -65,6 +67,8 @@ def registered(home, run_id: str, plan: dict | None = None, state: dict | None =
         write_training_plan(run.uri, **plan)
     if state is not None:
         write_training_state(run.uri, **state)
+    else:  # as exported before versions carried a training state
+        shutil.rmtree(f"{run.path(EXPORTED_MODEL_DIR)}/{ARTIFACT_FILES[TRAINING_STATE]}", ignore_errors=True)
     tracker = RunTracker.for_airflow_run(settings, run_id)
     registration = register(run, tracker.client, settings.model_name, tracker.run_id, run_id, REPORT)
     return run, tracker.client, registration

@@ -210,18 +210,20 @@ def test_bucketed_batches_are_reproducible_by_seed() -> None:
     assert first_rows(3) != first_rows(4)
 
 
+def _vocabulary_with_attributes(folder, attributes: list) -> RunDir:
+    """A run whose vocabulary holds items 10, 11, 12 (indices 1–3) with these attribute ids."""
+    run = RunDir(str(folder))
+    vocabulary = {
+        "item_id": [10, 11, 12],
+        "index": pa.array([1, 2, 3], pa.int32()),
+        "attributes": pa.array(attributes, pa.list_(pa.int64())),
+    }
+    run.write_parquet(VOCAB_FILE, pa.table(vocabulary))
+    return run
+
+
 def test_attribute_table_renumbers_source_ids_densely(tmp_path) -> None:
-    run = RunDir(str(tmp_path))
-    run.write_parquet(
-        VOCAB_FILE,
-        pa.table(
-            {
-                "item_id": [10, 11, 12],
-                "index": pa.array([1, 2, 3], pa.int32()),
-                "attributes": pa.array([[637, 5], None, [5]], pa.list_(pa.int64())),
-            }
-        ),
-    )
+    run = _vocabulary_with_attributes(tmp_path, [[637, 5], None, [5]])
 
     table, n_attributes, _ = item_attribute_table(run, n_items=3)
 
@@ -230,17 +232,7 @@ def test_attribute_table_renumbers_source_ids_densely(tmp_path) -> None:
 
 
 def test_attributes_keep_the_numbers_of_the_model_being_adapted_and_new_ones_follow(tmp_path) -> None:
-    run = RunDir(str(tmp_path))
-    run.write_parquet(
-        VOCAB_FILE,
-        pa.table(
-            {
-                "item_id": [10, 11, 12],
-                "index": pa.array([1, 2, 3], pa.int32()),
-                "attributes": pa.array([[637, 5], [9], [1]], pa.list_(pa.int64())),
-            }
-        ),
-    )
+    run = _vocabulary_with_attributes(tmp_path, [[637, 5], [9], [1]])
 
     table, n_attributes, numbering = item_attribute_table(run, n_items=3, numbering=[637, 5])
 
