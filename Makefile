@@ -73,7 +73,7 @@ run: airflow-init
 	@echo "Running $(DAG_ID) with Params $(CONF); full log: $(RUN_LOG)"
 	$(BIN)/airflow dags test $(DAG_ID) -c '$(CONF)' 2>&1 | tee $(RUN_LOG) \
 		| grep --line-buffered -E "DAG TEST\] end task|training plan:|adapting:|Skipping task|epoch [0-9]+/|average of epochs|gate |stopping|AirflowFailException|DagRun Finished" \
-		| sed -u -E 's/^[0-9T:.-]+Z //; s/ +\[[a-z._]+\] loc=.*//' || true
+		| sed -u -E 's/^[0-9T:.-]+Z //; s/ +\[[A-Za-z_.]+\] loc=.*//' || true
 	@grep -q "DagRun Finished.*state=success" $(RUN_LOG) || { echo "The run failed: see $(RUN_LOG)"; exit 1; }
 	@$(BIN)/recsys report
 
