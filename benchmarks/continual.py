@@ -313,33 +313,40 @@ def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], en
 
 
 def summarise(store: Store, arms: tuple[str, ...], last: int) -> dict:
-    """Per arm: the metrics averaged over updates, compute per update, forgetting and the per-period lists."""
+    """Per arm: the metrics averaged over updates, compute per update, forgetting and the per-period lists.
+
+    Every arm is averaged over the same updates: those all of them have finished (each arm finishes its
+    updates in order, so these are updates 1 … k); forgetting needs the arm's last update.
+    """
+    finished = {arm: sum(1 for update in range(1, last + 1) if store.has(arm, update)) for arm in arms}
+    common = min(finished.values(), default=0)
     summary = {}
     for arm in arms:
-        updates = [store.load(arm, update)[2] for update in range(1, last + 1) if store.has(arm, update)]
+        updates = [store.load(arm, update)[2] for update in range(1, common + 1)]
         if not updates:
             continue
         tests = [update["test"] for update in updates]
-        complete = len(updates) == last
-        forgetting = (
-            updates[0]["period_2_after_period_1"]["recall_at_20"] - updates[-1]["period_2_after_last"]["recall_at_20"]
-            if complete
-            else None
-        )
+        forgetting = None
+        if finished[arm] == last:
+            after_last = store.load(arm, last)[2]["period_2_after_last"]["recall_at_20"]
+            forgetting = updates[0]["period_2_after_period_1"]["recall_at_20"] - after_last
         summary[arm] = {
             **{metric: float(np.mean([test[metric] for test in tests])) for metric in SHOWN},
             "seconds_per_update": float(np.mean([update["seconds"] for update in updates])),
             "examples_per_update": int(np.mean([update["examples"] for update in updates])),
             "forgetting": forgetting,
             "updates": len(updates),
+            "finished_updates": finished[arm],
             "per_period": {metric: [test[metric] for test in tests] for metric in SHOWN},
         }
     return summary
 
 
 def markdown(summary: dict, dataset: str, share: float, cli: str) -> str:
+    updates = max(figures["updates"] for figures in summary.values())
     lines = [
-        f"Continual adaptation on {dataset} ({share:.0%} of the data, see the study), {machine()}.",
+        f"Continual adaptation on {dataset} ({share:.0%} of the data, see the study), {machine()}; averages over "
+        f"updates 1–{updates}, which every arm has finished.",
         f"Command: `{cli}`",
         "",
         "| arm | " + " | ".join(SHOWN.values()) + " | seconds / update | examples / update | forgetting (Recall@20) |",
@@ -415,6 +422,9 @@ def main(
     epochs: Annotated[int, typer.Option(help="Most epochs an update trains")] = 20,
     model_size: Annotated[str, typer.Option(help="tiny, small or base")] = "small",
     work: Annotated[Path, typer.Option(help="Where finished updates are kept")] = BENCH_WORK / "continual",
+    report_only: Annotated[
+        bool, typer.Option(help="Train nothing: tabulate the updates finished so far (the rest show as missing)")
+    ] = False,
 ) -> None:
     from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
 
@@ -441,7 +451,10 @@ def main(
         "adapt": adapt.model_dump(),
     }
     store = Store(work / dataset / hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
-    summary = run_benchmark(periods, store, chosen, encoder, finetune, adapt)
+    if report_only:
+        summary = summarise(store, chosen, len(periods) - 2)
+    else:
+        summary = run_benchmark(periods, store, chosen, encoder, finetune, adapt)
     cli = command("benchmarks.continual")
     result = {"dataset": dataset, "command": cli, "machine": machine(), "settings": settings, "arms": summary}
     figure = plot(summary, dataset, STUDIES / f"continual-{dataset}.png")
