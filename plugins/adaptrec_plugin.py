@@ -16,7 +16,7 @@ from recsys_tasks.constants import DAG_ID
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/adaptrec"
-TASKS_WITH_MLFLOW_LINK = frozenset({"pretrain", "finetune", "evaluate", "register", "promote"})
+TASKS_WITH_MLFLOW_LINK = frozenset({"pretrain", "finetune", "adapt", "evaluate", "register", "promote"})
 
 
 class MlflowRunLink(BaseOperatorLink):

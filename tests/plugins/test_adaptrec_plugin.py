@@ -27,7 +27,7 @@ from tests.conftest import REPO, VENV_BIN
 
 PLUGIN_NAME = "adaptrec"
 APP_PREFIX = "/adaptrec"
-LINKED_TASKS = ("pretrain", "finetune", "evaluate", "register", "promote")
+LINKED_TASKS = ("pretrain", "finetune", "adapt", "evaluate", "register", "promote")
 SCREENSHOT_COPY_ENV = "ADAPTREC_PLUGIN_SCREENSHOT"  # set to a path to keep the browser test's screenshot
 MANUAL_MOVE_NOTE = "promote from 1 by ops at 2026-11-27T09:00:00Z: <b>hand</b>-checked & approved"
 
