@@ -205,10 +205,11 @@ class Store:
     def load(self, arm: str, update: int):
         from recsys_tasks.contracts.splits import NextItemRows
         from recsys_tasks.models.config import EncoderConfig
+        from recsys_tasks.training.continual import empty_model
 
         path = self._path(arm, update)
         config = EncoderConfig.model_validate_json((path / "encoder.json").read_text())
-        model = _empty_model(config)
+        model = empty_model(config)
         with np.load(path / "weights.npz") as weights:
             for variable, key in zip(model.parameters(), weights.files, strict=True):
                 variable.assign(weights[key])
@@ -217,14 +218,6 @@ class Store:
             with np.load(path / "replay.npz") as saved:
                 replay = NextItemRows(saved["items"], None, saved["starts"], saved["ends"], saved["ends"])
         return model, replay, json.loads((path / "result.json").read_text())
-
-
-def _empty_model(config):
-    from recsys_tasks.models.encoder import SequenceEncoder
-    from recsys_tasks.models.retrieval import NextItemRetrievalModel
-    from recsys_tasks.training.continual import built
-
-    return built(NextItemRetrievalModel(SequenceEncoder(config), np.ones(config.n_items + 2)))
 
 
 def _frequencies(rows, n_items: int) -> np.ndarray:

@@ -25,12 +25,12 @@ from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.contracts.training_state import CHECKPOINT_PREFIX, TrainingState, read_replay, read_state
 from recsys_tasks.errors import StageSkipped
 from recsys_tasks.models.config import EncoderConfig
-from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
+from recsys_tasks.models.encoder import count_parameters
 from recsys_tasks.models.retrieval import NextItemRetrievalModel
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.accelerator import configure_accelerator
+from recsys_tasks.training.accelerator import configure_accelerator, float32_policy
 from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
-from recsys_tasks.training.continual import adapt_model, built, plain_copy
+from recsys_tasks.training.continual import adapt_model, empty_model, plain_copy
 from recsys_tasks.training.datasets import item_attribute_table
 from recsys_tasks.training.finetune import export
 
@@ -54,8 +54,7 @@ class AdaptSummary(BaseModel):
 
 def load_trained_model(folder, state: TrainingState) -> NextItemRetrievalModel:
     """The retrieval model of a training state, its weights restored from the checkpoint."""
-    config = EncoderConfig(**state.encoder)
-    model = built(NextItemRetrievalModel(SequenceEncoder(config), np.ones(config.n_items + 2)))
+    model = empty_model(EncoderConfig(**state.encoder))
     tf.train.Checkpoint(model=model).read(str(folder / CHECKPOINT_PREFIX)).assert_existing_objects_matched()
     return model
 
@@ -124,7 +123,8 @@ def adapt(
         finetune_mode="full",
         ranking_weight=0.0,
     )
-    exported = _float32(model)
+    with float32_policy():
+        exported = plain_copy(model)
     meta = {
         "finetune": finetune.model_dump(),
         "adapt": config.model_dump(),
@@ -147,12 +147,3 @@ def adapt(
         validation=outcome.validation,
         seconds=round(time.perf_counter() - started, 2),
     )
-
-
-def _float32(model: NextItemRetrievalModel) -> NextItemRetrievalModel:
-    """The model built afresh under the float32 policy (it is served in float32), holding its weights."""
-    training_policy = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy("float32")
-    copy = plain_copy(model)
-    tf.keras.mixed_precision.set_global_policy(training_policy)
-    return copy

@@ -43,10 +43,14 @@ def fresh_model(config: EncoderConfig, item_frequencies: np.ndarray, seed: int) 
     return built(NextItemRetrievalModel(SequenceEncoder(config), item_frequencies))
 
 
+def empty_model(config: EncoderConfig) -> NextItemRetrievalModel:
+    """A retrieval model of this shape with every weight created, to load trained weights into."""
+    return built(NextItemRetrievalModel(SequenceEncoder(config), np.ones(config.n_items + 2)))
+
+
 def plain_copy(model: NextItemRetrievalModel) -> NextItemRetrievalModel:
     """A retrieval model holding ``model``'s weights and nothing else (no teacher, no optimizer)."""
-    config = model.encoder.config
-    copy = built(NextItemRetrievalModel(SequenceEncoder(config), np.ones(config.n_items + 2)))
+    copy = empty_model(model.encoder.config)
     grow_item_table(model, copy)  # the same catalogue: every weight copied as it is
     return copy
 

@@ -68,7 +68,7 @@ from recsys_tasks.models.config import EncoderConfig, FinetuneMode
 from recsys_tasks.models.encoder import SequenceEncoder, count_parameters
 from recsys_tasks.models.retrieval import NextItemRetrievalModel
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.accelerator import configure_accelerator
+from recsys_tasks.training.accelerator import configure_accelerator, float32_policy
 from recsys_tasks.training.config import WIDTH_PER_ITEM_LORA_RANK, AdaptConfig, FinetuneConfig
 from recsys_tasks.training.datasets import item_attribute_table, length_bucketed_batches
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE
@@ -427,12 +427,9 @@ def _float32_copy(
 ) -> NextItemRetrievalModel:
     """The same architecture built afresh under the float32 policy, holding ``trained``'s weights."""
     # Exported so: without the optimizer, whose moments and weight average would otherwise make up
-    # most of the SavedModel, and in float32, as it is served in float32 (CPUs have no fast float16,
-    # and TFLite's int8 conversion needs float ops) even when it trained in mixed precision.
-    training_policy = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy("float32")
-    model = build_model(run, splits, config)
-    tf.keras.mixed_precision.set_global_policy(training_policy)
+    # most of the SavedModel.
+    with float32_policy():
+        model = build_model(run, splits, config)
     model.set_weights(trained.get_weights())
     return model
 
