@@ -10,7 +10,9 @@ same code as the pipeline's adapt path (``recsys_tasks.training.continual``):
 - ``joint``: retrained from scratch on periods 0 … t at every update;
 - ``finetune``: the previous model, grown to the new items, trained on period t alone;
 - ``replay``: the same plus a replay set of earlier rows (herding), trained on their next item;
-- ``replay_distill``: the replayed rows distilled towards the previous model's scores instead (ADER).
+- ``replay_distill``: the replayed rows distilled towards the previous model's scores instead (ADER);
+- ``replay_distill_pretrain``: the same after the encoder's self-supervised pre-training continued on
+  the period's sequences (cloze, next item and contrastive views, as the pretrain stage).
 
 Evaluation rule (ADER's ``util.py``): in a test period, items the arm's data has not seen by period t
 are removed from the sequences, sequences left with one item are dropped, and every later position is
@@ -18,11 +20,16 @@ predicted from the items before it; all items seen up to period t are ranked, th
 included (nothing is excluded); Recall@20 and MRR@20 (reciprocal rank, 0 beyond 20) are averaged over
 predictions, then over updates. HR@10 and NDCG@10 are reported alongside. Validation: a random 10% of
 each update's new rows, as ADER. Forgetting: each arm's Recall@20 on period 2's test after the last
-update against right after period 1, both ranking only the items known after period 1.
+update against right after period 1, both ranking only the items known after period 1. Compute per
+update: wall seconds (the update's test included, a few seconds) and examples (training rows × epochs
+run, plus sequences × epochs of continued pre-training).
 
-Each finished update of each arm is kept under ``--work`` and not trained again, so the benchmark
-resumes where it stopped. Results: ``benchmarks/results/continual-<dataset>.{json,md}``, the plot
-``docs/experiments/continual-<dataset>.png`` (also logged to MLflow) and the study's table.
+Data sets: ``diginetica`` (ADER's periods, sessions), ``ml-100k`` (weekly periods of returning users)
+and ``synthetic-drifting`` (the stream the pipeline's tests use). Each finished update of each arm is
+kept under ``--work`` and not trained again, so the benchmark resumes where it stopped; runs that
+differ only in how they update share the period-0 model. Results: ``benchmarks/results/<name>.{json,md}``
+(``--name``, default ``continual-<dataset>``), the plot ``docs/experiments/<name>.png`` (also logged to
+MLflow) and the study's table.
 """
 
 from __future__ import annotations
@@ -43,8 +50,7 @@ from benchmarks.common import BENCH_WORK, SHARED_DATA, STUDIES, command, console
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ARMS = ("static", "joint", "finetune", "replay", "replay_distill")
-ADAPTIVE_ARMS = ("joint", "finetune", "replay", "replay_distill")
+ARMS = ("static", "joint", "finetune", "replay", "replay_distill", "replay_distill_pretrain")
 VALIDATION_SHARE = 0.1
 SHOWN = {"recall_at_20": "Recall@20", "mrr_at_20": "MRR@20", "hr_at_10": "HR@10", "ndcg_at_10": "NDCG@10"}
 
@@ -90,29 +96,53 @@ def read_diginetica(folder: Path, share: float) -> list[Period]:
 
 def read_movielens_weeks(folder: Path, share: float, weeks: int = 17) -> list[Period]:
     """MovieLens-100K cut into periods by time: the last ``weeks`` − 1 weeks one period each, everything
-    before them period 0. A user's sequence in a period is their whole history up to its end, its targets
-    the period's events (histories stay whole as model input); ``share`` of the users."""
+    before them period 0; ``share`` of the users."""
     ratings = np.loadtxt(folder / "u.data", dtype=np.int64)
-    ratings = ratings[np.lexsort((ratings[:, 1], ratings[:, 3], ratings[:, 0]))]
     week = 7 * 86_400
     cuts = ratings[:, 3].max() + 1 - week * np.arange(weeks - 1, 0, -1)
     period_of = np.searchsorted(cuts, ratings[:, 3], side="right")
+    return periods_of_log(ratings[:, 0], ratings[:, 1], ratings[:, 3], period_of, weeks, share)
+
+
+def read_drifting_synthetic(share: float, periods: int = 17) -> list[Period]:
+    """The drifting synthetic stream the pipeline's tests use (``synthetic_size: drifting``, seed 0): weekly
+    periods whose topics shift in and out of fashion and which launch new items; ``share`` of the users."""
+    from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
+    from recsys_tasks.data.synthetic import StreamConfig, generate_period
+
+    stream = StreamConfig.preset(seed=0)
+    tables = [generate_period(stream, period)[0] for period in range(periods)]
+    users = np.concatenate([table[USER_COL].to_numpy(zero_copy_only=False).astype(np.int64) for table in tables])
+    items = np.concatenate([table[ITEM_COL].to_numpy() for table in tables])
+    times = np.concatenate([table[TIME_COL].to_numpy() for table in tables])
+    period_of = np.concatenate([np.full(len(table), period) for period, table in enumerate(tables)])
+    return periods_of_log(users, items, times, period_of, periods, share)
+
+
+def periods_of_log(
+    users: np.ndarray, items: np.ndarray, times: np.ndarray, period_of: np.ndarray, periods: int, share: float
+) -> list[Period]:
+    """A timestamped log of returning users as periods: a user's sequence in a period is their whole history
+    up to its end, its targets the period's events (histories stay whole as model input, as in the
+    pipeline's adapt runs); ``share`` of the users, by a hash of their id."""
+    order = np.lexsort((items, times, users))
+    users, items, period_of = users[order], items[order], period_of[order]
     index: dict[int, int] = {}
-    periods = []
-    for number in range(weeks):
+    result = []
+    for number in range(periods):
         sequences, first_targets = [], []
-        for user in np.unique(ratings[period_of == number, 0]):
+        for user in np.unique(users[period_of == number]):
             if not _kept(f"user:{user}", share):
                 continue
-            mine = (ratings[:, 0] == user) & (period_of <= number)
-            items, new = ratings[mine, 1], period_of[mine] == number
-            for item in items[new]:
+            mine = (users == user) & (period_of <= number)
+            history, new = items[mine], period_of[mine] == number
+            for item in history[new]:
                 index.setdefault(int(item), len(index) + 1)
-            if len(items) >= 2:
-                sequences.append([index.get(int(item), 0) for item in items])
-                first_targets.append(int(np.argmax(new)))
-        periods.append(_period(sequences, np.asarray(first_targets, np.int64), len(index)))
-    return periods
+            if len(history) >= 2:
+                sequences.append([index.get(int(item), 0) for item in history])
+                first_targets.append(max(int(np.argmax(new)), 1))
+        result.append(_period(sequences, np.asarray(first_targets, np.int64), len(index)))
+    return result
 
 
 def _period(sequences: list[list[int]], first_targets: np.ndarray | None, known_items: int) -> Period:
@@ -181,14 +211,19 @@ def test_metrics(model, rows, known_items: int, max_length: int) -> dict[str, fl
     }
 
 
-class Store:
-    """Finished updates under ``folder/<arm>/update_<t>/``: weights, replay set and figures."""
+BASE = "base"
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+
+class Store:
+    """Finished updates under ``folder/<arm>/update_<t>/``: weights, replay set and figures. The period-0
+    model every arm starts from is kept under ``base_folder``, shared by runs that differ only in how
+    they update."""
+
+    def __init__(self, folder: Path, base_folder: Path):
+        self.folder, self.base_folder = folder, base_folder
 
     def _path(self, arm: str, update: int) -> Path:
-        return self.folder / arm / f"update_{update:02d}"
+        return (self.base_folder if arm == BASE else self.folder) / arm / f"update_{update:02d}"
 
     def has(self, arm: str, update: int) -> bool:
         return (self._path(arm, update) / "result.json").is_file()
@@ -237,8 +272,47 @@ def train_from_scratch(rows, n_items: int, encoder_overrides: dict, finetune):
     return model, outcome, training
 
 
-def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], encoder: dict, finetune, adapt) -> dict:
-    """Every update of every arm not yet in ``store``; the summary over all of them."""
+def pretraining_inputs(period: Period, known_items: int, max_length: int, config):
+    """The continued pre-training of ``replay_distill_pretrain`` on ``period``: its sequences (the newest
+    ``max_length`` items) and a pair of random views of each, drawn as the augment stage draws them."""
+    from recsys_tasks.augmentation.config import AugmentConfig
+    from recsys_tasks.augmentation.views import random_view
+    from recsys_tasks.training.continual import ContinuedPretraining
+
+    augment = AugmentConfig(max_length=max_length)
+    rng = np.random.default_rng(config.seed)
+    sequences = [period.items[start:end][-max_length:] for start, end in zip(period.offsets[:-1], period.offsets[1:])]
+    padded = {name: np.zeros((len(sequences), max_length), np.int32) for name in ("histories", "view_a", "view_b")}
+    for row, sequence in enumerate(sequences):
+        padded["histories"][row, max_length - len(sequence) :] = sequence
+        for name in ("view_a", "view_b"):
+            view = random_view(
+                sequence,
+                rng,
+                crop_ratio=augment.crop_ratio,
+                mask_ratio=augment.mask_ratio,
+                reorder_ratio=augment.reorder_ratio,
+                mask_index=known_items + 1,
+            )
+            padded[name][row, max_length - len(view) :] = view
+    histories = padded.pop("histories")
+    return ContinuedPretraining(config, histories, padded)
+
+
+def run_benchmark(
+    periods: list[Period],
+    store: Store,
+    arms: tuple[str, ...],
+    encoder: dict,
+    finetune,
+    adapt,
+    pretrain,
+    updates: int,
+) -> dict:
+    """Updates 1 … ``updates`` of every arm not yet in ``store``; the summary over all of them.
+
+    ``finetune`` trains the period-0 model and every ``joint`` update; the adaptive arms train with
+    ``adapt.learning_rate`` when it is set, else with ``finetune``'s."""
     from recsys_tasks.training.continual import adapt_model
     from recsys_tasks.training.replay import select_replay
 
@@ -248,25 +322,30 @@ def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], en
         "finetune": adapt.model_copy(update={"replay_size": 0}),
         "replay": adapt.model_copy(update={"distillation": False}),
         "replay_distill": adapt.model_copy(update={"distillation": True}),
+        "replay_distill_pretrain": adapt.model_copy(update={"distillation": True}),
     }
+    warm_finetune = finetune.model_copy(update={"learning_rate": adapt.learning_rate or finetune.learning_rate})
     forgetting_test = rows_of(periods[2], max_length, periods[1].known_items)
 
     def test(model, update: int) -> dict:
         known = periods[update].known_items
         return test_metrics(model, rows_of(periods[update + 1], max_length, known), known, max_length)
 
-    if not store.has("base", 0):
+    if not store.has(BASE, 0):
         console.rule("update 0: every arm starts from one model trained on period 0")
         started = time.perf_counter()
         base_rows = rows_of(periods[0], max_length)
         model, outcome, training = train_from_scratch(base_rows, periods[0].known_items, encoder, finetune)
-        replay = select_replay(model, training, adapt.replay_size, adapt.replay_rule, finetune.seed)
         seconds = time.perf_counter() - started
-        store.save("base", 0, model, replay, {"seconds": seconds, "examples": len(training) * outcome.epochs_run})
+        store.save(BASE, 0, model, None, {"seconds": seconds, "examples": len(training) * outcome.epochs_run})
+    base = store.load(BASE, 0)[0]
+    # The first replay set follows this run's replay settings; the period-0 model is shared by runs that differ in them.
+    base_training, _ = split_validation(rows_of(periods[0], max_length), finetune.seed)
+    base_replay = select_replay(base, base_training, adapt.replay_size, adapt.replay_rule, finetune.seed)
     for arm in arms:
-        previous, replay, _ = store.load("base", 0)
+        previous, replay = base, base_replay
         joint_rows = rows_of(periods[0], max_length)
-        for update in range(1, last + 1):
+        for update in range(1, min(updates, last) + 1):
             new_rows = rows_of(periods[update], max_length)
             joint_rows = joint_rows.concatenate(new_rows)
             if store.has(arm, update):
@@ -282,6 +361,11 @@ def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], en
                 examples = len(training) * outcome.epochs_run
             else:
                 training, validation = split_validation(new_rows, finetune.seed + update)
+                pretraining = (
+                    pretraining_inputs(periods[update], n_items, max_length, pretrain)
+                    if arm == "replay_distill_pretrain"
+                    else None
+                )
                 model, outcome, next_replay = adapt_model(
                     previous,
                     training,
@@ -289,13 +373,16 @@ def run_benchmark(periods: list[Period], store: Store, arms: tuple[str, ...], en
                     n_items,
                     _frequencies(training, n_items),
                     holdout(validation, max_length),
-                    finetune,
+                    warm_finetune,
                     adapt_configs[arm],
+                    pretraining=pretraining,
                 )
                 trained_on = (
                     training if replay is None or not adapt_configs[arm].replay_size else training.concatenate(replay)
                 )
                 examples, replay = len(trained_on) * outcome.epochs_run, next_replay
+                if pretraining is not None:  # a sequence per pre-training example
+                    examples += len(pretraining.histories) * pretrain.epochs
             result = {"test": test(model, update), "seconds": time.perf_counter() - started, "examples": examples}
             if update in (1, last):
                 key = "period_2_after_period_1" if update == 1 else "period_2_after_last"
@@ -385,33 +472,50 @@ def plot(summary: dict, dataset: str, path: Path):
     return figure
 
 
-def _log_to_mlflow(figure, result: dict, dataset: str) -> None:
+def _log_to_mlflow(figure, result: dict, name: str) -> None:
     import mlflow
 
     from recsys_tasks.settings import get_settings
 
     mlflow.set_tracking_uri(get_settings().resolved_tracking_uri)
     mlflow.set_experiment("adaptrec-bench-continual")
-    with mlflow.start_run(run_name=f"continual-{dataset}"):
-        mlflow.log_figure(figure, f"continual-{dataset}.png")
-        mlflow.log_dict(result, f"continual-{dataset}.json")
+    with mlflow.start_run(run_name=name):
+        mlflow.log_figure(figure, f"{name}.png")
+        mlflow.log_dict(result, f"{name}.json")
         for arm, figures in result["arms"].items():
             mlflow.log_metrics({f"{arm}_{m}": figures[m] for m in SHOWN})
+
+
+def _digest(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 READERS = {
     "diginetica": lambda share: read_diginetica(SHARED_DATA / "diginetica-periods", share),
     "ml-100k": lambda share: read_movielens_weeks(SHARED_DATA / "ml-100k", share),
+    "synthetic-drifting": read_drifting_synthetic,
 }
 
 
 def main(
-    dataset: Annotated[str, typer.Option(help="diginetica or ml-100k")] = "diginetica",
+    dataset: Annotated[str, typer.Option(help=", ".join(READERS))] = "diginetica",
     share: Annotated[
-        float, typer.Option(help="Share of the data kept: of the items (diginetica), of the users (ml-100k)")
+        float, typer.Option(help="Share of the data kept: of the items (diginetica), of the users (the others)")
     ] = 0.25,
     arms: Annotated[str, typer.Option(help="Comma-separated arms")] = ",".join(ARMS),
     replay_size: Annotated[int, typer.Option(help="Rows in the replay set")] = 3000,
+    distillation_weight: Annotated[float, typer.Option(help="ADER's λ_base")] = 0.8,
+    adapt_learning_rate: Annotated[
+        float | None, typer.Option(help="Learning rate of the adaptive arms' updates (default: the from-scratch rate)")
+    ] = None,
+    pretrain_epochs: Annotated[
+        int, typer.Option(help="Epochs of continued pre-training per update (replay_distill_pretrain)")
+    ] = 3,
+    updates: Annotated[int, typer.Option(help="Stop after this many updates (trials); the rest show as missing")] = 99,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Results benchmarks/results/<name>.{json,md}, plot docs/experiments/<name>.png"),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs an update trains")] = 20,
     model_size: Annotated[str, typer.Option(help="tiny, small or base")] = "small",
     work: Annotated[Path, typer.Option(help="Where finished updates are kept")] = BENCH_WORK / "continual",
@@ -419,7 +523,7 @@ def main(
         bool, typer.Option(help="Train nothing: tabulate the updates finished so far (the rest show as missing)")
     ] = False,
 ) -> None:
-    from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
+    from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, PretrainConfig
 
     if dataset not in READERS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(READERS)}")
@@ -436,23 +540,23 @@ def main(
     )
     encoder = {"size": model_size, "max_length": 50, "dropout": 0.5}
     finetune = FinetuneConfig(epochs=epochs, patience=3, learning_rate=1e-3, batch_size=256)
-    adapt = AdaptConfig(replay_size=replay_size)
-    settings = {
-        "share": share,
-        "encoder": encoder,
-        "finetune": finetune.model_dump(),
-        "adapt": adapt.model_dump(),
-    }
-    store = Store(work / dataset / hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
+    adapt = AdaptConfig(
+        replay_size=replay_size, distillation_weight=distillation_weight, learning_rate=adapt_learning_rate
+    )
+    pretrain = PretrainConfig(model_size=model_size, dropout=encoder["dropout"], epochs=pretrain_epochs)
+    base_settings = {"share": share, "encoder": encoder, "finetune": finetune.model_dump()}
+    settings = base_settings | {"adapt": adapt.model_dump(), "pretrain": pretrain.model_dump()}
+    store = Store(work / dataset / _digest(settings), work / dataset / f"base-{_digest(base_settings)}")
     if report_only:
         summary = summarise(store, chosen, len(periods) - 2)
     else:
-        summary = run_benchmark(periods, store, chosen, encoder, finetune, adapt)
+        summary = run_benchmark(periods, store, chosen, encoder, finetune, adapt, pretrain, updates)
     cli = command("benchmarks.continual")
     result = {"dataset": dataset, "command": cli, "machine": machine(), "settings": settings, "arms": summary}
-    figure = plot(summary, dataset, STUDIES / f"continual-{dataset}.png")
-    write_results(f"continual-{dataset}", result, markdown(summary, dataset, share, cli), f"bench-continual-{dataset}")
-    _log_to_mlflow(figure, result, dataset)
+    name = name or f"continual-{dataset}"
+    figure = plot(summary, dataset, STUDIES / f"{name}.png")
+    write_results(name, result, markdown(summary, dataset, share, cli), f"bench-{name}")
+    _log_to_mlflow(figure, result, name)
     console.print(markdown(summary, dataset, share, cli))
 
 

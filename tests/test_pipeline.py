@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from recsys_tasks.contracts.event_store import EventStore
-from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, TRAINING_STATE
+from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, MODEL_META, TRAINING_STATE
 from recsys_tasks.contracts.layout import SEQUENCES_FILE
 from recsys_tasks.contracts.training_state import read_state
 from recsys_tasks.errors import ConfigError
@@ -66,7 +67,7 @@ ADAPTING = {
     "model_size": "tiny",
     "pretrain_epochs": 1,
     "finetune_epochs": 3,
-    "adaptation": {"replay_size": 100},
+    "adaptation": {"replay_size": 100, "learning_rate": 2e-3},
     # Every version is crowned, so that the next run's plan reads the adapted one (the gate has tests of its own).
     "min_lift_over_popularity": 0.0,
     "max_regression_vs_champion": 1.0,
@@ -119,6 +120,8 @@ def test_the_adapted_version_carries_its_lineage_for_the_next_run(two_weeks):
     assert state.adapt_runs_since_retrain == 1 and state.window == "period_1"
     assert state.watermark > second["plan_training"]["watermark"]
     assert state.replay_rows <= 100 and state.encoder["n_items"] == second["adapt"]["items_after"]
+    meta = json.loads((Path(second["adapt"]["model_uri"]) / ARTIFACT_FILES[MODEL_META]).read_text())
+    assert meta["finetune"]["learning_rate"] == 2e-3  # the adapt run's own rate, not fine-tuning's 1e-3
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,10 @@ def adapt(
         raise StageSkipped(
             "every event after the champion's watermark is a held-out validation or test item: nothing to train on"
         )
+    # An adapt run trains every weight, at its own learning rate when it has one.
+    training = finetune.model_copy(
+        update={"mode": "full", "learning_rate": config.learning_rate or finetune.learning_rate}
+    )
     attributes, n_attributes, attribute_ids = item_attribute_table(run, splits.n_items, state.attribute_ids)
     model, outcome, next_replay = adapt_model(
         previous,
@@ -103,7 +107,7 @@ def adapt(
         splits.n_items,
         splits.item_frequencies(),
         _fresh_validation(splits, plan.watermark),
-        finetune.model_copy(update={"mode": "full"}),
+        training,
         config,
         tracker,
         jit_compile,
@@ -126,7 +130,7 @@ def adapt(
     with float32_policy():
         exported = plain_copy(model)
     meta = {
-        "finetune": finetune.model_dump(),
+        "finetune": training.model_dump(),
         "adapt": config.model_dump(),
         "trainable_parameters": count_parameters(exported.parameters()),
         "total_parameters": count_parameters(exported.parameters()),

@@ -146,3 +146,9 @@ class AdaptConfig(BaseModel):
         le=100,
         description="ADER's λ_base; the weight used is λ_base · √(old items / items · replayed rows / new rows).",
     )
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Adam learning rate of an adapt run; null = fine-tuning's. The champion is already trained, "
+        "so a lower rate moves it less far from what it knew.",
+    )

@@ -2,6 +2,8 @@
 
 One update (``adapt_model``), as ADER (Mi et al., RecSys 2020) runs it:
 1. the previous model's weights go into a model over the grown catalogue (``models.continual``);
+   optionally its encoder's self-supervised pre-training continues on the new sequences first
+   (``ContinuedPretraining``);
 2. it trains on the new rows and the replay set (older rows kept by the previous update), the replayed
    rows either trained on their next item or distilled towards the previous model's scores, with
    validation, early stopping and weight averaging as in fine-tuning;
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -24,8 +27,9 @@ from recsys_tasks.models.config import EncoderConfig
 from recsys_tasks.models.continual import AdaptingRetrievalModel, adaptive_distillation_weight, grow_item_table
 from recsys_tasks.models.encoder import SequenceEncoder
 from recsys_tasks.models.retrieval import NextItemRetrievalModel
-from recsys_tasks.training.config import AdaptConfig, FinetuneConfig
+from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, PretrainConfig
 from recsys_tasks.training.finetune import TrainingOutcome, compile_for, train_with_validation
+from recsys_tasks.training.pretrain import compiled_pretraining_model, train_pretraining_epoch
 from recsys_tasks.training.replay import select_replay
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,31 @@ def plain_copy(model: NextItemRetrievalModel) -> NextItemRetrievalModel:
     return copy
 
 
+@dataclass(frozen=True)
+class ContinuedPretraining:
+    """Self-supervised pre-training to continue on the new sequences before an update fine-tunes."""
+
+    config: PretrainConfig
+    histories: np.ndarray
+    """[sequences, max_length] left-padded item indices of the grown catalogue."""
+    views: dict[str, np.ndarray]
+    """``view_a`` and ``view_b``: a pair of augmented views per history, padded alike."""
+
+
+def continue_pretraining(
+    model: NextItemRetrievalModel, pretraining: ContinuedPretraining, jit_compile: bool
+) -> list[dict[str, float]]:
+    """``pretraining.config.epochs`` epochs of the pre-training objectives on ``model``'s encoder, in place
+    (the objectives' own heads start afresh: a version keeps only the encoder); each epoch's losses."""
+    config = pretraining.config
+    objectives = compiled_pretraining_model(model.encoder, config, jit_compile)
+    mask_index = model.encoder.config.mask_index
+    return [
+        train_pretraining_epoch(objectives, pretraining.histories, pretraining.views, mask_index, config, epoch)
+        for epoch in range(config.epochs)
+    ]
+
+
 def adapt_model(
     previous: NextItemRetrievalModel,
     new_rows: NextItemRows,
@@ -67,10 +96,12 @@ def adapt_model(
     tracker: RunTracker | None = None,
     jit_compile: bool = False,
     attributes: tuple[np.ndarray, int] | None = None,
+    pretraining: ContinuedPretraining | None = None,
 ) -> tuple[NextItemRetrievalModel, TrainingOutcome, NextItemRows]:
     """One update of ``previous`` on ``new_rows`` (+ the ``replay`` set) over a catalogue of ``n_items``
-    (with ``attributes``: the grown catalogue's item → attribute table and its number of attributes):
-    the trained model (without its teacher), how training went and the replay set for the next update."""
+    (with ``attributes``: the grown catalogue's item → attribute table and its number of attributes;
+    with ``pretraining``: its objectives first): the trained model (without its teacher), how training
+    went and the replay set for the next update."""
     started = time.perf_counter()
     old_items = previous.encoder.config.n_items
     replay = replay if replay is not None and len(replay) and adapt.replay_size else None
@@ -93,6 +124,8 @@ def adapt_model(
     grow_item_table(previous, built(model))
     if attributes is not None:
         model.encoder.set_item_attributes(attributes[0])
+    if pretraining is not None:
+        continue_pretraining(model, pretraining, jit_compile)
     rows = new_rows if replay is None else new_rows.concatenate(replay.as_replayed())
     log.info(
         "adapting: %d new rows, %d replayed (%s), %d → %d items, distillation weight %.3f",

@@ -53,7 +53,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
     encoder_config, attributes = _encoder_config(run, splits, config)
     encoder = SequenceEncoder(encoder_config)
     encoder.set_item_attributes(attributes)
-    model = _compiled_model(encoder, config, jit_compile)
+    model = compiled_pretraining_model(encoder, config, jit_compile)
     if tracker:
         tracker.log_params(encoder_config.model_dump(), prefix="encoder")
         tracker.log_params(config.model_dump(), prefix="pretrain")
@@ -67,7 +67,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
     started = time.perf_counter()
     losses: dict[str, float] = {}
     for current in range(resumed_from, config.epochs):
-        losses = _train_epoch(model, histories, views, splits.mask_index, config, current)
+        losses = train_pretraining_epoch(model, histories, views, splits.mask_index, config, current)
         epoch.assign(current + 1)
         manager.save(checkpoint_number=current + 1)
         if tracker:
@@ -102,7 +102,7 @@ def _encoder_config(run: RunDir, splits: LeaveOneOutSplits, config: PretrainConf
     return encoder_config, attributes
 
 
-def _compiled_model(encoder: SequenceEncoder, config: PretrainConfig, jit_compile: bool) -> PretrainingModel:
+def compiled_pretraining_model(encoder: SequenceEncoder, config: PretrainConfig, jit_compile: bool) -> PretrainingModel:
     """The pre-training model around ``encoder``, with the config's loss weights, compiled with Adam."""
     model = PretrainingModel(
         encoder,
@@ -127,7 +127,7 @@ def _restored_checkpoints(run: RunDir, model: PretrainingModel) -> tuple[tf.trai
     return manager, epoch
 
 
-def _train_epoch(
+def train_pretraining_epoch(
     model: PretrainingModel,
     histories: np.ndarray,
     views: dict[str, np.ndarray],

@@ -8,10 +8,11 @@ import recsys_tasks  # noqa: F401  (switches TensorFlow to tf-keras before it lo
 import numpy as np
 import pytest
 
-from recsys_tasks.training.config import AdaptConfig
-from recsys_tasks.training.continual import adapt_model
+from recsys_tasks.models.continual import grow_item_table
+from recsys_tasks.training.config import AdaptConfig, PretrainConfig
+from recsys_tasks.training.continual import ContinuedPretraining, adapt_model, continue_pretraining, empty_model
 from recsys_tasks.training.replay import select_replay
-from tests.training.conftest import FINETUNE, chains, hit_rate, ranking_holdout
+from tests.training.conftest import FINETUNE, MAX_LENGTH, chains, hit_rate, ranking_holdout
 
 
 @pytest.mark.parametrize("distillation", [False, True])
@@ -30,3 +31,19 @@ def test_an_update_grows_the_catalogue_learns_the_new_items_and_keeps_a_replay_s
     assert hit_rate(model, old_rows, 30) > 0.5  # the old chains are not forgotten
     targets = next_replay.items[next_replay.ends]
     assert len(next_replay) <= 80 and (targets <= 20).any() and (targets > 20).any()  # old and new rows kept
+
+
+def test_continued_pretraining_trains_the_new_items_rows_of_the_grown_encoder(trained_on_old_items) -> None:
+    previous, _ = trained_on_old_items
+    grown = empty_model(previous.encoder.config.model_copy(update={"n_items": 30}))
+    grow_item_table(previous, grown)
+    new_rows = chains(21, 30, sessions=120, seed=1)
+    histories = new_rows.take(np.arange(len(new_rows)), MAX_LENGTH)["inputs"]
+    config = PretrainConfig(model_size="tiny", epochs=3, learning_rate=3e-3, seed=0)
+    new_item_rows = grown.encoder.item_vectors().numpy()[21:31]
+    assert not new_item_rows.any()  # no attributes: new items start at zero
+    losses = continue_pretraining(
+        grown, ContinuedPretraining(config, histories, {"view_a": histories, "view_b": histories}), False
+    )
+    assert len(losses) == 3 and losses[-1]["pretrain_loss"] < losses[0]["pretrain_loss"]
+    assert (np.linalg.norm(grown.encoder.item_vectors().numpy()[21:31], axis=1) > 0).all()
