@@ -14,8 +14,8 @@ and `promote → batch_recommend` (on with the `batch_recommendations` Param).
   new since the champion's watermark the run stops there and the champion stays.
 * **adapt** grows the champion's item table for new items and trains on the new events plus its
   replay set (distilled towards the champion), keeping memory of the older behaviour.
-* **pretrain / finetune / adapt / evaluate** run in the `gpu` pool on the training queue, with
-  retries and back-off; pre-training resumes from its last checkpoint.
+* **pretrain / finetune / adapt / evaluate** run in the `gpu` pool on the training queue (under the
+  KubernetesExecutor: in a GPU pod), with retries and back-off; pre-training resumes from its last checkpoint.
 * **promote** moves the `champion` alias only when the metric gates pass; a rejected model is a
   decision recorded on the model version, not a failure.
 * **batch_recommend** writes top-k for every known user from the newly crowned champion to
@@ -34,7 +34,13 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from recsys_tasks import constants, pipeline
-from recsys_tasks.airflow_adapter import airflow_params, dag_schedule, record_ingested_events, run_stage_in_airflow
+from recsys_tasks.airflow_adapter import (
+    airflow_params,
+    dag_schedule,
+    record_ingested_events,
+    run_stage_in_airflow,
+    training_executor_config,
+)
 from recsys_tasks.settings import get_settings
 
 settings = get_settings()
@@ -46,7 +52,12 @@ RETRY_WITH_BACKOFF = dict(
     max_retry_delay=timedelta(minutes=10),
 )
 EVENTS = Asset(constants.EVENTS_ASSET_URI, group="adaptrec")
-TRAINING = dict(pool=constants.TRAINING_POOL, queue=settings.training_queue, **RETRY_WITH_BACKOFF)
+TRAINING = dict(
+    pool=constants.TRAINING_POOL,
+    queue=settings.training_queue,
+    executor_config=training_executor_config(settings),
+    **RETRY_WITH_BACKOFF,
+)
 
 
 @task(retries=1, outlets=[EVENTS])

@@ -6,6 +6,8 @@ task's retries; ``StageSkipped`` skips it. Imported when Airflow parses the DAG:
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,15 +39,46 @@ def airflow_params() -> dict[str, Any]:
 
 def dag_schedule(settings: Settings):
     """The schedule's cron with whole data intervals (a windowed ingest reads the previous [start, end)), or
-    it or the trigger asset's events when ``settings.trigger_asset`` is set."""
+    it or the trigger asset's events when ``settings.trigger_asset`` is set; with the schedule ``none``, the
+    trigger asset alone or nothing (runs start only when triggered)."""
     from airflow.sdk import Asset
     from airflow.timetables.assets import AssetOrTimeSchedule
     from airflow.timetables.interval import CronDataIntervalTimetable
 
+    asset = None if settings.trigger_asset is None else Asset(settings.trigger_asset)
+    if settings.schedule.lower() == "none":
+        return asset
     cron = CronDataIntervalTimetable(settings.schedule, timezone="UTC")
-    if settings.trigger_asset is None:
-        return cron
-    return AssetOrTimeSchedule(timetable=cron, assets=Asset(settings.trigger_asset))
+    return cron if asset is None else AssetOrTimeSchedule(timetable=cron, assets=asset)
+
+
+def training_executor_config(settings: Settings) -> dict[str, Any]:
+    """Executor settings of the training tasks. Under the KubernetesExecutor, a pod override that runs them on
+    the worker image with ``training_gpus`` GPUs, its CPU and memory requests, on the selected nodes, tolerating
+    their taints. Airflow merges it into the pod template (the container must be named ``base``); the override's
+    resources replace the template's as a whole, so it states every request. Other executors need nothing."""
+    if settings.executor != "kubernetes":
+        return {}
+    from kubernetes.client import models as k8s
+
+    resources = k8s.V1ResourceRequirements(
+        requests={"cpu": settings.training_cpus, "memory": settings.training_memory},
+        limits={"nvidia.com/gpu": str(settings.training_gpus)} if settings.training_gpus else None,
+    )
+    tolerations = [k8s.V1Toleration(**t.model_dump(exclude_none=True)) for t in settings.training_tolerations]
+    spec = k8s.V1PodSpec(
+        containers=[k8s.V1Container(name="base", image=settings.worker_image, resources=resources)],
+        node_selector=settings.training_node_selector or None,
+        tolerations=tolerations or None,
+    )
+    return {"pod_override": k8s.V1Pod(spec=spec)}
+
+
+def worker_hostname() -> str:
+    """The host Airflow records for a task instance (``AIRFLOW__CORE__HOSTNAME_CALLABLE`` names this function):
+    ``ADAPTREC_WORKER_NAME`` when the worker sets it, so that workers sharing a host (a CPU and a GPU Celery
+    worker on one machine) are told apart; else the host's fully qualified name."""
+    return os.environ.get("ADAPTREC_WORKER_NAME") or socket.getfqdn()
 
 
 def record_ingested_events(asset, result: Mapping[str, Any], context: Mapping[str, Any]) -> None:

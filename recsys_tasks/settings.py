@@ -11,10 +11,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys_tasks import constants
+
+
+class Toleration(BaseModel):
+    """A Kubernetes toleration for the training pods (GPU nodes are usually tainted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
 class Settings(BaseSettings):
@@ -38,13 +49,33 @@ class Settings(BaseSettings):
         default="embedded", description="production refuses to generate secrets (e.g. the pseudonymisation key)."
     )
     pseudonymisation_key: SecretStr | None = Field(default=None, description="HMAC key for user ids.")
-    schedule: str = Field(default="@daily", description="Cron expression or preset of the nightly DAG.")
+    schedule: str = Field(
+        default="@daily",
+        description="Cron expression or preset of the nightly DAG; none: no clock, only runs triggered from the UI, "
+        "the REST API or the trigger asset.",
+    )
     trigger_asset: str | None = Field(
         default=None,
         description="URI of an Airflow Asset an upstream producer updates when new data lands; runs start on its "
         "events as well as on the schedule.",
     )
     training_queue: str = Field(default="default", description="Executor queue of the training tasks (GPU workers).")
+    executor: Literal["local", "celery", "kubernetes"] = Field(
+        default="local",
+        description="Airflow executor the DAG is deployed on; kubernetes gives the training tasks a GPU pod override.",
+    )
+    worker_image: str = Field(
+        default="adaptrec-worker:latest", description="Image of the training pods (docker/Dockerfile builds it)."
+    )
+    training_gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu limit of a training pod.")
+    training_cpus: str = Field(default="4", description="CPU request of a training pod (Kubernetes quantity).")
+    training_memory: str = Field(default="16Gi", description="Memory request of a training pod (Kubernetes quantity).")
+    training_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels a training pod must run on (JSON object)."
+    )
+    training_tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints a training pod tolerates (JSON list of tolerations)."
+    )
     great_expectations_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING",
         description="Log level of Great Expectations in the validate stage; INFO brings back its ~600 lines a run.",
@@ -82,8 +113,14 @@ class Settings(BaseSettings):
         return self.tracking_uri or f"sqlite:///{self.resolved_home / 'mlflow.db'}"
 
     @property
-    def resolved_artifact_root(self) -> str:
-        return self.artifact_root or (self.resolved_home / "mlartifacts").as_uri()
+    def resolved_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: the setting, else the server's own store when tracking goes to
+        an MLflow server (clients then reach artifacts over HTTP only), else a folder of the home."""
+        if self.artifact_root:
+            return self.artifact_root
+        if self.resolved_tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.resolved_home / "mlartifacts").as_uri()
 
 
 def get_settings() -> Settings:

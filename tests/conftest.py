@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,13 @@ def run_command(*args: str, env: dict | None = None, timeout: int = 600) -> subp
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def write_period_file(folder: Path, number: int, sessions: int = 30, length: int = 5, first_item: int = 1) -> Path:

@@ -1,4 +1,5 @@
-"""The Airflow adapter hands a task's data interval to the stages: a windowed ingest takes the run's interval."""
+"""The Airflow adapter hands a task's data interval to the stages (a windowed ingest takes the run's interval) and
+gives the training tasks their pod under the KubernetesExecutor."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pendulum
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
-from recsys_tasks.airflow_adapter import run_stage_in_airflow
+from recsys_tasks.airflow_adapter import dag_schedule, run_stage_in_airflow, training_executor_config
+from recsys_tasks.settings import Settings
 
 START = pendulum.datetime(2024, 1, 2, tz="UTC")
 
@@ -62,3 +65,62 @@ def test_a_run_without_a_data_interval_fails_a_windowed_ingest_in_one_line(airfl
 
     with pytest.raises(AirflowFailException, match="ingest: window 'data_interval' needs the run's data interval"):
         run_stage_in_airflow("ingest", context)
+
+
+def test_under_kubernetes_the_training_pod_gets_the_worker_image_gpus_nodes_and_tolerations(monkeypatch):
+    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+    from kubernetes.client import models as k8s
+
+    monkeypatch.setenv("ADAPTREC_EXECUTOR", "kubernetes")
+    monkeypatch.setenv("ADAPTREC_WORKER_IMAGE", "registry.example/adaptrec-worker:1.2")
+    monkeypatch.setenv("ADAPTREC_TRAINING_GPUS", "2")
+    monkeypatch.setenv("ADAPTREC_TRAINING_MEMORY", "32Gi")
+    monkeypatch.setenv("ADAPTREC_TRAINING_NODE_SELECTOR", '{"accelerator": "nvidia-h100"}')
+    monkeypatch.setenv("ADAPTREC_TRAINING_TOLERATIONS", '[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]')
+    override = training_executor_config(Settings())["pod_override"]
+    # A pod template as the Helm chart's workers have: the override keeps what it does not set.
+    template = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(labels={"component": "worker"}),
+        spec=k8s.V1PodSpec(
+            containers=[
+                k8s.V1Container(
+                    name="base",
+                    image="apache/airflow:3.3.0",
+                    env=[k8s.V1EnvVar(name="ADAPTREC_HOME", value="/data/adaptrec")],
+                    resources=k8s.V1ResourceRequirements(requests={"memory": "8Gi"}),
+                )
+            ]
+        ),
+    )
+    pod = PodGenerator.reconcile_pods(template, override)
+    assert PodGenerator.deserialize_model_dict(PodGenerator.serialize_pod(pod)) == pod  # as the executor stores it
+    (container,) = pod.spec.containers
+    assert container.image == "registry.example/adaptrec-worker:1.2"
+    assert container.resources.limits == {"nvidia.com/gpu": "2"}
+    assert container.resources.requests == {"cpu": "4", "memory": "32Gi"}  # resources are replaced as a whole
+    assert container.env == template.spec.containers[0].env and pod.metadata.labels == {"component": "worker"}
+    assert pod.spec.node_selector == {"accelerator": "nvidia-h100"}
+    assert pod.spec.tolerations == [k8s.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+
+
+def test_other_executors_and_cpu_pods_ask_for_no_gpu():
+    assert training_executor_config(Settings(executor="celery")) == {}
+    cpu_pod = training_executor_config(Settings(executor="kubernetes", training_gpus=0))["pod_override"]
+    assert cpu_pod.spec.containers[0].resources.limits is None and cpu_pod.spec.tolerations is None
+
+
+def test_a_malformed_toleration_is_refused_naming_the_field():
+    with pytest.raises(ValidationError, match="training_tolerations.0.operator"):
+        Settings(executor="kubernetes", training_tolerations=[{"key": "gpu", "operator": "Sometimes"}])
+
+
+def test_the_schedule_is_the_clock_the_trigger_asset_both_or_neither():
+    from airflow.sdk import Asset
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    upstream = "s3://lake/events"
+    assert isinstance(dag_schedule(Settings(schedule="0 3 * * *")), CronDataIntervalTimetable)
+    assert isinstance(dag_schedule(Settings(trigger_asset=upstream)), AssetOrTimeSchedule)
+    assert dag_schedule(Settings(schedule="none", trigger_asset=upstream)) == Asset(upstream)
+    assert dag_schedule(Settings(schedule="None")) is None  # only triggered runs

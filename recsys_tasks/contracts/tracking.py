@@ -77,13 +77,12 @@ class RunTracker:
     def for_airflow_run(cls, settings: Settings, airflow_run_id: str) -> RunTracker:
         client = connect(settings)
         experiment = client.get_experiment_by_name(settings.experiment_name)
+        root = settings.resolved_artifact_root
+        location = None if root is None else f"{root}/{settings.experiment_name}"
         experiment_id = (
             experiment.experiment_id
             if experiment
-            else client.create_experiment(
-                settings.experiment_name,
-                artifact_location=f"{settings.resolved_artifact_root}/{settings.experiment_name}",
-            )
+            else client.create_experiment(settings.experiment_name, artifact_location=location)
         )
         existing = mlflow_run_of(client, experiment_id, airflow_run_id)
         if existing is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,21 @@ def test_parsing_the_dag_imports_no_heavy_library():
         check=True,
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_under_kubernetes_only_the_training_tasks_get_a_pod_and_the_dag_still_serialises():
+    probe = (
+        "import runpy, sys, json;"
+        "from airflow.serialization.serialized_objects import DagSerialization;"
+        "dag = runpy.run_path(sys.argv[1])['recsys_nightly_retrain']();"
+        "restored = DagSerialization.from_dict(DagSerialization.to_dict(dag));"
+        "print(json.dumps(sorted(t.task_id for t in restored.tasks if 'pod_override' in t.executor_config)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "dags" / "recsys_nightly_retrain.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ADAPTREC_EXECUTOR": "kubernetes"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == sorted(TRAINING_TASKS)

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,7 +22,7 @@ import pytest
 
 from recsys_tasks import constants
 from recsys_tasks.pipeline import STAGES
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO, VENV_BIN, free_port
 
 PLUGIN_NAME = "adaptrec"
 APP_PREFIX = "/adaptrec"
@@ -269,12 +268,6 @@ def test_other_tasks_and_runs_without_mlflow_run_get_no_link(seeded_home, plugin
     assert link.get_link(None, ti_key=TaskInstanceKey(constants.DAG_ID, "ingest", seeded_run, 1)) == ""
     assert link.get_link(None, ti_key=TaskInstanceKey("another_dag", "pretrain", seeded_run, 1)) == ""
     assert link.get_link(None, ti_key=TaskInstanceKey(constants.DAG_ID, "pretrain", "manual__not-logged", 1)) == ""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http_get(url: str) -> tuple[int, str]:

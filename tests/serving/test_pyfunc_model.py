@@ -4,7 +4,6 @@ variant, and `mlflow models serve` answering real HTTP on loopback."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 
@@ -21,7 +20,7 @@ from recsys_tasks.contracts.reports import MODEL, MODEL_INT8, EvaluationReport
 from recsys_tasks.contracts.tracking import connect
 from recsys_tasks.pipeline import run_dir
 from recsys_tasks.settings import Settings
-from tests.conftest import VENV_BIN, tiny_champion
+from tests.conftest import VENV_BIN, free_port, tiny_champion
 
 RUN_ID = "serving-test-run"
 
@@ -92,12 +91,6 @@ def test_bad_requests_and_variants_are_refused_with_one_line(champion):
         model.predict(pd.DataFrame({"history": [known_items(model, 2)], "k": [0]}))
     with pytest.raises(MlflowException, match="unknown model variant 'int4'"):
         load(champion, "int4")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_mlflow_models_serve_answers_real_http_on_loopback(champion):
