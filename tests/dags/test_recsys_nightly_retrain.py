@@ -104,34 +104,35 @@ def test_a_malformed_param_is_refused_with_its_name(dag):
         copy.deepcopy(dag.params)["model_size"] = "gigantic"
 
 
-def test_parsing_the_dag_imports_no_heavy_library():
-    probe = (
-        "import runpy, sys, json; runpy.run_path(sys.argv[1]);"
-        "heavy = ('tensorflow', 'mlflow', 'great_expectations', 'tensorflow_recommenders', 'pandas');"
-        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))"
+def in_a_fresh_process(expression: str, setup: str = "", env: dict[str, str] | None = None):
+    """``expression``'s value (JSON) in a new interpreter that has run the DAG file (namespace ``dag_file``), then
+    the statements ``setup``."""
+    code = "\n".join(
+        ("import json, runpy, sys", "dag_file = runpy.run_path(sys.argv[1])", setup, f"print(json.dumps({expression}))")
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / "recsys_nightly_retrain.py")],
+        [sys.executable, "-c", code, str(REPO / "dags" / "recsys_nightly_retrain.py")],
         capture_output=True,
         text=True,
-        check=True,
+        env={**os.environ, **(env or {})},
     )
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_parsing_the_dag_imports_no_heavy_library():
+    heavy = ("tensorflow", "mlflow", "great_expectations", "tensorflow_recommenders", "pandas")
+    assert in_a_fresh_process(f"sorted(m for m in {heavy!r} if m in sys.modules)") == []
 
 
 def test_under_kubernetes_only_the_training_tasks_get_a_pod_and_the_dag_still_serialises():
-    probe = (
-        "import runpy, sys, json;"
-        "from airflow.serialization.serialized_objects import DagSerialization;"
-        "dag = runpy.run_path(sys.argv[1])['recsys_nightly_retrain']();"
-        "restored = DagSerialization.from_dict(DagSerialization.to_dict(dag));"
-        "print(json.dumps(sorted(t.task_id for t in restored.tasks if 'pod_override' in t.executor_config)))"
+    serialised = (
+        "from airflow.serialization.serialized_objects import DagSerialization\n"
+        "dag = DagSerialization.from_dict(DagSerialization.to_dict(dag_file['recsys_nightly_retrain']()))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, str(REPO / "dags" / "recsys_nightly_retrain.py")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "ADAPTREC_EXECUTOR": "kubernetes"},
+    pods = in_a_fresh_process(
+        "sorted(t.task_id for t in dag.tasks if 'pod_override' in t.executor_config)",
+        serialised,
+        {"ADAPTREC_EXECUTOR": "kubernetes"},
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == sorted(TRAINING_TASKS)
+    assert pods == sorted(TRAINING_TASKS)
