@@ -149,6 +149,5 @@ class AdaptConfig(BaseModel):
     learning_rate: float | None = Field(
         None,
         gt=0,
-        description="Adam learning rate of an adapt run; null = fine-tuning's. The champion is already trained, "
-        "so a lower rate moves it less far from what it knew.",
+        description="Adam learning rate of an adapt run; null = fine-tuning's.",
     )

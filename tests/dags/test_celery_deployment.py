@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,14 +67,13 @@ class Processes:
         process.wait(timeout=30)
 
     def stop_all(self) -> None:
-        for process in self.running.values():
+        """Newest first, so that the databases outlive their clients; SIGKILL after 30 s."""
+        for process in reversed(self.running.values()):
             try:
                 os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
             except ProcessLookupError:
                 continue
-        for process in self.running.values():
-            try:
-                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
@@ -85,9 +85,8 @@ def _as_postgres(*args: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
 
 
-def start_postgres(processes: Processes, port: int) -> None:
-    """A throwaway cluster (trust auth on loopback) with the databases of Airflow and MLflow."""
-    data = Path(tempfile.mkdtemp(prefix="adaptrec-pg-"))
+def start_postgres(processes: Processes, port: int, data: Path) -> None:
+    """A throwaway cluster in ``data`` (trust auth on loopback) with the databases of Airflow and MLflow."""
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
     init = subprocess.run(
@@ -112,9 +111,10 @@ def start_postgres(processes: Processes, port: int) -> None:
             "fsync=off",
         ),
     )
+    is_ready = [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
     wait_for(
         "PostgreSQL accepting connections",
-        lambda: subprocess.run([str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]).returncode == 0,
+        lambda: subprocess.run(is_ready, capture_output=True).returncode == 0,
         60,
         processes.logs,
     )
@@ -165,8 +165,10 @@ def deployment(tmp_path_factory) -> Iterator[dict]:
     }
     (root / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
     processes = Processes(logs, env)
+    # Outside pytest's temporary folders, which only their owner may enter: the cluster runs as postgres.
+    cluster = Path(tempfile.mkdtemp(prefix="adaptrec-pg-"))
     try:
-        start_postgres(processes, pg)
+        start_postgres(processes, pg, cluster)
         processes.start(
             "redis", "redis-server", "--port", str(redis), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"
         )
@@ -204,6 +206,7 @@ def deployment(tmp_path_factory) -> Iterator[dict]:
         }
     finally:
         processes.stop_all()
+        shutil.rmtree(cluster, ignore_errors=True)
 
 
 def start_worker(processes: Processes, name: str, queue: str) -> None:
@@ -308,6 +311,8 @@ def test_one_version_is_registered_and_crowned_through_the_mlflow_server(finishe
     # Artifacts live in the server's store, reached over HTTP, not in a path the workers share.
     run = client.get_run(champion.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-    wide = {**deployment["env"], "COLUMNS": "200"}  # the table's title on one line
-    answer = run_command("recsys", "recommend", "--history", "1,2,3", "--k", "5", "--variant", "int8", env=wide)
-    assert answer.returncode == 0 and "top 5 for history [1, 2, 3]" in answer.stdout, answer.stdout + answer.stderr
+    answer = run_command(
+        "recsys", "recommend", "--history", "1,2,3", "--k", "5", "--variant", "int8", env=deployment["env"]
+    )
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    assert "@champion: top 5" in answer.stdout and re.search(r"│\s+5 │", answer.stdout), answer.stdout  # rank 5
