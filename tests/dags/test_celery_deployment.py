@@ -28,7 +28,7 @@ from tests.conftest import VENV_BIN, free_port, run_command
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 USER, PASSWORD = "admin", "deploy-test-password"
 # Small, yet with enough pre-training epochs to stop the worker after the first checkpoint and before the last.
-CONF = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 6, "finetune_epochs": 3}
+CONF = {"synthetic_size": "tiny", "model_size": "tiny", "max_length": 20, "pretrain_epochs": 10, "finetune_epochs": 3}
 RUN_WITHIN_S = 900
 
 
