@@ -277,26 +277,26 @@ def pretraining_inputs(period: Period, known_items: int, max_length: int, config
     ``max_length`` items) and a pair of random views of each, drawn as the augment stage draws them."""
     from recsys_tasks.augmentation.config import AugmentConfig
     from recsys_tasks.augmentation.views import random_view
+    from recsys_tasks.contracts.splits import left_pad, left_pad_slices
     from recsys_tasks.training.continual import ContinuedPretraining
 
     augment = AugmentConfig(max_length=max_length)
     rng = np.random.default_rng(config.seed)
-    sequences = [period.items[start:end][-max_length:] for start, end in zip(period.offsets[:-1], period.offsets[1:])]
-    padded = {name: np.zeros((len(sequences), max_length), np.int32) for name in ("histories", "view_a", "view_b")}
-    for row, sequence in enumerate(sequences):
-        padded["histories"][row, max_length - len(sequence) :] = sequence
-        for name in ("view_a", "view_b"):
-            view = random_view(
-                sequence,
-                rng,
-                crop_ratio=augment.crop_ratio,
-                mask_ratio=augment.mask_ratio,
-                reorder_ratio=augment.reorder_ratio,
-                mask_index=known_items + 1,
+    histories = left_pad_slices(period.items, period.offsets[:-1], period.offsets[1:], max_length)
+    views: dict[str, list[np.ndarray]] = {"view_a": [], "view_b": []}
+    for start, end in zip(period.offsets[:-1], period.offsets[1:]):
+        for drawn in views.values():
+            drawn.append(
+                random_view(
+                    period.items[start:end][-max_length:],
+                    rng,
+                    crop_ratio=augment.crop_ratio,
+                    mask_ratio=augment.mask_ratio,
+                    reorder_ratio=augment.reorder_ratio,
+                    mask_index=known_items + 1,
+                )
             )
-            padded[name][row, max_length - len(view) :] = view
-    histories = padded.pop("histories")
-    return ContinuedPretraining(config, histories, padded)
+    return ContinuedPretraining(config, histories, {name: left_pad(drawn, max_length) for name, drawn in views.items()})
 
 
 def run_benchmark(
