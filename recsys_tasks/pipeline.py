@@ -170,7 +170,8 @@ def _pretrain(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
     from recsys_tasks.training.pretrain import pretrain
 
     _on_the_path("pretrain", params, run)
-    return pretrain(run, params.stage_config(PretrainConfig), _tracker(settings, run_id)).model_dump()
+    config, tracker = params.stage_config(PretrainConfig), _tracker(settings, run_id)
+    return pretrain(run, config, tracker, settings.distribution).model_dump()
 
 
 def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:
@@ -178,7 +179,8 @@ def _finetune(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
 
     plan = _on_the_path("finetune", params, run)
     config, tracker = params.stage_config(FinetuneConfig), _tracker(settings, run_id)
-    return finetune(run, config, tracker, plan, params.stage_config(AdaptConfig)).model_dump()
+    adapt = params.stage_config(AdaptConfig)
+    return finetune(run, config, tracker, plan, adapt, settings.distribution).model_dump()
 
 
 def _adapt(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     training_tolerations: list[Toleration] = Field(
         default_factory=list, description="Taints a training pod tolerates (JSON list of tolerations)."
     )
+    distribution: Literal["none", "mirrored", "multi_worker"] = Field(
+        default="none",
+        description="TensorFlow strategy of pretrain and finetune: mirrored = the GPUs of one worker; multi_worker = "
+        "the workers TF_CONFIG names, each running the same stage command on the same run.",
+    )
     great_expectations_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="WARNING",
         description="Log level of Great Expectations in the validate stage; INFO brings back its ~600 lines a run.",

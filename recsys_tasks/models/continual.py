@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from recsys_tasks.constants import PAD_INDEX
+from recsys_tasks.models.losses import replica_share
 from recsys_tasks.models.retrieval import NextItemRetrievalModel, prefix_item_cells
 
 
@@ -97,7 +98,7 @@ class AdaptingRetrievalModel(NextItemRetrievalModel):
         if self.teacher is None:
             loss = tf.reduce_mean(next_item_loss)
             self.loss_trackers["retrieval"].update_state(loss)
-            return loss
+            return replica_share(loss)
         replayed = tf.boolean_mask(tf.greater(features["replayed"], 0), is_target)
         new = tf.logical_not(replayed)
         retrieval = tf.math.divide_no_nan(
@@ -107,7 +108,7 @@ class AdaptingRetrievalModel(NextItemRetrievalModel):
         distillation = self._distillation_loss(inputs, is_target, features["replayed"], replayed_logits)
         self.loss_trackers["retrieval"].update_state(retrieval)
         self.loss_trackers["distillation"].update_state(distillation)
-        return retrieval + self.distillation_weight * distillation
+        return replica_share(retrieval + self.distillation_weight * distillation)
 
     def _distillation_loss(self, inputs, is_target, replayed, student_logits):
         """Cross-entropy of the student's softmax over the teacher's items against the teacher's, on the

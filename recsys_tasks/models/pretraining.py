@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_tasks.models.encoder import SequenceEncoder
+from recsys_tasks.models.losses import PER_EXAMPLE, replica_share
 
 
 class PretrainingModel(tfrs.models.Model):
@@ -53,7 +54,7 @@ class PretrainingModel(tfrs.models.Model):
         self.projection = tf.keras.layers.Dense(encoder.config.d_model, name="contrastive_projection")
         self.attribute_projection = tf.keras.layers.Dense(encoder.config.d_model, name="attribute_projection")
         self.contrastive_task = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),  # mean, so the weights compare
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=PER_EXAMPLE),
             temperature=temperature,
             name="contrastive",
         )
@@ -119,11 +120,14 @@ class PretrainingModel(tfrs.models.Model):
         if weights["autoregressive"]:
             losses["autoregressive"] = self._autoregressive_loss(features["view_a"], training)
         if weights["contrastive"]:
-            losses["contrastive"] = self.contrastive_task(
-                self._view_vector(features["view_a"], training),
-                self._view_vector(features["view_b"], training),
-                compute_metrics=False,
+            # A mean, so the objectives' weights compare.
+            losses["contrastive"] = tf.reduce_mean(
+                self.contrastive_task(
+                    self._view_vector(features["view_a"], training),
+                    self._view_vector(features["view_b"], training),
+                    compute_metrics=False,
+                )
             )
         for name, value in losses.items():
             self.trackers[name].update_state(value)
-        return sum(weights[name] * value for name, value in losses.items())
+        return replica_share(sum(weights[name] * value for name, value in losses.items()))

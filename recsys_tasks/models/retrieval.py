@@ -32,6 +32,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_tasks.models.config import RetrievalLoss
 from recsys_tasks.models.encoder import SequenceEncoder
+from recsys_tasks.models.losses import PER_EXAMPLE, replica_share
 
 RankingTarget = Literal["rating", "click"]
 
@@ -131,7 +132,8 @@ class NextItemRetrievalModel(tfrs.models.Model):
         self.sampling_probability = tf.constant(np.maximum(probabilities, floor), tf.float32)
         # A mean (not TFRS's default sum) keeps the loss comparable across batch sizes and sequence lengths.
         self.retrieval_task = tfrs.tasks.Retrieval(
-            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True), remove_accidental_hits=True
+            loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction=PER_EXAMPLE),
+            remove_accidental_hits=True,
         )
         self.ranking_weight = ranking_weight
         self.ranking_target = ranking_target
@@ -141,11 +143,12 @@ class NextItemRetrievalModel(tfrs.models.Model):
             )
             self.ranking_task = (
                 tfrs.tasks.Ranking(
-                    loss=tf.keras.losses.MeanSquaredError(), metrics=[tf.keras.metrics.RootMeanSquaredError("rmse")]
+                    loss=tf.keras.losses.MeanSquaredError(reduction=PER_EXAMPLE),
+                    metrics=[tf.keras.metrics.RootMeanSquaredError("rmse")],
                 )
                 if ranking_target == "rating"
                 else tfrs.tasks.Ranking(
-                    loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+                    loss=tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction=PER_EXAMPLE),
                     metrics=[tf.keras.metrics.AUC(from_logits=True, name="auc")],
                 )
             )
@@ -210,19 +213,21 @@ class NextItemRetrievalModel(tfrs.models.Model):
             cells = prefix_item_cells(features["inputs"], is_target, self.encoder.config.n_items)
             retrieval = self._full_softmax_loss(queries, next_items, item_vectors, cells)
         else:
-            retrieval = self.retrieval_task(
-                queries,
-                tf.gather(item_vectors, next_items),
-                candidate_ids=next_items,
-                candidate_sampling_probability=tf.gather(self.sampling_probability, next_items),
-                compute_metrics=False,
+            retrieval = tf.reduce_mean(
+                self.retrieval_task(
+                    queries,
+                    tf.gather(item_vectors, next_items),
+                    candidate_ids=next_items,
+                    candidate_sampling_probability=tf.gather(self.sampling_probability, next_items),
+                    compute_metrics=False,
+                )
             )
         self.loss_trackers["retrieval"].update_state(retrieval)
         if not self.ranking_weight:
-            return retrieval
+            return replica_share(retrieval)
         ranking = self._ranking_loss(queries, next_items, item_vectors, features, is_target, training)
         self.loss_trackers["ranking"].update_state(ranking)
-        return retrieval + self.ranking_weight * ranking
+        return replica_share(retrieval + self.ranking_weight * ranking)
 
     def catalogue_logits(self, queries, item_vectors, history_cells):
         """Scores [N, n_items] of every real item (padding and [MASK] are no candidates) for each query, the
@@ -240,10 +245,12 @@ class NextItemRetrievalModel(tfrs.models.Model):
         if self.ranking_target == "rating":
             labels = tf.boolean_mask(features["ratings"], is_target)
             predictions = self.ranking_head(queries, tf.gather(item_vectors, next_items))
-            return self.ranking_task(labels=labels, predictions=predictions, compute_metrics=not training)
+            return tf.reduce_mean(
+                self.ranking_task(labels=labels, predictions=predictions, compute_metrics=not training)
+            )
         # Implicit feedback: the true next item is a click, a uniformly drawn item is not.
         negatives = tf.random.uniform(tf.shape(next_items), 1, self.encoder.config.n_items + 1, dtype=next_items.dtype)
         items = tf.concat([next_items, negatives], axis=0)
         labels = tf.concat([tf.ones_like(next_items, tf.float32), tf.zeros_like(negatives, tf.float32)], axis=0)
         predictions = self.ranking_head(tf.concat([queries, queries], axis=0), tf.gather(item_vectors, items))
-        return self.ranking_task(labels=labels, predictions=predictions, compute_metrics=not training)
+        return tf.reduce_mean(self.ranking_task(labels=labels, predictions=predictions, compute_metrics=not training))

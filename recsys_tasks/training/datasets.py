@@ -100,9 +100,13 @@ def length_bucketed_batches(
     shuffled again; every array is left-padded in the same columns, and the encoder's positions
     count from the newest item, so trimming changes no result.
     """
-    import tensorflow as tf
+    return batches_dataset(source, length_bucketed_rows(source.lengths, batch_size, rng, pool_batches))
 
-    lengths = source.lengths
+
+def length_bucketed_rows(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 64
+) -> list[np.ndarray]:
+    """The rows of each of ``length_bucketed_batches``' batches, in training order."""
     order = rng.permutation(len(lengths))
     pool = batch_size * pool_batches
     batches = []
@@ -110,12 +114,24 @@ def length_bucketed_batches(
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[offset : offset + batch_size] for offset in range(0, len(chunk), batch_size))
-    batches = [batches[i] for i in rng.permutation(len(batches))]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def batches_dataset(
+    source: NextItemRows | PaddedArrays, batches: list[np.ndarray], parts: range = range(1), replicas: int = 1
+):
+    """The batches of ``source``'s rows ``batches``, each trimmed to its longest row; with ``replicas`` > 1, each
+    batch cut into that many contiguous parts (equal but for one row), of which the dataset yields ``parts``."""
+    import tensorflow as tf
+
+    lengths = source.lengths
 
     def generate():
         for rows in batches:
             width = max(int(lengths[rows].max()), 1)
-            yield source.take(rows, width)
+            pieces = np.array_split(rows, replicas)
+            for part in parts:
+                yield source.take(pieces[part], width)
 
     signature = {name: tf.TensorSpec((None, None), tf.as_dtype(dtype)) for name, dtype in source.dtypes.items()}
     return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

@@ -70,7 +70,8 @@ from recsys_tasks.models.retrieval import NextItemRetrievalModel
 from recsys_tasks.storage import RunDir
 from recsys_tasks.training.accelerator import configure_accelerator, float32_policy
 from recsys_tasks.training.config import WIDTH_PER_ITEM_LORA_RANK, AdaptConfig, FinetuneConfig
-from recsys_tasks.training.datasets import item_attribute_table, length_bucketed_batches
+from recsys_tasks.training.datasets import item_attribute_table
+from recsys_tasks.training.distribution import DistributionKind, fit_epoch, is_chief, training_strategy
 from recsys_tasks.training.pretrain import ENCODER_CHECKPOINT, ENCODER_CONFIG_FILE
 from recsys_tasks.training.replay import select_replay
 
@@ -86,6 +87,8 @@ class FinetuneSummary(BaseModel):
         description="The epochs whose weights were averaged for export, or the best one."
     )
     validation: dict[str, float] = Field(description="Of the chosen weights, before any refit.")
+    training_rows: int = Field(description="Rows (see the config's examples) each epoch trains on.")
+    training_losses: list[float] = Field(description="Each epoch's mean training loss, before any refit.")
     refit_epochs: int = Field(0, description="Epochs of the refit on training + validation targets; 0 = none.")
     trainable_parameters: int
     total_parameters: int
@@ -274,6 +277,7 @@ class _Validation(tf.keras.callbacks.Callback):
         self.n_items, self.epochs, self.tracker = n_items, epochs, tracker
         self.inputs, self.seen, self.targets = holdout
         self.metrics = {0: self.rank()}
+        self.losses: list[float] = []
 
     @property
     def best_epoch(self) -> int:
@@ -290,6 +294,7 @@ class _Validation(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         metrics, loss = self.rank(), self.model.epoch_loss()
+        self.losses.append(loss)
         improved = metrics[PRIMARY_METRIC] > self.metrics[self.best_epoch][PRIMARY_METRIC]
         self.metrics[epoch] = metrics
         logs.update({f"val_{name}": value for name, value in metrics.items()})
@@ -341,8 +346,7 @@ def _fit(
     epochs_run = 0
     for epoch in range(1, epochs + 1):
         callback_list.on_epoch_begin(epoch)
-        batches = length_bucketed_batches(rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
-        model.fit(batches, verbose=0)
+        fit_epoch(model, rows, config.batch_size, np.random.default_rng([config.seed, epoch]))
         epochs_run = epoch
         callback_list.on_epoch_end(epoch, {})
         if model.stop_training:
@@ -468,6 +472,7 @@ def export(
 
 class TrainingOutcome(BaseModel):
     epochs_run: int
+    losses: list[float] = Field(description="Each epoch's mean training loss.")
     best_epoch: int
     exported_epochs: list[int]
     validation: dict[str, float]
@@ -496,6 +501,7 @@ def train_with_validation(
     best_metrics, exported_epochs = _average_if_better(model, around_best, validation, tracker)
     return TrainingOutcome(
         epochs_run=epochs_run,
+        losses=validation.losses,
         best_epoch=validation.best_epoch,
         exported_epochs=exported_epochs,
         validation=best_metrics,
@@ -538,23 +544,32 @@ def finetune(
     tracker: RunTracker | None = None,
     plan: TrainingPlan | None = None,
     adapt: AdaptConfig | None = None,
+    distribution: DistributionKind = "none",
 ) -> FinetuneSummary:
     """Fine-tunes the pre-trained encoder and exports it; given the run's ``plan``, with the training state
-    (and a replay set of ``adapt.replay_size`` rows) that a later run continues from."""
+    (and a replay set of ``adapt.replay_size`` rows) that a later run continues from.
+
+    Under a ``distribution`` over several workers, each trains its part of every batch and only the chief
+    logs and exports."""
+    strategy = training_strategy(distribution)
+    chief = is_chief(strategy)
+    tracker = tracker if chief else None
     jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
     rows = splits.next_item_rows(config.examples)
-    model = _compiled_model(run, splits, config, rows, jit_compile)
-    trainable, total = _log_parameters(model, config, tracker)
-    outcome = train_with_validation(model, rows, splits.holdout("validation"), splits.n_items, config, tracker)
-    refit_epochs = max(outcome.exported_epochs) if config.refit else 0
-    if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
-        model = _refit(run, splits, config, outcome.exported_epochs, jit_compile, tracker)
+    with strategy.scope():
+        model = _compiled_model(run, splits, config, rows, jit_compile)
+        trainable, total = _log_parameters(model, config, tracker)
+        outcome = train_with_validation(model, rows, splits.holdout("validation"), splits.n_items, config, tracker)
+        refit_epochs = max(outcome.exported_epochs) if config.refit else 0
+        if refit_epochs:  # 0: the pre-trained weights won, nothing to train again
+            model = _refit(run, splits, config, outcome.exported_epochs, jit_compile, tracker)
     model = _float32_copy(run, splits, config, model)
-    meta = {"finetune": config.model_dump(), "trainable_parameters": trainable, "total_parameters": total}
-    state, replay = (None, None) if plan is None else _retrained_state(run, splits, model, config, plan, adapt)
-    meta |= {"exported_epochs": outcome.exported_epochs, "refit_epochs": refit_epochs}
-    export(run, splits, model, meta, state, replay)
+    if chief:
+        meta = {"finetune": config.model_dump(), "trainable_parameters": trainable, "total_parameters": total}
+        state, replay = (None, None) if plan is None else _retrained_state(run, splits, model, config, plan, adapt)
+        meta |= {"exported_epochs": outcome.exported_epochs, "refit_epochs": refit_epochs}
+        export(run, splits, model, meta, state, replay)
     return FinetuneSummary(
         model_uri=run.uri_of(EXPORTED_MODEL_DIR),
         mode=config.mode,
@@ -562,6 +577,8 @@ def finetune(
         best_epoch=outcome.best_epoch,
         exported_epochs=outcome.exported_epochs,
         validation=outcome.validation,
+        training_rows=len(rows),
+        training_losses=outcome.losses,
         refit_epochs=refit_epochs,
         trainable_parameters=trainable,
         total_parameters=total,

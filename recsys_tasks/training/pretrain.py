@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +29,13 @@ from recsys_tasks.training.datasets import (
     cloze_inputs,
     contrastive_views,
     item_attribute_table,
-    length_bucketed_batches,
+)
+from recsys_tasks.training.distribution import (
+    DistributionKind,
+    fit_epoch,
+    is_chief,
+    training_strategy,
+    worker_folder_name,
 )
 
 log = logging.getLogger(__name__)
@@ -46,14 +53,22 @@ class PretrainSummary(BaseModel):
     seconds: float
 
 
-def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = None) -> PretrainSummary:
+def pretrain(
+    run: RunDir, config: PretrainConfig, tracker: RunTracker | None = None, distribution: DistributionKind = "none"
+) -> PretrainSummary:
+    """Pre-trains the encoder and exports it where fine-tuning loads it; under a ``distribution`` over
+    several workers, each trains its part of every batch and only the chief logs and exports."""
+    strategy = training_strategy(distribution)
+    chief = is_chief(strategy)
+    tracker = tracker if chief else None
     tf.keras.utils.set_random_seed(config.seed)
     jit_compile = configure_accelerator(config.accelerator)
     splits = LeaveOneOutSplits.load(run)
     encoder_config, attributes = _encoder_config(run, splits, config)
-    encoder = SequenceEncoder(encoder_config)
-    encoder.set_item_attributes(attributes)
-    model = compiled_pretraining_model(encoder, config, jit_compile)
+    with strategy.scope():
+        encoder = SequenceEncoder(encoder_config)
+        encoder.set_item_attributes(attributes)
+        model = compiled_pretraining_model(encoder, config, jit_compile)
     if tracker:
         tracker.log_params(encoder_config.model_dump(), prefix="encoder")
         tracker.log_params(config.model_dump(), prefix="pretrain")
@@ -61,7 +76,7 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
     user_rows, view_a, view_b = contrastive_views(run, splits.max_length)
     histories = splits.padded_histories(2, splits.max_length)[user_rows]
     views = {"view_a": view_a, "view_b": view_b}
-    manager, epoch = _restored_checkpoints(run, model)
+    manager, epoch = _restored_checkpoints(run.scratch(worker_folder_name(PRETRAIN_CHECKPOINTS, strategy)), model)
     resumed_from = int(epoch.numpy())
 
     started = time.perf_counter()
@@ -73,7 +88,8 @@ def pretrain(run: RunDir, config: PretrainConfig, tracker: RunTracker | None = N
         if tracker:
             tracker.log_metrics(losses, step=current + 1)
 
-    _export_encoder(run, encoder, encoder_config, histories)
+    if chief:
+        _export_encoder(run, encoder, encoder_config, histories)
     return PretrainSummary(
         encoder_uri=run.uri_of(PRETRAINED_ENCODER_DIR),
         epochs=config.epochs,
@@ -116,11 +132,12 @@ def compiled_pretraining_model(encoder: SequenceEncoder, config: PretrainConfig,
     return model
 
 
-def _restored_checkpoints(run: RunDir, model: PretrainingModel) -> tuple[tf.train.CheckpointManager, tf.Variable]:
-    """Checkpoints of the model, its optimizer and the epochs done, with the newest one restored if any."""
+def _restored_checkpoints(folder: Path, model: PretrainingModel) -> tuple[tf.train.CheckpointManager, tf.Variable]:
+    """Checkpoints in ``folder`` of the model, its optimizer and the epochs done, with the newest one restored
+    if any."""
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
-    manager = tf.train.CheckpointManager(checkpoint, str(run.scratch(PRETRAIN_CHECKPOINTS)), max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
         log.info("resuming pre-training from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
@@ -139,12 +156,8 @@ def train_pretraining_epoch(
     masked, labels = cloze_inputs(
         histories, config.mask_probability, mask_index, np.random.default_rng([config.seed, current])
     )
-    dataset = length_bucketed_batches(
-        PaddedArrays({"masked": masked, "labels": labels, **views}),
-        config.batch_size,
-        np.random.default_rng([config.seed, current, 1]),
-    )
-    model.fit(dataset, epochs=1, verbose=0)
+    arrays = PaddedArrays({"masked": masked, "labels": labels, **views})
+    fit_epoch(model, arrays, config.batch_size, np.random.default_rng([config.seed, current, 1]))
     losses = {f"pretrain_{name}": value for name, value in model.epoch_losses().items()}
     log.info(
         "pretrain epoch %d/%d  %s",
