@@ -55,8 +55,8 @@ def finished(process: subprocess.Popen, what: str) -> str:
 
 
 def stage_summary(output: str) -> dict:
-    """The JSON summary `recsys <stage>` prints last."""
-    return json.loads(output[output.index("{\n") :])
+    """The JSON summary `recsys <stage>` prints (native libraries may log after it)."""
+    return json.JSONDecoder().raw_decode(output, output.index("{\n"))[0]
 
 
 def finetune_arm(workers: int, conf: dict, env: dict[str, str]) -> dict:

@@ -15,7 +15,7 @@ import time
 import psutil
 
 from recsys_tasks import constants
-from tests.corrupted_inputs import CASES
+from tests.corrupted_inputs import CORPUS
 from tests.dags.test_celery_deployment import CONF, RUN_WITHIN_S, api_client, deployment, task_instances, wait_for
 
 __all__ = ["deployment"]  # the fixture, imported so that this module's test can ask for it
@@ -45,7 +45,7 @@ def conf_of(kind: str, folder) -> dict:
         return GOOD
     if kind == "bad":
         return BAD
-    case = next(case for case in CASES if case.name == CORRUPTED_CASE)
+    case = next(case for case in CORPUS if case.kind == CORRUPTED_CASE)
     return {**GOOD, **case.write(folder)}
 
 
