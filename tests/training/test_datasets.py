@@ -13,7 +13,13 @@ from recsys_tasks.contracts.layout import AUGMENT_SUMMARY_FILE, SEQUENCES_FILE, 
 from recsys_tasks.contracts.reports import AugmentSummary
 from recsys_tasks.contracts.splits import LeaveOneOutSplits, left_pad
 from recsys_tasks.storage import RunDir
-from recsys_tasks.training.datasets import PaddedArrays, item_attribute_table, length_bucketed_batches
+from recsys_tasks.training.datasets import (
+    PaddedArrays,
+    batches_dataset,
+    item_attribute_table,
+    length_bucketed_batches,
+    length_bucketed_rows,
+)
 
 
 def splits(sequences, ratings=None, max_length=3) -> LeaveOneOutSplits:
@@ -195,6 +201,22 @@ def test_bucketed_batches_hold_every_row_once_trimmed_to_their_longest() -> None
     for batch in batches:
         assert (batch["inputs"].numpy()[:, 0] > 0).any(), "no column that every row pads may remain"
         assert batch["targets"].shape == batch["inputs"].shape
+
+
+def test_each_replica_gets_one_contiguous_part_of_every_global_batch() -> None:
+    histories = [[i + 1] * (i % 5 + 1) for i in range(45)]
+    arrays = PaddedArrays({"inputs": left_pad(histories, 6)})
+    batches = length_bucketed_rows(arrays.lengths, 10, np.random.default_rng(2))  # four of 10 rows, one of 5
+
+    def rows_of(dataset) -> list[list[int]]:
+        return [[int(row[row > 0][0]) - 1 for row in part["inputs"].numpy()] for part in dataset]
+
+    whole = rows_of(batches_dataset(arrays, batches))
+    first, second = (rows_of(batches_dataset(arrays, batches, range(part, part + 1), replicas=2)) for part in (0, 1))
+    both = rows_of(batches_dataset(arrays, batches, range(2), replicas=2))  # one worker with both replicas
+    assert [a + b for a, b in zip(first, second, strict=True)] == whole
+    assert sorted((len(a), len(b)) for a, b in zip(first, second, strict=True)) == [(3, 2)] + [(5, 5)] * 4
+    assert both == [part for pair in zip(first, second, strict=True) for part in pair]
 
 
 def test_bucketed_batches_are_reproducible_by_seed() -> None:
