@@ -290,20 +290,23 @@ def serve(
     poll_seconds: Annotated[
         float, typer.Option(envvar="ADAPTREC_SERVING_POLL_SECONDS", help="How often to check whether the alias moved.")
     ] = 10.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="Worker processes, each with its own model [default: the CPU cores]."),
+    ] = None,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections at once beyond which requests get 503 (per worker).")
+    ] = 1024,
 ) -> None:
     """Serve recommendations over HTTP from the version holding ALIAS, switching versions when it moves.
 
     Clients send Authorization: Bearer $ADAPTREC_SERVING_TOKEN; see recsys_tasks/serving/app.py.
     """
-    import uvicorn
+    from recsys_tasks.serving.server import run
 
-    from recsys_tasks.serving.app import create_app, serving_config
-
-    config = serving_config(alias=alias, poll_seconds=poll_seconds)
-    # Progress bars of every model download would bury the server's log.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # log_config=None: uvicorn's lines go through the same handler as everything else.
-    uvicorn.run(create_app(get_settings(), config), host=host, port=port, log_config=None)
+    # Every worker process reads its options from the environment.
+    os.environ["ADAPTREC_SERVING_ALIAS"], os.environ["ADAPTREC_SERVING_POLL_SECONDS"] = alias, str(poll_seconds)
+    run(host, port, workers or os.cpu_count() or 1, max_connections)
 
 
 def main() -> None:

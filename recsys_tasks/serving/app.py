@@ -2,19 +2,28 @@
 
 - Bearer-token auth (``ADAPTREC_SERVING_TOKEN``); ``/healthz``, ``/readyz`` and ``/metrics`` stay open for
   probes and scrapers. Production mode refuses to start without a token.
-- Validation with one-line 4xx errors; a body over the limit gets 413 before anything parses it.
+- Validation with one-line 4xx errors; a body over the limit gets 413 before anything parses it, one that does
+  not arrive in time 408, one not sent as JSON 415, one that repeats a key 400.
+- Requests go to the model's ``recommend()`` with the validated lists: no DataFrame per request.
 - Hot reload: a background thread polls the registry and swaps in the version holding the alias once
   that version has loaded and answered a smoke request, so a broken version never replaces a working one.
-- Prometheus metrics: requests by endpoint and status, latency, the version served, reload outcomes.
+- Prometheus metrics: requests by endpoint and status sent (``aborted`` when the client went away first),
+  latency, the version served, reload outcomes. A version that fails to load is retried with back-off.
+- The access log never shows the value of a token-like query parameter.
 
-``recsys serve`` runs it; ``create_app`` builds it for any ASGI server.
+``recsys serve`` runs it (recsys_tasks.serving.server: workers, deadlines on slow clients); ``create_app``
+builds it for any ASGI server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import math
+import os
+import re
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -41,8 +50,6 @@ from recsys_tasks.serving.schemas import (
     Readiness,
     RecommendationRequest,
     RecommendationResponse,
-    RecommendedItem,
-    UserRecommendations,
     UserRequest,
 )
 from recsys_tasks.settings import Settings
@@ -51,12 +58,20 @@ if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
     from mlflow.tracking import MlflowClient
 
+    from recsys_tasks.contracts.exported_model import SequentialRecommender
+
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MIN_TOKEN_LENGTH = 16
 RELOAD_OUTCOMES = ("loaded", "load_failed", "poll_failed")
 STOP_TIMEOUT_SECONDS = 5.0
+# A version that failed to load is tried again after the poll interval doubled per failure, at most this long.
+MAX_RETRY_SECONDS = 3600.0
+# Where the app's lifespan tells the server how long a client may take to send a request.
+READ_SECONDS_STATE = "adaptrec_read_seconds"
+# Query parameters whose value the access log never shows (a token sent in the URL by mistake, say).
+SECRET_PARAMETER = re.compile(r"([?&][^=&#]*(?:token|key|secret|password|passwd|auth|session)[^=&#]*=)[^&#]*", re.I)
 # How many offending ids or validation errors one error line names before it says "and N more".
 NAMED_IN_ERRORS = 10
 
@@ -74,6 +89,9 @@ class ServingConfig(BaseSettings):
     poll_seconds: float = Field(10.0, gt=0, description="How often to ask the registry whether the alias moved.")
     max_batch: int = Field(256, ge=1, description="Most users in one request.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body; larger gets 413 unread.")
+    read_seconds: float = Field(
+        5.0, gt=0, le=300, description="Time a client has to send a request's headers, and then its body (else 408)."
+    )
 
     @field_validator("token")
     @classmethod
@@ -116,6 +134,7 @@ class LoadedModel:
 
     info: ModelInfo
     pyfunc: PyFuncModel
+    recommender: SequentialRecommender
     index_of: dict[int, int]
     accepts_exclude: bool
 
@@ -126,10 +145,12 @@ class LoadedModel:
         # By version, not by alias: what is swapped in is exactly the version the registry reported.
         pyfunc = mlflow.pyfunc.load_model(version_uri(model_name, version), model_config={"variant": variant})
         inputs = pyfunc.metadata.get_input_schema()
+        recommender = pyfunc.unwrap_python_model()
         model = cls(
             info=ModelInfo(name=model_name, version=version, alias=alias, variant=variant),
             pyfunc=pyfunc,
-            index_of=pyfunc.unwrap_python_model().index_of,
+            recommender=recommender,
+            index_of=recommender.index_of,
             # MLflow silently drops input columns a signature lacks: a version registered before `exclude`
             # existed would recommend excluded items, so the app refuses such requests instead.
             accepts_exclude=inputs is not None and "exclude" in inputs.input_names(),
@@ -152,20 +173,52 @@ class LoadedModel:
             raise HTTPException(422, f"users.{position}.history: no item this model knows")
         return known
 
-    def recommend(self, request: RecommendationRequest) -> RecommendationResponse:
-        from mlflow.exceptions import MlflowException
+    def _check_room(self, position: int, user: UserRequest, history: list[int]) -> None:
+        """Refuses a user whose history and exclusions leave fewer than k items to recommend, saying which."""
+        left = len(self.index_of) - len({*history, *(item for item in user.exclude if item in self.index_of)})
+        if not left:
+            raise HTTPException(
+                422, f"users.{position}: history and exclude hold every item this model knows: nothing is left"
+            )
+        if user.k > left:
+            raise HTTPException(
+                422, f"users.{position}.k: {user.k} asked, but history and exclude leave {left} items to recommend"
+            )
 
-        inputs = {
-            "history": [self.known_history(n, user, request.ignore_unknown) for n, user in enumerate(request.users)],
-            "k": [user.k for user in request.users],
-        }
-        if self.accepts_exclude:
-            inputs["exclude"] = [user.exclude for user in request.users]
-        elif any(user.exclude for user in request.users):
+    def recommend(self, request: RecommendationRequest) -> dict:
+        """The response body: each user's top k, from the model's ``recommend()`` with the validated request
+        (``predict`` and its DataFrames only for versions that predate ``recommend()``)."""
+        users = request.users
+        histories = [self.known_history(n, user, request.ignore_unknown) for n, user in enumerate(users)]
+        if not self.accepts_exclude and any(user.exclude for user in users):
             raise HTTPException(
                 422, f"version {self.info.version} of {self.info.name} predates `exclude`: send no exclude list"
             )
+        for position, (user, history) in enumerate(zip(users, histories)):
+            self._check_room(position, user, history)
+        answers = self._answers(histories, [user.k for user in users], [user.exclude for user in users])
+        return {
+            "model": self.info.model_dump(),
+            "recommendations": [
+                {
+                    "user_id": user.user_id,
+                    "items": [
+                        {"item_id": item, "score": score, "because": reason}
+                        for item, score, reason in zip(items, scores, because)
+                    ],
+                }
+                for user, (items, scores, because) in zip(users, answers)
+            ],
+        }
+
+    def _answers(self, histories: list, ks: list[int], exclusions: list) -> list[tuple[list, list, list]]:
+        """(item ids, scores, because) per user."""
+        from mlflow.exceptions import MlflowException
+
         try:
+            if hasattr(self.recommender, "recommend"):
+                return [tuple(answer) for answer in self.recommender.recommend(histories, ks, exclusions)]
+            inputs = {"history": histories, "k": ks} | ({"exclude": exclusions} if self.accepts_exclude else {})
             prediction = self.pyfunc.predict(pd.DataFrame(inputs))
         except MlflowException as exc:
             if exc.error_code != "INVALID_PARAMETER_VALUE":
@@ -173,21 +226,7 @@ class LoadedModel:
             raise HTTPException(422, f"the model refused the request: {_first_line(exc)}") from None
         # Versions registered before `because` existed do not say why; their items get because=null.
         because = prediction["because"] if "because" in prediction else repeat(repeat(None))
-        return RecommendationResponse(
-            model=self.info,
-            recommendations=[
-                UserRecommendations(
-                    user_id=user.user_id,
-                    items=[
-                        RecommendedItem(item_id=item, score=score, because=reason)
-                        for item, score, reason in zip(items, scores, reasons)
-                    ],
-                )
-                for user, items, scores, reasons in zip(
-                    request.users, prediction["item_ids"], prediction["scores"], because
-                )
-            ],
-        )
+        return list(zip(prediction["item_ids"], prediction["scores"], because))
 
 
 class ServingMetrics:
@@ -209,10 +248,12 @@ class ServingMetrics:
         )
         self.model = Gauge(
             "adaptrec_serving_model_info",
-            "The model version being served (value 1).",
+            "The model version being served (value 1; 0: served before).",
             ["name", "version", "alias", "variant"],
             registry=self.registry,
+            multiprocess_mode="liveall",  # with several workers: each worker's own, labelled by pid
         )
+        self._served: tuple[str, ...] | None = None
         self.reloads = Counter(
             "adaptrec_serving_model_reloads",
             "Attempts to follow the alias, by outcome.",
@@ -222,13 +263,27 @@ class ServingMetrics:
         for outcome in RELOAD_OUTCOMES:  # a failure count of 0 is shown, not absent
             self.reloads.labels(outcome)
 
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
+    def observe(self, endpoint: str, status: str, seconds: float) -> None:
+        self.requests.labels(endpoint, status).inc()
         self.latency.labels(endpoint).observe(seconds)
 
     def serving(self, info: ModelInfo) -> None:
-        self.model.clear()
-        self.model.labels(info.name, info.version, info.alias, info.variant).set(1)
+        if self._served is not None:
+            # Set to 0 first: with several workers the value lives in a file that removing the series leaves.
+            self.model.labels(*self._served).set(0)
+            self.model.remove(*self._served)
+        self._served = (info.name, info.version, info.alias, info.variant)
+        self.model.labels(*self._served).set(1)
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or with several workers all of theirs."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        everyone = CollectorRegistry()
+        multiprocess.MultiProcessCollector(everyone)
+        return generate_latest(everyone)
 
 
 class ChampionWatcher:
@@ -238,7 +293,10 @@ class ChampionWatcher:
         self.settings, self.metrics = settings, metrics
         self.alias, self.variant, self.poll_seconds = config.alias, config.variant, config.poll_seconds
         self.current: LoadedModel | None = None
+        self.loading: str | None = None  # the version being loaded, while it loads
         self.problem = "the registry has not been asked yet"
+        # Versions that failed to load: failed attempts so far, and when (time.monotonic) to try again.
+        self._failed: dict[str, tuple[int, float]] = {}
         self._client: MlflowClient | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"follow-{self.alias}", daemon=True)
@@ -276,12 +334,25 @@ class ChampionWatcher:
         if self.current is not None and self.current.info.version == version:
             self.problem = ""  # so that a problem coming back is logged again
             return
+        attempts, next_try = self._failed.get(version, (0, 0.0))
+        if time.monotonic() < next_try:
+            return
+        self.loading = version
         try:
             loaded = LoadedModel.load(name, version, self.alias, self.variant)
         except Exception as exc:  # whatever breaks the new version, the one serving stays
+            attempts += 1
+            delay = min(self.poll_seconds * 2**attempts, MAX_RETRY_SECONDS)
+            self._failed[version] = (attempts, time.monotonic() + delay)
             self.metrics.reloads.labels("load_failed").inc()
-            self._note(f"version {version} of {name} failed to load, so it is not served: {_first_line(exc)}")
+            self._note(
+                f"version {version} of {name} failed to load (attempt {attempts}, next in {delay:.0f} s), "
+                f"so it is not served: {_first_line(exc)}"
+            )
             return
+        finally:
+            self.loading = None
+        self._failed.pop(version, None)
         before, self.current = self.current, loaded
         self.metrics.serving(loaded.info)
         self.metrics.reloads.labels("loaded").inc()
@@ -301,7 +372,8 @@ class ChampionWatcher:
 
 
 class RequestMetrics:
-    """Counts and times every request by endpoint and status; turns an unexpected error into a one-line 500."""
+    """Counts and times every request by endpoint and the status sent; turns an unexpected error into a one-line
+    500. A request that got no answer because its client went away is counted as ``aborted``, not as an error."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics, endpoints: frozenset[str]):
         self.app, self.metrics, self.endpoints = app, metrics, endpoints
@@ -327,10 +399,11 @@ class RequestMetrics:
             log.exception("unexpected error answering %s %s", scope["method"], endpoint)
             if status is not None:  # too late for a 500: the server closes the connection
                 raise
+            status = 500
             message = f"internal error ({type(exc).__name__}); the server log has the details"
             await _error(500, message)(scope, receive, send)
         finally:
-            self.metrics.observe(endpoint, status or 500, time.perf_counter() - began)
+            self.metrics.observe(endpoint, "aborted" if status is None else str(status), time.perf_counter() - began)
 
 
 class BearerTokenAuth:
@@ -359,32 +432,50 @@ class BearerTokenAuth:
         await self.app(scope, receive, send)
 
 
-class BodySizeLimit:
-    """Refuses a request body over ``max_bytes`` with 413 before the app reads or parses any of it."""
+class RequestBody:
+    """Reads the whole request body before the app sees any of it, and hands it on in one piece.
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    - a body over ``max_bytes`` gets 413 (unread when its declared length says so);
+    - a body that has not arrived ``read_seconds`` after the request began gets 408, so a client that declares
+      more than it sends cannot hold a connection and a worker thread;
+    - on ``json_paths``, a body must come as ``application/json`` (415) and name each key once (400): JSON
+      parsers keep the last of repeated keys, so a repeated one would be ignored without a word.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_seconds: float, json_paths: frozenset[str]):
+        self.app, self.max_bytes, self.read_seconds, self.json_paths = app, max_bytes, read_seconds, json_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
-        # A chunked body declares no length: read it here, up to the limit, and hand it on in one piece.
         body = bytearray()
+        deadline = asyncio.get_running_loop().time() + self.read_seconds
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await _error(408, f"the request body did not arrive within {self.read_seconds:g} s")(
+                    scope, receive, send
+                )
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             body += message.get("body", b"")
             if len(body) > self.max_bytes:
-                await self._refuse(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
+        if scope["path"] in self.json_paths and (problem := _json_body_problem(headers, bytes(body))):
+            await _error(*problem)(scope, receive, send)
+            return
         handed_on = False
 
         async def replay() -> Message:
@@ -396,8 +487,49 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _error(413, f"the request body is larger than {self.max_bytes} bytes")(scope, receive, send)
+
+
+def _json_body_problem(headers: Headers, body: bytes) -> tuple[int, str] | None:
+    """(status, message) when a JSON endpoint's body is not sent as JSON or repeats a key; None when fine."""
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return 415, f"send the body as Content-Type: application/json, not {media_type or 'no Content-Type'}"
+    repeated: list[str] = []
+
+    def keep_repeated(pairs: list[tuple[str, object]]) -> dict:
+        keys: set[str] = set()
+        for key, _ in pairs:
+            if key in keys:
+                repeated.append(key)
+            keys.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=keep_repeated)
+    except ValueError:
+        return None  # malformed: the request's validation says where
+    return (400, f"the body repeats the key {repeated[0]!r}: send each key once") if repeated else None
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces the value of any token-, key- or password-like query parameter in access-log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access line: (client, method, path with query, HTTP version, status).
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            args = list(record.args)
+            args[2] = SECRET_PARAMETER.sub(r"\1[redacted]", args[2])
+            record.args = tuple(args)
+        return True
+
+
+def redact_access_log() -> None:
+    """Installs ``RedactSecrets`` on uvicorn's access logger, once per process."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactSecrets) for existing in access.filters):
+        access.addFilter(RedactSecrets())
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -418,6 +550,7 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
         if settings.mode == "production":
             raise ConfigError("production mode serves only behind a bearer token: set ADAPTREC_SERVING_TOKEN")
         log.warning("ADAPTREC_SERVING_TOKEN is not set: serving without authentication (embedded mode)")
+    redact_access_log()
     metrics = ServingMetrics()
     watcher = ChampionWatcher(settings, config, metrics)
     retry_after = {"Retry-After": str(math.ceil(config.poll_seconds))}
@@ -425,7 +558,7 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     @asynccontextmanager
     async def follow_alias_while_serving(app: FastAPI):
         watcher.start()
-        yield
+        yield {READ_SECONDS_STATE: config.read_seconds}  # the server's state: its protocol reads the deadline
         watcher.stop()
 
     app = FastAPI(title="AdaptRec recommendations", lifespan=follow_alias_while_serving)
@@ -439,28 +572,36 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     @app.get("/readyz", response_model=Readiness, responses={503: {"description": "No model loaded yet."}})
     async def readyz():
         """Readiness: a model version is loaded and serving."""
-        model = watcher.current
+        model, loading = watcher.current, watcher.loading
         if model is None:
-            return _error(503, f"no model loaded yet: {watcher.problem}", retry_after)
-        return Readiness(status="ready", model=model.info)
+            problem = f"loading version {loading}" if loading else watcher.problem
+            return _error(503, f"no model loaded yet: {problem}", retry_after)
+        return Readiness(status="ready", model=model.info, loading=loading, worker=os.getpid())
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # A plain def: FastAPI runs it in its thread pool, so TensorFlow's CPU work never blocks the event loop.
-    @app.post("/v1/recommendations")
-    def recommendations(request: RecommendationRequest) -> RecommendationResponse:
+    # The body is built as plain JSON: the response model documents it, and validating what the model
+    # answered once more would only cost time.
+    @app.post("/v1/recommendations", response_model=RecommendationResponse)
+    def recommendations(request: RecommendationRequest) -> JSONResponse:
         """Top-k items for each user's history, best first, none from the history or `exclude`."""
         model = watcher.current  # read once: a reload during this request does not change its model
         if model is None:
             raise HTTPException(503, f"no model loaded yet: {watcher.problem}", headers=retry_after)
         if len(request.users) > config.max_batch:
             raise HTTPException(422, f"users: at most {config.max_batch} per request, got {len(request.users)}")
-        return model.recommend(request)
+        return JSONResponse(model.recommend(request))
 
     # Added innermost first: metrics see every answer, auth runs before any body is read.
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(
+        RequestBody,
+        max_bytes=config.max_body_bytes,
+        read_seconds=config.read_seconds,
+        json_paths=frozenset({"/v1/recommendations"}),
+    )
     if config.token is not None:
         app.add_middleware(BearerTokenAuth, token=config.token.get_secret_value())
     app.add_middleware(RequestMetrics, metrics=metrics, endpoints=frozenset(route.path for route in app.routes))

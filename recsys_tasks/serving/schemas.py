@@ -70,3 +70,5 @@ class RecommendationResponse(BaseModel):
 class Readiness(BaseModel):
     status: str
     model: ModelInfo
+    loading: str | None = Field(None, description="The version being loaded to replace this one, if any.")
+    worker: int = Field(description="Process id of the worker that answered (each worker loads its own model).")

@@ -3,8 +3,12 @@ loopback, httpx as the client. Auth, validation, limits, readiness, metrics and 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,13 +26,15 @@ from recsys_tasks.contracts.tracking import connect
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.serving.app import ServingConfig, create_app, serving_config
 from recsys_tasks.serving.schemas import MAX_HISTORY_LENGTH, MAX_K
+from recsys_tasks.serving.server import BODY_GRACE_SECONDS, uvicorn_options
 from recsys_tasks.settings import Settings
-from tests.conftest import run_command, tiny_champion
+from tests.conftest import VENV_BIN, free_port, run_command, tiny_champion
 
 RUN_ID = "serving-app-run"
 TOKEN = "test-token-0123456789abcdef"
 AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BATCH = 8
+READ_SECONDS = 1.0  # the module's server gives a client this long to send a request
 UNKNOWN_IDS = [987_654_321, 987_654_322]
 RECOMMENDATIONS = "/v1/recommendations"
 
@@ -54,11 +60,13 @@ def wait_until(condition: Callable[[], object], what: str, still_trying: Callabl
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
-    """``app`` under uvicorn in a background thread, on a loopback port of its own; yields the base URL."""
+def serving(app, max_connections: int = 1024) -> Iterator[str]:
+    """``app`` under uvicorn, configured as ``recsys serve`` configures it, in a background thread on a loopback
+    port of its own; yields the base URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    options = uvicorn_options(max_connections=max_connections)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
@@ -86,8 +94,8 @@ def metric(http: httpx.Client, sample: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def server(champion) -> Iterator[str]:
     """The URL of a server with the champion loaded; it polls too rarely to see the alias move meanwhile."""
-    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=3600, max_batch=MAX_BATCH))
-    with serving(app) as url, httpx.Client(base_url=url) as probe:
+    config = ServingConfig(token=TOKEN, poll_seconds=3600, max_batch=MAX_BATCH, read_seconds=READ_SECONDS)
+    with serving(create_app(champion, config)) as url, httpx.Client(base_url=url) as probe:
         wait_until(lambda: ready_version(probe), "the champion to load")
         yield url
 
@@ -190,10 +198,14 @@ def test_unknown_item_ids_are_named_unless_the_client_asks_to_skip_them(client, 
     assert nothing_left.status_code == 422 and "no item this model knows" in one_line_detail(nothing_left)
 
 
-def test_k_beyond_what_is_left_of_the_catalogue_is_refused(client, known_ids):
+def test_k_beyond_what_is_left_of_the_catalogue_is_refused_saying_what_is_left(client, known_ids):
     left = 3
-    response = recommend(client, {"history": known_ids[:-left], "k": left + 1})
-    assert response.status_code == 422 and f"k={left + 1}" in one_line_detail(response)
+    response = recommend(client, {"history": known_ids[: -left - 2], "exclude": known_ids[-2:], "k": left + 1})
+    assert response.status_code == 422
+    assert f"users.0.k: {left + 1} asked, but history and exclude leave {left} items" in one_line_detail(response)
+
+    everything = recommend(client, {"history": known_ids[:-2], "exclude": known_ids[-2:], "k": 1})
+    assert everything.status_code == 422 and "nothing is left" in one_line_detail(everything)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -203,6 +215,111 @@ def test_a_huge_body_is_refused_with_413_before_it_is_parsed(client, chunked):
     response = client.post(RECOMMENDATIONS, content=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "larger than" in one_line_detail(response)
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_repeated_json_key_is_refused_naming_it(client, known_ids):
+    body = f'{{"users": [{{"history": [{known_ids[0]}], "k": 3, "k": 5}}]}}'
+    response = client.post(RECOMMENDATIONS, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "repeats the key 'k'" in one_line_detail(response)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_gets_415(client, known_ids, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = json.dumps({"users": [{"history": known_ids[:1]}]})
+    response = client.post(RECOMMENDATIONS, content=body, headers=headers)
+    assert response.status_code == 415 and "application/json" in one_line_detail(response)
+
+
+def raw_exchange(base_url: str, data: bytes, hang_up: bool = False) -> tuple[bytes, float]:
+    """Sends ``data`` on a connection of its own and reads until the server closes it: (the answer, seconds it
+    took). With ``hang_up`` the client closes its side right after sending."""
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    with socket.create_connection((host, port), timeout=READ_SECONDS + BODY_GRACE_SECONDS + 10) as connection:
+        connection.sendall(data)
+        began = time.monotonic()
+        if hang_up:
+            return b"", 0.0
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        return answer, time.monotonic() - began
+
+
+def short_body(path: str, authorised: bool) -> bytes:
+    """A request that declares a 1,000-byte body and sends 50."""
+    token = f"Authorization: Bearer {TOKEN}\r\n" if authorised else ""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{token}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    return head.encode() + b"{" + b" " * 49
+
+
+def test_a_client_that_stops_sending_its_headers_gets_408_and_is_disconnected(server):
+    answer, seconds = raw_exchange(server, f"POST {RECOMMENDATIONS} HTTP/1.1\r\nHost: x\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert READ_SECONDS <= seconds < READ_SECONDS + 3
+
+
+@pytest.mark.parametrize(
+    ("path", "authorised", "status"),
+    [("/healthz", False, b"408"), (RECOMMENDATIONS, True, b"408"), (RECOMMENDATIONS, False, b"401")],
+    ids=["open path", "with token", "without token"],
+)
+def test_a_body_shorter_than_declared_is_answered_and_the_connection_dropped_in_seconds(
+    client, path, authorised, status
+):
+    served_500 = metric(client, "adaptrec_serving_requests_total", endpoint=path, status="500")
+    answer, seconds = raw_exchange(client.base_url.__str__(), short_body(path, authorised))
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == status, answer
+    assert seconds < READ_SECONDS + BODY_GRACE_SECONDS + 3
+    assert metric(client, "adaptrec_serving_requests_total", endpoint=path, status="500") == served_500
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_aborted_not_as_an_error(client):
+    counted = {
+        status: metric(client, "adaptrec_serving_requests_total", endpoint="/healthz", status=status)
+        for status in ("aborted", "500")
+    }
+    raw_exchange(str(client.base_url), short_body("/healthz", authorised=False), hang_up=True)
+    wait_until(
+        lambda: (
+            metric(client, "adaptrec_serving_requests_total", endpoint="/healthz", status="aborted")
+            > counted["aborted"]
+        ),
+        "the aborted request to be counted",
+    )
+    assert metric(client, "adaptrec_serving_requests_total", endpoint="/healthz", status="500") == counted["500"]
+
+
+def test_the_access_log_never_shows_a_token_sent_in_the_query_string(client, caplog):
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        client.get("/readyz?access_token=leaked-secret-1&page=2&api_key=leaked-secret-2")
+        wait_until(lambda: any("/readyz" in record.getMessage() for record in caplog.records), "the access line")
+    line = next(record.getMessage() for record in caplog.records if "/readyz" in record.getMessage())
+    assert "leaked-secret" not in line and "access_token=[redacted]" in line and "page=2" in line
+
+
+def test_connections_beyond_the_limit_get_503(champion):
+    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=3600))
+    with serving(app, max_connections=2) as url:
+        host, port = httpx.URL(url).host, httpx.URL(url).port
+        idle = [socket.create_connection((host, port)) for _ in range(2)]
+        try:
+            with httpx.Client(base_url=url) as third:
+                assert third.get("/healthz").status_code == 503
+        finally:
+            for connection in idle:
+                connection.close()
+        with httpx.Client(base_url=url) as later:
+            wait_until(lambda: later.get("/healthz").status_code == 200, "the idle connections to go")
+
+
+def test_readiness_says_which_version_is_loading(champion):
+    app = create_app(champion, ServingConfig(token=TOKEN, poll_seconds=3600))
+    with serving(app) as url, httpx.Client(base_url=url) as probe:
+        answers = []
+        wait_until(lambda: answers.append(probe.get("/readyz")) or answers[-1].status_code == 200, "the model")
+    version = answers[-1].json()["model"]["version"]
+    assert any(f"loading version {version}" in answer.text for answer in answers[:-1]), answers[0].text
 
 
 def test_metrics_count_requests_by_endpoint_and_status_and_name_the_version_served(client, known_ids):
@@ -278,6 +395,9 @@ def test_the_app_follows_champion_to_a_new_version_and_keeps_serving_through_a_b
             promote_new_version(tmp_path.as_uri())
             failures = "adaptrec_serving_model_reloads_total"
             wait_until(lambda: metric(http, failures, outcome="load_failed") >= 1, "the broken version to fail")
+            # Tried again after 0.4 s, 0.8 s, 1.6 s, ..., not on each of the 0.2 s polls.
+            time.sleep(1.5)
+            assert metric(http, failures, outcome="load_failed") <= 3
             assert ready_version(http) == second
             assert recommend(http, {"history": known_ids[:3]}).json()["model"]["version"] == second
     finally:
@@ -295,3 +415,47 @@ def test_the_int8_variant_serves_the_same_version_when_configured(champion, know
     assert len({item["item_id"] for item in items}) == 5 and not {item["item_id"] for item in items} & set(
         known_ids[:4]
     )
+
+
+def test_several_workers_each_load_the_champion_and_share_the_metrics(champion, known_ids, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "ADAPTREC_HOME": str(champion.home),
+        "MLFLOW_TRACKING_URI": champion.resolved_tracking_uri,
+        "ADAPTREC_SERVING_TOKEN": TOKEN,
+        "ADAPTREC_SERVING_VARIANT": "int8",  # LiteRT: no TensorFlow to import in each worker
+    }
+    command = [str(VENV_BIN / "recsys"), "serve", "--port", str(port), "--workers", "2"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready_workers: set[int] = set()
+
+        def both_ready() -> bool:
+            try:
+                with httpx.Client(base_url=url) as fresh:  # a connection of its own: any worker may take it
+                    answer = fresh.get("/readyz")
+            except httpx.ConnectError:  # not listening yet
+                return False
+            if answer.status_code == 200:
+                ready_workers.add(answer.json()["worker"])
+            return len(ready_workers) == 2
+
+        wait_until(
+            lambda: (server.poll() is None or pytest.fail(log.read_text()[-3000:])) and both_ready(),
+            "two workers to be ready",
+        )
+        for _ in range(6):
+            with httpx.Client(base_url=url, headers=AUTHORISED) as fresh:
+                assert recommend(fresh, {"history": known_ids[:3], "k": 2}).status_code == 200
+        with httpx.Client(base_url=url) as probe:
+            # Each worker counted its own requests; any worker's /metrics sums all of them.
+            assert metric(probe, "adaptrec_serving_requests_total", endpoint=RECOMMENDATIONS, status="200") == 6
+            workers_serving = metric(probe, "adaptrec_serving_model_reloads_total", outcome="loaded")
+        assert workers_serving == 2
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
