@@ -34,7 +34,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker bench-serving-http
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -48,6 +48,7 @@ help:
 	@echo "make bench-serving   top-10 latency of the served model against a NumPy floor, int8 vs float32"
 	@echo "make bench-epoch   fine-tuning epoch and CPU time with and without the malloc settings above"
 	@echo "make bench-continual BENCH_ARGS='--dataset diginetica --share 0.25'   adapting (finetune, replay, distillation) against retraining, ADER's protocol"
+	@echo "make bench-serving-http  recsys serve under wrk load (1, 16, 64 at once) against in-process recommend()"
 	@echo "make bench-deployment    a tiny run embedded vs on Celery + PostgreSQL + MLflow server, and a ten-run soak there"
 	@echo "make bench-multi-worker  fine-tuning examples/s with 1 and 2 MultiWorkerMirroredStrategy workers"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
@@ -113,6 +114,9 @@ bench-epoch: install
 
 bench-continual: install
 	$(BIN)/python -m benchmarks.continual $(BENCH_ARGS)
+
+bench-serving-http: install
+	$(BIN)/python -m benchmarks.serving_http $(BENCH_ARGS)
 
 bench-deployment: install
 	$(BIN)/python -m benchmarks.deployment

@@ -1,0 +1,282 @@
+"""`recsys serve` under load on loopback, against the model's in-process `recommend()` and a NumPy floor.
+
+    make bench-serving-http     (needs `wrk`: apt-get install wrk)
+
+For each catalogue (the synthetic large one; Amazon Beauty when ../shared/data has it) the runs that
+`make bench-serving` prepares are registered and given the alias ``bench-http``; each variant (float32, int8)
+is then served by `recsys serve` and driven by wrk, one request per user (batch 1, k = 10), rotating
+through the histories of real users:
+
+- with one worker per CPU core, at concurrency 1, 16 and 64;
+- with one worker, at concurrency 1 and 16 (what the workers add);
+- in the same run, the variant's `recommend()` in-process and the NumPy floor (precomputed user vectors,
+  one matrix product, a top-10 selection), batch 1, on the same histories.
+
+Writes benchmarks/results/serving-http.{json,md} and the table of the study tagged ``bench-serving-http``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import numpy as np
+import psutil
+import typer
+
+from benchmarks.common import ROOT, SHARED_DATA, command, console, machine, show_progress, write_results
+from benchmarks.serving import DATASETS, TOP_K, _floor, _prepare, _round_robin
+from recsys_tasks.contracts.layout import REGISTRATION_FILE
+
+ALIAS = "bench-http"
+TOKEN = "bench-http-token-0123456789"
+VARIANTS = ("float32", "int8")
+CONCURRENCY = (1, 16, 64)
+ONE_WORKER_CONCURRENCY = (1, 16)
+HISTORIES = 2000
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("ADAPTREC_BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local headers = {["Content-Type"] = "application/json"}
+headers["Authorization"] = "Bearer " .. os.getenv("ADAPTREC_BENCH_TOKEN")
+local turn = 0
+request = function()
+  turn = turn % #bodies + 1
+  return wrk.format("POST", "/v1/recommendations", headers, bodies[turn])
+end
+"""
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def registered(run, home: Path) -> None:
+    """The run's model registered in ``home``'s registry and given ``ALIAS`` (promotion gates aside)."""
+    from recsys_tasks.contracts.tracking import connect
+    from recsys_tasks.pipeline import run_stage
+    from recsys_tasks.settings import Settings
+
+    settings = Settings(home=home)
+    if not run.exists(REGISTRATION_FILE):
+        run_stage("register", {}, "serving", settings)
+    version = run.read_json(REGISTRATION_FILE)["version"]
+    connect(settings).set_registered_model_alias(settings.model_name, ALIAS, version)
+
+
+def user_histories(run) -> tuple[list[list[int]], int]:
+    """The histories of ``HISTORIES`` users drawn with a fixed seed (all but each one's test item), and the
+    catalogue's size."""
+    from recsys_tasks.contracts.scoring import item_ids_of
+    from recsys_tasks.contracts.splits import LeaveOneOutSplits
+
+    splits = LeaveOneOutSplits.load(run)
+    item_ids = item_ids_of(run, splits.n_items)
+    users = np.random.default_rng(0).choice(len(splits.sequences), size=HISTORIES, replace=False)
+    return [item_ids[splits.sequences[user][:-1]].tolist() for user in users], splits.n_items
+
+
+def in_process(run, variant: str, histories: list[list[int]], calls: int) -> dict:
+    """p50/p99 at batch 1 of the variant's ``recommend()`` and of the NumPy floor on the variant's item table."""
+    from recsys_tasks.contracts.exported_model import SequentialRecommender
+    from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
+    from recsys_tasks.latency import latency_percentiles
+
+    model = SequentialRecommender.from_folder(Path(run.uri) / EXPORTED_MODEL_DIR, variant)
+    answers = [partial(model.recommend, [history], [TOP_K], [None]) for history in histories[:200]]
+    result = {"recommend": latency_percentiles(_round_robin(answers), calls)}
+    floors = [_floor(model.item_vectors, model.encode(model.pad([model.to_indices(h)]))[0]) for h in histories[:200]]
+    result["floor"] = latency_percentiles(_round_robin(floors), calls)
+    return {path: {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]} for path, row in result.items()}
+
+
+class Server:
+    """`recsys serve` with ``workers`` processes for ``variant``, ready once every worker has loaded the model."""
+
+    def __init__(self, home: Path, variant: str, workers: int, log: Path):
+        self.port, self.workers = free_port(), workers
+        env = os.environ | {
+            "ADAPTREC_HOME": str(home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "ADAPTREC_SERVING_TOKEN": TOKEN,
+            "ADAPTREC_SERVING_VARIANT": variant,
+            "ADAPTREC_SERVING_ALIAS": ALIAS,
+            "ADAPTREC_SERVING_POLL_SECONDS": "3600",
+        }
+        command = [str(BIN / "recsys"), "serve", "--port", str(self.port), "--workers", str(workers)]
+        with log.open("w") as output:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready(log)
+
+    def _wait_ready(self, log: Path, within_s: float = 600) -> None:
+        ready: set[int] = set()
+        deadline = time.monotonic() + within_s
+        while len(ready) < self.workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not get ready; its log ends:\n{log.read_text()[-3000:]}")
+            try:
+                answer = httpx.get(f"{self.url}/readyz", timeout=10)
+                if answer.status_code == 200:
+                    ready.add(answer.json()["worker"])
+            except httpx.HTTPError:
+                time.sleep(0.5)
+
+    def resident_mib_per_worker(self) -> float:
+        """Mean resident memory of the worker processes (the server itself when it has one worker)."""
+        main = psutil.Process(self.process.pid)
+        workers = [child for child in main.children(recursive=True) if "spawn_main" in " ".join(child.cmdline())]
+        return round(float(np.mean([worker.memory_info().rss for worker in workers or [main]])) / 2**20, 0)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def wrk(url: str, concurrency: int, seconds: int, bodies: Path, script: Path) -> dict:
+    """wrk's p50, p99, requests/s and errors (non-2xx answers, socket errors and timeouts)."""
+    env = os.environ | {"ADAPTREC_BENCH_BODIES": str(bodies), "ADAPTREC_BENCH_TOKEN": TOKEN}
+    threads = min(concurrency, 2)
+    args = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
+    output = subprocess.run([*args, url], env=env, capture_output=True, text=True, check=True).stdout
+
+    def latency_ms(percent: str) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()
+        return round(float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit], 3)
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    errors += sum(map(int, socket_errors.groups())) if socket_errors else 0
+    return {
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), 1),
+        "errors": errors,
+    }
+
+
+def markdown(result: dict, cores: int) -> str:
+    lines = []
+    for catalogue, variants in result["catalogues"].items():
+        lines += [
+            f"**{catalogue}** ({variants['items']:,} items; batch 1, top-{TOP_K})",
+            "",
+            "| variant | path | p50 ms | p99 ms | requests/s | errors |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for variant in VARIANTS:
+            measured = variants[variant]
+            for label, runs in (
+                (f"HTTP, {cores} workers", measured["http"]),
+                ("HTTP, 1 worker", measured["http_one_worker"]),
+            ):
+                for concurrency, row in runs.items():
+                    lines.append(
+                        f"| {variant} | {label}, concurrency {concurrency} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                        f"| {row['rps']:,.0f} | {row['errors']} |"
+                    )
+            for path in ("recommend", "floor"):
+                row = measured[path]
+                name = "in-process `recommend()`" if path == "recommend" else "NumPy floor"
+                lines.append(f"| {variant} | {name} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | | |")
+        lines += [
+            "",
+            "| variant | HTTP p99 c=1 ÷ recommend() p99 | rps c=16, all workers ÷ rps c=1, 1 worker | MiB per worker |",
+        ]
+        lines += ["|---|---:|---:|---:|"]
+        for variant in VARIANTS:
+            measured = variants[variant]
+            ratio = measured["http"]["1"]["p99_ms"] / measured["recommend"]["p99_ms"]
+            scaling = measured["http"]["16"]["rps"] / measured["http_one_worker"]["1"]["rps"]
+            lines.append(f"| {variant} | {ratio:.2f}× | {scaling:.2f}× | {measured['resident_mib_per_worker']:.0f} |")
+        lines.append("")
+    lines.append(f"Measured on {result['machine']} with `{result['command']}`.")
+    return "\n".join(lines) + "\n"
+
+
+def main(
+    datasets: Annotated[list[str], typer.Option("--dataset", help="synthetic-large and/or amazon-beauty")] = None,
+    work: Annotated[Path, typer.Option(help="Where `make bench-serving` keeps its runs")] = ROOT
+    / ".adaptrec"
+    / "bench-serving",
+    seconds: Annotated[int, typer.Option(help="Seconds of load per measurement")] = 10,
+    calls: Annotated[int, typer.Option(help="In-process calls per path")] = 1000,
+) -> None:
+    if shutil.which("wrk") is None:
+        raise typer.BadParameter("wrk is not installed: apt-get install wrk")
+    chosen = datasets or [name for name in DATASETS if name.startswith("synthetic") or SHARED_DATA.exists()]
+    show_progress()
+    cores = os.cpu_count() or 1
+    scratch = Path(tempfile.mkdtemp(prefix="adaptrec-bench-http-"))
+    script = scratch / "requests.lua"
+    script.write_text(WRK_SCRIPT)
+    result = {"workers": cores, "seconds": seconds, "catalogues": {}}
+    for catalogue in chosen:
+        params = dict(DATASETS[catalogue], pretrain_epochs=0)
+        if "data_path" in params:
+            params["data_path"] = str(SHARED_DATA / params["data_path"])
+        home = work / catalogue
+        run = _prepare(home, params)
+        registered(run, home)
+        histories, items = user_histories(run)
+        bodies = scratch / f"{catalogue}.jsonl"
+        bodies.write_text("".join(json.dumps({"users": [{"history": h, "k": TOP_K}]}) + "\n" for h in histories))
+        measured: dict = {"items": items}
+        for variant in VARIANTS:
+            console.print(f"{catalogue}, {variant}: in-process")
+            row = in_process(run, variant, histories, calls)
+            for label, workers, levels in (
+                ("http", cores, CONCURRENCY),
+                ("http_one_worker", 1, ONE_WORKER_CONCURRENCY),
+            ):
+                server = Server(home, variant, workers, scratch / f"{catalogue}-{variant}-{workers}.log")
+                try:
+                    wrk(server.url, 4, 2, bodies, script)  # warm-up: every worker's first calls
+                    row[label] = {}
+                    for concurrency in levels:
+                        row[label][str(concurrency)] = wrk(server.url, concurrency, seconds, bodies, script)
+                        console.print(
+                            f"  {workers} worker(s), concurrency {concurrency}: {row[label][str(concurrency)]}"
+                        )
+                    if workers == cores:
+                        row["resident_mib_per_worker"] = server.resident_mib_per_worker()
+                finally:
+                    server.stop()
+            measured[variant] = row
+        result["catalogues"][catalogue] = measured
+    result |= {"machine": machine(), "command": command("benchmarks.serving_http")}
+    text = markdown(result, cores)
+    console.print(text)
+    write_results("serving-http", result, text, "bench-serving-http")
+
+
+if __name__ == "__main__":
+    typer.run(main)
