@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from itertools import repeat
@@ -555,11 +556,16 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     watcher = ChampionWatcher(settings, config, metrics)
     retry_after = {"Retry-After": str(math.ceil(config.poll_seconds))}
 
+    # One model call at a time per worker process: NumPy's BLAS and TensorFlow each spread one call over every
+    # core, so calls side by side only fight over the cores (throughput comes from worker processes).
+    model_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
     @asynccontextmanager
     async def follow_alias_while_serving(app: FastAPI):
         watcher.start()
         yield {READ_SECONDS_STATE: config.read_seconds}  # the server's state: its protocol reads the deadline
         watcher.stop()
+        model_calls.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="AdaptRec recommendations", lifespan=follow_alias_while_serving)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -582,18 +588,18 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    # A plain def: FastAPI runs it in its thread pool, so TensorFlow's CPU work never blocks the event loop.
     # The body is built as plain JSON: the response model documents it, and validating what the model
     # answered once more would only cost time.
     @app.post("/v1/recommendations", response_model=RecommendationResponse)
-    def recommendations(request: RecommendationRequest) -> JSONResponse:
+    async def recommendations(request: RecommendationRequest) -> JSONResponse:
         """Top-k items for each user's history, best first, none from the history or `exclude`."""
         model = watcher.current  # read once: a reload during this request does not change its model
         if model is None:
             raise HTTPException(503, f"no model loaded yet: {watcher.problem}", headers=retry_after)
         if len(request.users) > config.max_batch:
             raise HTTPException(422, f"users: at most {config.max_batch} per request, got {len(request.users)}")
-        return JSONResponse(model.recommend(request))
+        # Off the event loop, so that the model's CPU work never holds up other connections.
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(model_calls, model.recommend, request))
 
     # Added innermost first: metrics see every answer, auth runs before any body is read.
     app.add_middleware(

@@ -21,6 +21,13 @@ from recsys_tasks.settings import get_settings
 log = logging.getLogger(__name__)
 
 APP_FACTORY = "recsys_tasks.serving.server:app_from_environment"
+THREAD_POOL_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
 # A connection that has sent a whole request's headers has this much longer for its body than the app's own
 # deadline, so that the app's 408 goes out first; after that the connection is dropped.
 BODY_GRACE_SECONDS = 1.0
@@ -130,6 +137,12 @@ def run(host: str, port: int, workers: int, max_connections: int) -> None:
     if workers > 1:
         # Each worker counts into files here; every worker's /metrics sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="adaptrec-serving-metrics-")
+        # BLAS and TensorFlow size their thread pools to every core, in every worker: the workers' threads
+        # would outnumber the cores and spin against each other. Each worker gets its share (read when a
+        # worker process imports them; a variable already set is left alone).
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for variable in THREAD_POOL_VARIABLES:
+            os.environ.setdefault(variable, share)
         log.info("serving with %d worker processes", workers)
         app = APP_FACTORY
     uvicorn.run(app, host=host, port=port, factory=workers > 1, **uvicorn_options(workers, max_connections))

@@ -235,9 +235,9 @@ def raw_exchange(base_url: str, data: bytes, hang_up: bool = False) -> tuple[byt
     """Sends ``data`` on a connection of its own and reads until the server closes it: (the answer, seconds it
     took). With ``hang_up`` the client closes its side right after sending."""
     host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    began = time.monotonic()  # before connecting: the server's clock starts when the connection opens
     with socket.create_connection((host, port), timeout=READ_SECONDS + BODY_GRACE_SECONDS + 10) as connection:
         connection.sendall(data)
-        began = time.monotonic()
         if hang_up:
             return b"", 0.0
         answer = b""
