@@ -438,8 +438,8 @@ class RequestBody:
 
     - a body over ``max_bytes`` gets 413 (unread when its declared length says so);
     - a body that has not arrived ``read_seconds`` after the request began gets 408, so a client that declares
-      more than it sends cannot hold a connection and a worker thread;
-    - on ``json_paths``, a body must come as ``application/json`` (415) and name each key once (400): JSON
+      more than it sends cannot hold the connection;
+    - posted to ``json_paths``, a body must come as ``application/json`` (415) and name each key once (400): JSON
       parsers keep the last of repeated keys, so a repeated one would be ignored without a word.
     """
 
@@ -474,7 +474,8 @@ class RequestBody:
                 return
             if not message.get("more_body", False):
                 break
-        if scope["path"] in self.json_paths and (problem := _json_body_problem(headers, bytes(body))):
+        posted_json = scope["method"] == "POST" and scope["path"] in self.json_paths
+        if posted_json and (problem := _json_body_problem(headers, bytes(body))):
             await _error(*problem)(scope, receive, send)
             return
         handed_on = False
