@@ -183,11 +183,11 @@ def wrk(url: str, concurrency: int, seconds: int, bodies: Path, script: Path) ->
     }
 
 
-def markdown(result: dict, cores: int) -> str:
+def markdown(result: dict, items: dict[str, int], cores: int) -> str:
     lines = []
-    for catalogue, variants in result["catalogues"].items():
+    for catalogue, variants in result.items():
         lines += [
-            f"**{catalogue}** ({variants['items']:,} items; batch 1, top-{TOP_K})",
+            f"**{catalogue}** ({items[catalogue]:,} items; batch 1, top-{TOP_K})",
             "",
             "| variant | path | p50 ms | p99 ms | requests/s | errors |",
             "|---|---|---:|---:|---:|---:|",
@@ -218,7 +218,7 @@ def markdown(result: dict, cores: int) -> str:
             scaling = measured["http"]["16"]["rps"] / measured["http_one_worker"]["1"]["rps"]
             lines.append(f"| {variant} | {ratio:.2f}× | {scaling:.2f}× | {measured['resident_mib_per_worker']:.0f} |")
         lines.append("")
-    lines.append(f"Measured on {result['machine']} with `{result['command']}`.")
+    lines.append(f"Measured on {machine()} with `{command('benchmarks.serving_http')}`.")
     return "\n".join(lines) + "\n"
 
 
@@ -238,7 +238,9 @@ def main(
     scratch = Path(tempfile.mkdtemp(prefix="adaptrec-bench-http-"))
     script = scratch / "requests.lua"
     script.write_text(WRK_SCRIPT)
-    result = {"workers": cores, "seconds": seconds, "catalogues": {}}
+    # {catalogue: {variant: {"http": {concurrency: ...}, "http_one_worker": ..., "recommend": ..., "floor": ...}}}
+    result: dict[str, dict] = {}
+    items: dict[str, int] = {}
     for catalogue in chosen:
         params = dict(DATASETS[catalogue], pretrain_epochs=0)
         if "data_path" in params:
@@ -246,10 +248,10 @@ def main(
         home = work / catalogue
         run = _prepare(home, params)
         registered(run, home)
-        histories, items = user_histories(run)
+        histories, items[catalogue] = user_histories(run)
         bodies = scratch / f"{catalogue}.jsonl"
         bodies.write_text("".join(json.dumps({"users": [{"history": h, "k": TOP_K}]}) + "\n" for h in histories))
-        measured: dict = {"items": items}
+        measured: dict = {}
         for variant in VARIANTS:
             console.print(f"{catalogue}, {variant}: in-process")
             row = in_process(run, variant, histories, calls)
@@ -267,13 +269,12 @@ def main(
                             f"  {workers} worker(s), concurrency {concurrency}: {row[label][str(concurrency)]}"
                         )
                     if workers == cores:
-                        row["resident_mib_per_worker"] = server.resident_mib_per_worker()
+                        row |= {"workers": workers, "resident_mib_per_worker": server.resident_mib_per_worker()}
                 finally:
                     server.stop()
             measured[variant] = row
-        result["catalogues"][catalogue] = measured
-    result |= {"machine": machine(), "command": command("benchmarks.serving_http")}
-    text = markdown(result, cores)
+        result[catalogue] = measured
+    text = markdown(result, items, cores)
     console.print(text)
     write_results("serving-http", result, text, "bench-serving-http")
 
