@@ -48,7 +48,7 @@ def training_strategy(kind: DistributionKind):
 def _check_tf_config(raw: str) -> None:
     try:
         tf_config = json.loads(raw)
-        workers = tf_config["cluster"]["worker"]
+        tf_config["cluster"]["worker"]  # noqa: B018  (a cluster without workers is malformed)
         task = tf_config["task"]
         task_type, index = task["type"], int(task["index"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -57,7 +57,9 @@ def _check_tf_config(raw: str) -> None:
         ) from exc
     members = tf_config["cluster"].get(task_type, [])
     if not 0 <= index < len(members):
-        raise ConfigError(f"TF_CONFIG's task {task_type} {index} is not in its cluster of {len(workers)} workers")
+        raise ConfigError(
+            f"TF_CONFIG's task {task_type} {index} is not in its cluster ({len(members)} {task_type} tasks)"
+        )
 
 
 def is_chief(strategy) -> bool:

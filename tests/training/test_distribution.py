@@ -126,7 +126,10 @@ def test_a_process_alone_is_the_chief_of_the_default_strategy():
     [
         (None, "needs TF_CONFIG"),
         ("{not json", "TF_CONFIG is not"),
-        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}', "worker 3 is not in"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+            "worker 3 is not in its cluster",
+        ),
     ],
 )
 def test_multi_worker_training_without_a_usable_tf_config_is_refused_in_one_line(monkeypatch, tf_config, problem):
