@@ -18,6 +18,7 @@ import yaml
 from jsonschema import Draft7Validator
 
 from recsys_tasks.airflow_adapter import training_executor_config
+from recsys_tasks.serving.app import ServingConfig
 from recsys_tasks.settings import Settings
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
@@ -32,6 +33,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "postgres",
     "MINIO_ROOT_PASSWORD": "minio",
     "AIRFLOW_ADMIN_PASSWORD": "admin",
+    "ADAPTREC_SERVING_TOKEN": "serving-token-0123456789",
 }
 STACK = {
     "postgres",
@@ -45,6 +47,7 @@ STACK = {
     "airflow-triggerer",
     "worker-cpu",
     "worker-gpu",
+    "serving",
 }
 
 
@@ -64,6 +67,13 @@ def compose_services() -> dict:
     return yaml.safe_load(result.stdout)["services"]
 
 
+def is_declared(variable: str) -> bool:
+    """Whether an ADAPTREC_ variable names a setting (ADAPTREC_SERVING_: a serving option)."""
+    if variable.startswith("ADAPTREC_SERVING_"):
+        return variable.removeprefix("ADAPTREC_SERVING_").lower() in ServingConfig.model_fields
+    return variable.removeprefix("ADAPTREC_").lower() in Settings.model_fields
+
+
 def settings_of(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The settings a container with ``environment`` reads; each ADAPTREC_ variable must name a setting."""
 
@@ -73,11 +83,7 @@ def settings_of(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
     for name in filter(is_setting, list(os.environ)):
         monkeypatch.delenv(name)
     ours = {name: value for name, value in environment.items() if is_setting(name)}
-    unknown = {
-        name
-        for name in ours
-        if name.startswith("ADAPTREC_") and name.removeprefix("ADAPTREC_").lower() not in Settings.model_fields
-    }
+    unknown = {name for name in ours if name.startswith("ADAPTREC_") and not is_declared(name)}
     assert not unknown, f"not settings: {sorted(unknown)}"
     for name, value in ours.items():
         monkeypatch.setenv(name, value)
@@ -103,6 +109,9 @@ def test_the_compose_file_describes_the_whole_stack_with_a_gpu_worker_on_the_tra
     assert settings.resolved_tracking_uri == "http://mlflow:5000"
     mlflow = " ".join(compose_services["mlflow"]["command"])
     assert "--serve-artifacts" in mlflow and "--artifacts-destination s3://mlflow" in mlflow
+    serving = compose_services["serving"]
+    assert serving["command"][:2] == ["recsys", "serve"]
+    assert settings_of(serving["environment"], monkeypatch).resolved_tracking_uri == "http://mlflow:5000"
 
 
 def test_every_airflow_component_reads_the_same_settings(compose_services, monkeypatch):
