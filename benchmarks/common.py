@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -69,3 +70,14 @@ def show_progress() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     for noisy in ("tensorflow", "absl", "great_expectations", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports free on loopback now, for servers a benchmark starts."""
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,21 +24,11 @@ from typing import Annotated
 
 import typer
 
-from benchmarks.common import command, console, machine, write_results
+from benchmarks.common import command, console, free_ports, machine, write_results
 
 BIN = Path(sys.executable).parent
 RUN_ID = "multi-worker-bench"
 ARMS = {"none": 0, "1 worker": 1, "2 workers": 2}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def recsys(stage: str, conf: dict, env: dict[str, str]) -> subprocess.Popen:

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,16 @@ import numpy as np
 import psutil
 import typer
 
-from benchmarks.common import ROOT, SHARED_DATA, command, console, machine, show_progress, write_results
+from benchmarks.common import (
+    ROOT,
+    SHARED_DATA,
+    command,
+    console,
+    free_ports,
+    machine,
+    show_progress,
+    write_results,
+)
 from benchmarks.serving import DATASETS, TOP_K, _floor, _prepare, _round_robin
 from recsys_tasks.contracts.layout import REGISTRATION_FILE
 
@@ -58,12 +66,6 @@ request = function()
 end
 """
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def registered(run, home: Path) -> None:
@@ -109,7 +111,7 @@ class Server:
     """`recsys serve` with ``workers`` processes for ``variant``, ready once every worker has loaded the model."""
 
     def __init__(self, home: Path, variant: str, workers: int, log: Path):
-        self.port, self.workers = free_port(), workers
+        self.port, self.workers = free_ports(1)[0], workers
         env = os.environ | {
             "ADAPTREC_HOME": str(home),
             "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
@@ -137,7 +139,8 @@ class Server:
                 if answer.status_code == 200:
                     ready.add(answer.json()["worker"])
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.2)
 
     def resident_mib_per_worker(self) -> float:
         """Mean resident memory of the worker processes (the server itself when it has one worker)."""

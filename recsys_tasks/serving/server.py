@@ -9,6 +9,7 @@ every worker's ``/metrics`` sums (prometheus_client's multiprocess mode).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -44,8 +45,8 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
     """
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
+        self._deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self._deadline = None
         self._arm(self._headers_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -73,7 +74,7 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         return float(self.app_state.get(READ_SECONDS_STATE, ServingConfig.model_fields["read_seconds"].default))
 
     def _disarm(self) -> None:
-        if getattr(self, "_deadline", None) is not None:
+        if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
