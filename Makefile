@@ -34,7 +34,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker bench-serving-http
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker bench-serving-http bench-open-bandit
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -51,6 +51,7 @@ help:
 	@echo "make bench-serving-http  recsys serve under wrk load (1, 16, 64 at once) against in-process recommend()"
 	@echo "make bench-deployment    a tiny run embedded vs on Celery + PostgreSQL + MLflow server, and a ten-run soak there"
 	@echo "make bench-multi-worker  fine-tuning examples/s with 1 and 2 MultiWorkerMirroredStrategy workers"
+	@echo "make bench-open-bandit   off-policy estimators on the Open Bandit Dataset sample: BTS from the random log"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -123,6 +124,9 @@ bench-deployment: install
 
 bench-multi-worker: install
 	$(BIN)/python -m benchmarks.multi_worker $(BENCH_ARGS)
+
+bench-open-bandit: install
+	$(BIN)/python -m benchmarks.open_bandit $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

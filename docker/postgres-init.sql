@@ -1,2 +1,4 @@
--- MLflow's tracking and registry database, beside Airflow's (the image creates that one).
+-- MLflow's tracking and registry database, and the feedback store (served slates and user feedback), beside
+-- Airflow's (the image creates that one).
 CREATE DATABASE mlflow;
+CREATE DATABASE adaptrec_feedback;

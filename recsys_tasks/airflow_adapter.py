@@ -98,7 +98,7 @@ def _settings_with_airflow_secrets() -> Settings:
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from recsys_tasks.data.privacy import AIRFLOW_CONNECTION_ID
+    from recsys_tasks.privacy import AIRFLOW_CONNECTION_ID
 
     settings = get_settings()
     if settings.pseudonymisation_key is not None:

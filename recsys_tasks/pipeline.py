@@ -79,7 +79,7 @@ def _ingest(
     data_interval: tuple[datetime, datetime] | None = None,
 ) -> dict:
     from recsys_tasks.data.ingest import ingest
-    from recsys_tasks.data.privacy import resolve_key
+    from recsys_tasks.privacy import resolve_key
 
     config = params.stage_config(IngestConfig)
     store = _event_store(params, settings) if config.incremental else None
@@ -195,7 +195,8 @@ def _evaluate(params: PipelineParams, run: RunDir, settings: Settings, run_id: s
 
     tracker = _tracker(settings, run_id)
     config = params.stage_config(EvaluateConfig)
-    return evaluate(run, config, tracker.client, settings.model_name, tracker).model_dump()
+    report = evaluate(run, config, tracker.client, settings.model_name, tracker, settings.resolved_feedback_uri)
+    return report.model_dump(mode="json")
 
 
 def _register(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:

@@ -1,8 +1,9 @@
 """Where the pipeline keeps its state. Embedded defaults need no service: SQLite + local folders.
 
 Every value can be overridden by environment variables (``ADAPTREC_HOME``, ``ADAPTREC_RUNS_URI``,
-``ADAPTREC_EVENTS_URI``, ``MLFLOW_TRACKING_URI``, ``ADAPTREC_ARTIFACT_ROOT``, ``ADAPTREC_MODEL_NAME``) so the same
-code runs against an MLflow server with a database and object store in production.
+``ADAPTREC_EVENTS_URI``, ``ADAPTREC_FEEDBACK_URI``, ``MLFLOW_TRACKING_URI``, ``ADAPTREC_ARTIFACT_ROOT``,
+``ADAPTREC_MODEL_NAME``) so the same code runs against an MLflow server with a database and object store in
+production.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     snapshots_uri: str | None = Field(default=None, description="Accepted data snapshots (drift baselines).")
     events_uri: str | None = Field(
         default=None, description="Event stores of incremental data sets: one folder per data set, one per period."
+    )
+    feedback_uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the feedback store (served slates and user feedback), e.g. "
+        "postgresql+psycopg://user:password@host/adaptrec_feedback; default: SQLite in the home.",
     )
     tracking_uri: str | None = Field(
         default=None,
@@ -112,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def resolved_events_uri(self) -> str:
         return self.events_uri or str(self.resolved_home / "events")
+
+    @property
+    def resolved_feedback_uri(self) -> str:
+        return self.feedback_uri or f"sqlite:///{self.resolved_home / 'feedback.db'}"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -13,7 +13,7 @@ import pytest
 import recsys_tasks
 
 PACKAGE_ROOT = Path(recsys_tasks.__file__).parent
-BOTTOM = {"constants", "errors", "settings", "storage", "latency", "contracts", "models"}
+BOTTOM = {"constants", "errors", "settings", "storage", "latency", "privacy", "contracts", "models"}
 STAGES = {"data", "validation", "augmentation", "training", "evaluation", "registry", "serving"}
 TOP = {"params", "pipeline", "airflow_adapter", "cli", "reporting"}
 

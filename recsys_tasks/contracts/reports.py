@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -93,6 +94,30 @@ class VariantReport(BaseModel):
     latency_ms: dict[str, float]
 
 
+class PolicyEstimate(BaseModel):
+    """Expected clicks per shown item, and its bootstrap interval."""
+
+    value: float
+    lower: float
+    upper: float
+
+
+class OffPolicyReport(BaseModel):
+    """Click-through estimated from the serving app's logged slates, per model and estimator."""
+
+    window_start: datetime
+    window_end: datetime
+    slates: int = Field(0, description="Slates the serving app logged in the window for this registered model.")
+    slates_used: int = Field(0, description="Of them, those whose history every evaluated model can rank for.")
+    shown: int = 0
+    clicks: int = Field(0, description="Shown items clicked or bought.")
+    logged: PolicyEstimate | None = Field(None, description="The click-through the logged slates had.")
+    estimates: dict[str, dict[str, PolicyEstimate]] = Field(
+        default_factory=dict, description="Per model (model, champion), per estimator (ips, snips, dr)."
+    )
+    reason: str | None = Field(None, description="Why there are no estimates, when there are none.")
+
+
 class EvaluationReport(BaseModel):
     metrics: dict[str, dict[str, float]]
     champion_version: str | None
@@ -104,6 +129,7 @@ class EvaluationReport(BaseModel):
         description="Adapt runs: per holdout (fresh, stability), the model's and the champion's metrics on it.",
     )
     holdout_users: dict[str, int] = Field(default_factory=dict, description="Users in each holdout.")
+    off_policy: OffPolicyReport | None = Field(None, description="Estimates on the serving log, when one was read.")
     report_uri: str = ""
     plot_uri: str = ""
 
@@ -119,6 +145,7 @@ class Registration(BaseModel):
 class GateCheck(BaseModel):
     name: str
     passed: bool
+    skipped: bool = Field(False, description="Not judged (the reason is in detail); a skipped check never blocks.")
     observed: float
     required: float
     detail: str

@@ -43,9 +43,9 @@ from recsys_tasks.contracts.tables import (
 )
 from recsys_tasks.data import sources
 from recsys_tasks.data.config import IngestConfig
-from recsys_tasks.data.privacy import pseudonymise
 from recsys_tasks.data.synthetic import StreamConfig, SyntheticConfig, generate, generate_period
 from recsys_tasks.errors import ConfigError
+from recsys_tasks.privacy import pseudonymise
 from recsys_tasks.storage import RunDir
 
 _MOVIELENS_READERS = {

@@ -5,6 +5,9 @@ run, so the gate compares like with like. The champion is scored through the reg
 itself, with its own item vocabulary mapped onto this run's catalogue (items it never saw score
 -inf, i.e. it cannot recommend them).
 
+With a feedback store, the model and the champion are also judged on the slates the serving app logged over the
+last ``off_policy_days``: their click-through estimated off-policy (evaluation.logged_slates).
+
 An adapted model (the run's training plan says ``adapt``) is also ranked, with the champion, on two
 holdouts of the same test users: ``fresh``, whose test item happened after the champion's data
 watermark, and ``stability``, the others, where forgetting what the champion knew would show.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import numpy as np
@@ -21,6 +25,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from recsys_tasks.contracts.exported_model import VARIANTS, SequentialRecommender
+from recsys_tasks.contracts.feedback_store import FeedbackStore
 from recsys_tasks.contracts.int8_variant import variant_sizes
 from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR, PLOT_FILE, REPORT_FILE, TRAINING_PLAN_FILE
 from recsys_tasks.contracts.metrics import PRIMARY_METRIC, RANK_METRICS, ScoreFunction, evaluate_scores
@@ -33,6 +38,7 @@ from recsys_tasks.contracts.reports import (
     POPULARITY,
     STABILITY,
     EvaluationReport,
+    OffPolicyReport,
     TrainingPlan,
     VariantReport,
 )
@@ -41,6 +47,7 @@ from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.evaluation.baselines import popularity_scorer
 from recsys_tasks.evaluation.config import EvaluateConfig
+from recsys_tasks.evaluation.logged_slates import off_policy_report
 from recsys_tasks.latency import latency_percentiles
 from recsys_tasks.storage import RunDir
 
@@ -108,12 +115,29 @@ def _plot(metrics: dict[str, dict[str, float]]):
     return figure
 
 
+def _off_policy(
+    feedback_uri: str, model_name: str, models: dict[str, SequentialRecommender], config: EvaluateConfig
+) -> OffPolicyReport:
+    """Estimates on the serving log of the last ``off_policy_days``; a store that cannot be read is a reason, not
+    an error: the gate then skips its off-policy check."""
+    end = datetime.now(UTC)
+    start = end - timedelta(days=config.off_policy_days)
+    try:
+        window = FeedbackStore.open(feedback_uri).window(start, end, model_name)
+    except Exception as exc:
+        log.warning("the feedback store cannot be read, no off-policy estimates: %s", exc)
+        reason = f"the feedback store cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return OffPolicyReport(window_start=start, window_end=end, reason=reason)
+    return off_policy_report(window, models, start, end, config.off_policy_confidence, config.off_policy_resamples)
+
+
 def evaluate(
     run: RunDir,
     config: EvaluateConfig,
     client: MlflowClient,
     model_name: str,
     tracker: RunTracker | None = None,
+    feedback_uri: str | None = None,
 ) -> EvaluationReport:
     splits = LeaveOneOutSplits.load(run)
     inputs, seen, targets = splits.holdout("test")
@@ -161,6 +185,13 @@ def evaluate(
             ", ".join(f"{name} {values[PRIMARY_METRIC]:.4f}" for name, values in holdouts[holdout].items()),
         )
 
+    off_policy = None
+    if feedback_uri is not None:
+        judged = {MODEL: candidates["float32"]}
+        if champion is not None and hasattr(champion_model, "recommend"):  # versions before recommend() cannot
+            judged[CHAMPION] = champion_model
+        off_policy = _off_policy(feedback_uri, model_name, judged, config)
+
     report = EvaluationReport(
         metrics=metrics,
         champion_version=str(champion.version) if champion else None,
@@ -169,12 +200,13 @@ def evaluate(
         variants=variants,
         holdouts=holdouts,
         holdout_users=holdout_users,
+        off_policy=off_policy,
     )
     figure = _plot(metrics)
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=120)
     report.plot_uri = run.write_bytes(PLOT_FILE, png.getvalue())
-    report.report_uri = run.write_json(REPORT_FILE, report.model_dump())
+    report.report_uri = run.write_json(REPORT_FILE, report.model_dump(mode="json"))
     if tracker:
         tracker.log_metrics({f"{name}_test_{k}": v for name, values in metrics.items() for k, v in values.items()})
         if holdouts:
@@ -194,6 +226,16 @@ def evaluate(
                 for key, value in {"size_bytes": variant_report.size_bytes, **variant_report.latency_ms}.items()
             }
         )
+        if off_policy is not None and off_policy.estimates:
+            tracker.log_metrics(
+                {
+                    f"{name}_offpolicy_{estimator}_{bound}": getattr(value, bound)
+                    for name, values in off_policy.estimates.items()
+                    for estimator, value in values.items()
+                    for bound in ("value", "lower", "upper")
+                }
+                | {"offpolicy_slates": off_policy.slates_used, "offpolicy_clicks": off_policy.clicks}
+            )
         tracker.log_figure(figure, "evaluation/comparison.png")
-        tracker.log_dict(report.model_dump(), "evaluation/report.json")
+        tracker.log_dict(report.model_dump(mode="json"), "evaluation/report.json")
     return report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys_tasks.contracts.reports import RequestedTrainingMode
@@ -16,6 +18,21 @@ class GateConfig(BaseModel):
     )
     max_regression_vs_champion: float = Field(
         0.02, ge=0, le=1, description="Tolerated relative NDCG@10 drop against the current champion."
+    )
+    off_policy_min_slates: int = Field(
+        1000,
+        ge=1,
+        description="Logged slates needed before the off-policy check runs (fewer: the check is skipped, saying so).",
+    )
+    off_policy_estimator: Literal["ips", "snips", "dr"] = Field(
+        "snips", description="Estimator of the off-policy check: ips, snips (self-normalised) or dr (doubly robust)."
+    )
+    max_off_policy_regression: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Tolerated relative click-through drop: the challenger's lower bound against the champion's "
+        "estimate on the logged slates.",
     )
 
 

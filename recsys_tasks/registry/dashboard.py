@@ -46,6 +46,7 @@ _SERIES_COLOURS = dict(zip(TREND_METRICS, ("#1f6feb", "#d97706")))
 class GateCheckSummary(BaseModel):
     name: str
     passed: bool
+    skipped: bool = False  # versions gated before checks could be skipped have none
     detail: str
 
 

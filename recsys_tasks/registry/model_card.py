@@ -42,6 +42,7 @@ from recsys_tasks.contracts.reports import (
     AugmentSummary,
     EvaluationReport,
     GateDecision,
+    OffPolicyReport,
     Registration,
     ValidationSummary,
 )
@@ -78,6 +79,7 @@ class ModelCard(BaseModel):
     """The version's lineage tags (register.lineage_tags); empty for a model trained without a plan or state."""
     holdouts: dict[str, dict[str, dict[str, float]]] = {}
     holdout_users: dict[str, int] = {}
+    off_policy: OffPolicyReport | None = None
 
 
 def build_model_card(
@@ -115,6 +117,7 @@ def build_model_card(
         lineage=lineage or {},
         holdouts=report.holdouts,
         holdout_users=report.holdout_users,
+        off_policy=report.off_policy,
     )
 
 
@@ -163,6 +166,31 @@ def _training_section(card: ModelCard) -> list[str]:
     return [*lines, ""]
 
 
+def _off_policy_section(card: ModelCard) -> list[str]:
+    """Click-through estimated on the serving log, per model and estimator; why there is none, when there is none."""
+    report = card.off_policy
+    if report is None:
+        return []
+    lines = ["## Off-policy estimates (serving log)"]
+    window = f"{report.window_start:%Y-%m-%d %H:%M} – {report.window_end:%Y-%m-%d %H:%M} UTC"
+    if report.reason:
+        return [*lines, f"None for {window}: {report.reason}.", ""]
+    lines += [
+        f"{report.slates_used:,} logged slates ({report.shown:,} shown items, {report.clicks:,} clicked or bought) "
+        f"served {window}; their own click-through per shown item {report.logged.value:.4f} "
+        f"[{report.logged.lower:.4f}, {report.logged.upper:.4f}].",
+        "",
+        _row(["model", "estimator", "click-through per shown item", "bootstrap interval"]),
+        _row(["---"] * 4),
+        *(
+            _row([name, estimator, f"{value.value:.4f}", f"[{value.lower:.4f}, {value.upper:.4f}]"])
+            for name, values in report.estimates.items()
+            for estimator, value in values.items()
+        ),
+    ]
+    return [*lines, ""]
+
+
 def render_markdown(card: ModelCard) -> str:
     encoder, finetune = card.training["encoder"], card.training["finetune"]
     lines = [
@@ -193,6 +221,7 @@ def render_markdown(card: ModelCard) -> str:
         _row(["---"] * (len(RANK_METRICS) + 1)),
         *(_row([name, *(f"{values[m]:.4f}" for m in RANK_METRICS)]) for name, values in card.metrics.items()),
         "",
+        *_off_policy_section(card),
         "## Serving variants (top-10, batch 1, through the pyfunc)",
         _row(["variant", "size", "NDCG@10", "change vs float32", "p50 ms", "p99 ms"]),
         _row(["---"] * 6),
@@ -221,7 +250,7 @@ def render_markdown(card: ModelCard) -> str:
 
 def publish_model_card(client: MlflowClient, card: ModelCard, mlflow_run_id: str) -> str:
     """Log the card to the version's run (replacing an earlier one) and tag the version with where it is."""
-    client.log_dict(mlflow_run_id, card.model_dump(), f"{MODEL_CARD_FOLDER}/model_card.json")
+    client.log_dict(mlflow_run_id, card.model_dump(mode="json"), f"{MODEL_CARD_FOLDER}/model_card.json")
     client.log_text(mlflow_run_id, render_markdown(card), f"{MODEL_CARD_FOLDER}/model_card.md")
     location = f"runs:/{mlflow_run_id}/{MODEL_CARD_FOLDER}/model_card.md"
     client.set_model_version_tag(card.model_name, card.version, TAG_MODEL_CARD, location)

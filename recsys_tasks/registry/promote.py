@@ -1,12 +1,16 @@
 """Promote stage: the metric gate (after TFX's Evaluator "blessing") and the ``champion`` alias.
 
-Checks, all on the same test split of this run:
+Checks 1–4 on the same test split of this run, 5 on the serving log:
 1. absolute floor: NDCG@10 ≥ ``min_ndcg_at_10``;
 2. lift over popularity: NDCG@10 ≥ popularity × (1 + ``min_lift_over_popularity``);
 3. no regression: NDCG@10 ≥ champion × (1 − ``max_regression_vs_champion``), skipped without a champion;
 4. for an adapted model whose report has both holdouts with the champion ranked on them, the same rule on
    each: ``no_regression_on_fresh`` (users active in the new window) and ``no_regression_on_stability``
-   (the others: it must not have forgotten what the champion knew).
+   (the others: it must not have forgotten what the champion knew);
+5. ``off_policy_vs_champion``, when the serving app logged at least ``off_policy_min_slates`` slates: the lower
+   bound of the challenger's estimated click-through on them ≥ the champion's estimate ×
+   (1 − ``max_off_policy_regression``). With fewer slates, no exploration or no champion it is skipped, with the
+   reason.
 Pass: ``champion`` moves to the new version. Fail: the version is tagged rejected with the reasons
 and ``champion`` stays. Either way the decision is recorded as version tags and in the run dir.
 """
@@ -64,6 +68,46 @@ def _holdout_checks(report: EvaluationReport, config: GateConfig) -> list[GateCh
     return checks
 
 
+def _off_policy_check(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:
+    """The challenger's click-through estimated on the serving log against the champion's; skipped, with the reason,
+    when there is not enough logged exploration to judge from (or no champion)."""
+    off_policy, estimator = report.off_policy, config.off_policy_estimator
+    if report.champion_version is None:
+        reason = "no champion yet"
+    elif off_policy is None:
+        reason = "this run read no serving log"
+    elif off_policy.reason:
+        reason = off_policy.reason
+    elif CHAMPION not in off_policy.estimates:
+        reason = f"champion v{report.champion_version} cannot rank the logged histories (it predates recommend())"
+    elif off_policy.slates_used < config.off_policy_min_slates:
+        reason = f"{off_policy.slates_used} logged slates usable, {config.off_policy_min_slates} needed"
+    else:
+        challenger, champion = off_policy.estimates[MODEL][estimator], off_policy.estimates[CHAMPION][estimator]
+        needed = champion.value * (1 - config.max_off_policy_regression)
+        return [
+            GateCheck(
+                name="off_policy_vs_champion",
+                passed=challenger.lower >= needed,
+                observed=challenger.lower,
+                required=needed,
+                detail=f"{estimator.upper()} click-through on {off_policy.slates_used} logged slates: "
+                f"{challenger.value:.4f} [{challenger.lower:.4f}, {challenger.upper:.4f}] vs champion "
+                f"v{report.champion_version} {champion.value:.4f} × {1 - config.max_off_policy_regression:.2f}",
+            )
+        ]
+    return [
+        GateCheck(
+            name="off_policy_vs_champion",
+            passed=True,
+            skipped=True,
+            observed=0.0,
+            required=0.0,
+            detail=f"skipped: {reason}",
+        )
+    ]
+
+
 def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]:
     """Every check of the gate on ``report``, each with its observed and required NDCG@10."""
     ndcg = report.metrics[MODEL][PRIMARY_METRIC]
@@ -98,7 +142,11 @@ def gate_checks(report: EvaluationReport, config: GateConfig) -> list[GateCheck]
                 f"× {1 - config.max_regression_vs_champion:.2f}",
             )
         )
-    return checks + _holdout_checks(report, config)
+    return checks + _holdout_checks(report, config) + _off_policy_check(report, config)
+
+
+def _outcome(check: GateCheck) -> str:
+    return "skipped" if check.skipped else "pass" if check.passed else "FAIL"
 
 
 def promote(
@@ -122,7 +170,7 @@ def promote(
 
     checks = gate_checks(report, config)
     passed = all(check.passed for check in checks)
-    reasons = [f"{check.name}: {check.detail} — {'pass' if check.passed else 'FAIL'}" for check in checks]
+    reasons = [f"{check.name}: {check.detail} — {_outcome(check)}" for check in checks]
     decision = GateDecision(
         passed=passed,
         reasons=reasons,

@@ -4,7 +4,11 @@
   probes and scrapers. Production mode refuses to start without a token.
 - Validation with one-line 4xx errors; a body over the limit gets 413 before anything parses it, one that does
   not arrive in time 408, one not sent as JSON 415, one that repeats a key 400.
-- Requests go to the model's ``recommend()`` with the validated lists: no DataFrame per request.
+- Requests go to the model's ``recommend()`` with the validated lists: no DataFrame per request; requests that
+  queue behind a model call are answered by one call together.
+- A serving policy (contracts.slate_policy) picks each slate from the model's ranking, now and then exploring;
+  every slate is logged with its request id, pseudonymised user and propensities, and ``/v1/feedback``
+  records clicks, purchases and dismissals against it (serving.impressions: off the request path).
 - Hot reload: a background thread polls the registry and swaps in the version holding the alias once
   that version has loaded and answered a smoke request, so a broken version never replaces a working one.
 - Prometheus metrics: requests by endpoint and status sent (``aborted`` when the client went away first),
@@ -18,6 +22,7 @@ builds it for any ASGI server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -26,10 +31,13 @@ import os
 import re
 import threading
 import time
+import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from itertools import repeat
+from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -44,9 +52,15 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.contracts.feedback_store import FeedbackEvent, LoggedSlate, ShownItem
 from recsys_tasks.contracts.registry import version_uri
+from recsys_tasks.contracts.slate_policy import PolicyName, Slate, SlatePolicy, request_seed
 from recsys_tasks.errors import ConfigError
+from recsys_tasks.privacy import pseudonym, resolve_key
+from recsys_tasks.serving.impressions import FeedbackStoreUnavailable, ImpressionLog
 from recsys_tasks.serving.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
     ModelInfo,
     Readiness,
     RecommendationRequest,
@@ -73,6 +87,10 @@ MAX_RETRY_SECONDS = 3600.0
 READ_SECONDS_STATE = "adaptrec_read_seconds"
 # Query parameters whose value the access log never shows (a token sent in the URL by mistake, say).
 SECRET_PARAMETER = re.compile(r"([?&][^=&#]*(?:token|key|secret|password|passwd|auth|session)[^=&#]*=)[^&#]*", re.I)
+# A user's answer: recommended item ids, their scores, and for each the history item it is there because of.
+Answer = tuple[list, list, list]
+# How far a feedback event's timestamp may lie outside [slate served, received] (clients' clocks drift).
+CLOCK_SKEW = timedelta(minutes=5)
 # How many offending ids or validation errors one error line names before it says "and N more".
 NAMED_IN_ERRORS = 10
 
@@ -93,6 +111,26 @@ class ServingConfig(BaseSettings):
     read_seconds: float = Field(
         5.0, gt=0, le=300, description="Time a client has to send a request's headers, and then its body (else 408)."
     )
+    policy: PolicyName = Field(
+        "epsilon_greedy",
+        description="How a slate is chosen from the model's ranking: greedy (its top k), or epsilon_greedy (with "
+        "probability `exploration`, k of its top `candidates` at random); each shown item's propensity is logged.",
+    )
+    exploration: float = Field(0.05, ge=0, le=1, description="ε of epsilon_greedy: the share of slates explored.")
+    candidates: int = Field(
+        20, ge=1, le=1000, description="How many of the model's best items an explored slate is drawn from."
+    )
+    log_slates: bool = Field(
+        True, description="Log every served slate and its feedback to the feedback store (ADAPTREC_FEEDBACK_URI)."
+    )
+    log_queue: int = Field(
+        10_000, ge=10, description="Most slates and events waiting to be logged; beyond it they are dropped, counted."
+    )
+    log_flush_seconds: float = Field(0.5, gt=0, le=60, description="Longest a logged slate waits to be written.")
+
+    @property
+    def slate_policy(self) -> SlatePolicy:
+        return SlatePolicy(self.policy, self.exploration, self.candidates)
 
     @field_validator("token")
     @classmethod
@@ -174,8 +212,8 @@ class LoadedModel:
             raise HTTPException(422, f"users.{position}.history: no item this model knows")
         return known
 
-    def _check_room(self, position: int, user: UserRequest, history: list[int]) -> None:
-        """Refuses a user whose history and exclusions leave fewer than k items to recommend, saying which."""
+    def _room(self, position: int, user: UserRequest, history: list[int]) -> int:
+        """How many items are left to recommend to a user; refuses one left fewer than k, saying how many."""
         left = len(self.index_of) - len({*history, *(item for item in user.exclude if item in self.index_of)})
         if not left:
             raise HTTPException(
@@ -185,35 +223,22 @@ class LoadedModel:
             raise HTTPException(
                 422, f"users.{position}.k: {user.k} asked, but history and exclude leave {left} items to recommend"
             )
+        return left
 
-    def recommend(self, request: RecommendationRequest) -> dict:
-        """The response body: each user's top k, from the model's ``recommend()`` with the validated request
-        (``predict`` and its DataFrames only for versions that predate ``recommend()``)."""
+    def validated(self, request: RecommendationRequest) -> tuple[list[list[int]], list[int]]:
+        """Each user's history as the model knows it and how many items are left to recommend to them, or a 422
+        naming what the model cannot answer."""
         users = request.users
         histories = [self.known_history(n, user, request.ignore_unknown) for n, user in enumerate(users)]
         if not self.accepts_exclude and any(user.exclude for user in users):
             raise HTTPException(
                 422, f"version {self.info.version} of {self.info.name} predates `exclude`: send no exclude list"
             )
-        for position, (user, history) in enumerate(zip(users, histories)):
-            self._check_room(position, user, history)
-        answers = self._answers(histories, [user.k for user in users], [user.exclude for user in users])
-        return {
-            "model": self.info.model_dump(),
-            "recommendations": [
-                {
-                    "user_id": user.user_id,
-                    "items": [
-                        {"item_id": item, "score": score, "because": reason}
-                        for item, score, reason in zip(items, scores, because)
-                    ],
-                }
-                for user, (items, scores, because) in zip(users, answers)
-            ],
-        }
+        return histories, [self._room(n, user, history) for n, (user, history) in enumerate(zip(users, histories))]
 
-    def _answers(self, histories: list, ks: list[int], exclusions: list) -> list[tuple[list, list, list]]:
-        """(item ids, scores, because) per user."""
+    def answers(self, histories: list, ks: list[int], exclusions: list) -> list[Answer]:
+        """(item ids, scores, because) per user, from the model's ``recommend()`` with validated lists
+        (``predict`` and its DataFrames only for versions that predate ``recommend()``)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -226,8 +251,97 @@ class LoadedModel:
                 raise
             raise HTTPException(422, f"the model refused the request: {_first_line(exc)}") from None
         # Versions registered before `because` existed do not say why; their items get because=null.
-        because = prediction["because"] if "because" in prediction else repeat(repeat(None))
-        return list(zip(prediction["item_ids"], prediction["scores"], because))
+        items = [list(row) for row in prediction["item_ids"]]
+        because = [list(row) for row in prediction["because"]] if "because" in prediction else None
+        return [
+            (row, list(scores), because[n] if because else [None] * len(row))
+            for n, (row, scores) in enumerate(zip(items, prediction["scores"]))
+        ]
+
+
+@dataclass
+class _QueuedCall:
+    model: LoadedModel
+    histories: list[list[int]]
+    ks: list[int]
+    exclusions: list[list[int]]
+    answered: asyncio.Future
+
+
+_CALL_LISTS = ("histories", "ks", "exclusions")
+
+
+class ModelCalls:
+    """Calls the model one call at a time, in a thread of its own, batching the requests that queue meanwhile.
+
+    One call at a time per worker process: NumPy's BLAS and TensorFlow each spread one call over every core,
+    so calls side by side only fight over the cores (throughput comes from worker processes). Requests that
+    arrive while a call runs are answered together by the next one: one encoder call and one matrix product
+    for all their users. A request that finds the model idle is called at once, so batching never waits.
+    """
+
+    def __init__(self, max_users: int, users_per_call: Histogram | None = None):
+        self.max_users, self._users_per_call = max_users, users_per_call
+        self._queue: deque[_QueuedCall] = deque()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._drain: asyncio.Task | None = None
+
+    async def answers(self, model: LoadedModel, histories: list, ks: list[int], exclusions: list) -> list[Answer]:
+        answered = asyncio.get_running_loop().create_future()
+        self._queue.append(_QueuedCall(model, histories, ks, exclusions, answered))
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._call_until_empty())
+        return await answered
+
+    def shutdown(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _call_until_empty(self) -> None:
+        try:
+            while self._queue:
+                await self._call(self._next_batch())
+        finally:
+            self._drain = None
+
+    def _next_batch(self) -> list[_QueuedCall]:
+        """The oldest queued calls to one model version, up to ``max_users`` users (at least one call)."""
+        batch = [self._queue.popleft()]
+        users = len(batch[0].histories)
+        while self._queue and self._queue[0].model is batch[0].model:
+            users += len(self._queue[0].histories)
+            if users > self.max_users:
+                break
+            batch.append(self._queue.popleft())
+        return batch
+
+    async def _call(self, batch: list[_QueuedCall]) -> None:
+        loop, model = asyncio.get_running_loop(), batch[0].model
+        merged = [list(chain.from_iterable(getattr(call, field) for call in batch)) for field in _CALL_LISTS]
+        if self._users_per_call is not None:
+            self._users_per_call.observe(len(merged[0]))
+        try:
+            answers = await loop.run_in_executor(self._thread, model.answers, *merged)
+        except Exception as exc:
+            if isinstance(exc, HTTPException) and len(batch) > 1:
+                # The model refused a row: call again one by one, so that only that row's request fails.
+                for call in batch:
+                    await self._call([call])
+            else:
+                _settle(batch, error=exc)
+            return
+        _settle(batch, answers=answers)
+
+
+def _settle(batch: list[_QueuedCall], answers: list[Answer] | None = None, error: BaseException | None = None):
+    """Gives each queued call its own users' answers, or the error (a client that went away gets nothing)."""
+    start = 0
+    for call in batch:
+        if not call.answered.done():  # done already: its client went away and the request was cancelled
+            if error is not None:
+                call.answered.set_exception(error)
+            else:
+                call.answered.set_result(answers[start : start + len(call.histories)])
+        start += len(call.histories)
 
 
 class ServingMetrics:
@@ -263,6 +377,24 @@ class ServingMetrics:
         )
         for outcome in RELOAD_OUTCOMES:  # a failure count of 0 is shown, not absent
             self.reloads.labels(outcome)
+        self.logged = Counter(
+            "adaptrec_serving_logged",
+            "Slates and feedback events written to the feedback store.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "adaptrec_serving_log_dropped",
+            "Slates and feedback events not logged, by reason (queue_full, database_error).",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.call_users = Histogram(
+            "adaptrec_serving_model_call_users",
+            "Users answered by one model call (requests that queue behind a call are answered together).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
 
     def observe(self, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(endpoint, status).inc()
@@ -355,6 +487,7 @@ class ChampionWatcher:
             self.loading = None
         self._failed.pop(version, None)
         before, self.current = self.current, loaded
+        _out_of_the_collectors_sight()
         self.metrics.serving(loaded.info)
         self.metrics.reloads.labels("loaded").inc()
         self.problem = ""
@@ -370,6 +503,16 @@ class ChampionWatcher:
         if problem != self.problem:  # logged once when it starts, not once per poll
             log.warning("%s", problem)
         self.problem = problem
+
+
+def _out_of_the_collectors_sight() -> None:
+    """Freezes every object alive now (the model, TensorFlow, MLflow) so that Python's cycle collector stops
+    walking them: otherwise a full collection, which requests' garbage triggers now and then, walks hundreds of
+    thousands of objects and stalls that request. Unfrozen and collected first, so that the version just replaced
+    can be freed; this pause happens once per reload, in the watcher's thread."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class RequestMetrics:
@@ -545,6 +688,58 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return _error(422, _described(errors, skip=1))
 
 
+@dataclass(frozen=True)
+class ServedSlate:
+    request_id: str
+    items: list[dict]  # the response's items: item_id, score, because, propensity
+    candidates: int  # how many of the model's best items the policy draws an explored slate from
+
+
+def _served_slate(request_id: str, answer: Answer, slate: Slate, candidates: int) -> ServedSlate:
+    """The items of a drawn slate, from the model's ranked answer."""
+    items, scores, because = answer
+    shown = [
+        {"item_id": items[index], "score": scores[index], "because": because[index], "propensity": propensity}
+        for index, propensity in zip(slate.chosen.tolist(), slate.propensities.tolist())
+    ]
+    return ServedSlate(request_id, shown, candidates)
+
+
+def _logged(
+    info: ModelInfo,
+    policy: SlatePolicy,
+    users: list[UserRequest],
+    histories: list[list[int]],
+    slates: list[ServedSlate],
+    key: bytes,
+) -> list[LoggedSlate]:
+    """The feedback store's rows of served slates; a user id is kept only as its pseudonym."""
+    served_at = datetime.now(UTC)
+    return [
+        LoggedSlate.model_construct(
+            request_id=slate.request_id,
+            served_at=served_at,
+            user_pseudonym=pseudonym(user.user_id, key) if user.user_id is not None else None,
+            model_name=info.name,
+            model_version=info.version,
+            variant=info.variant,
+            policy=policy.name,
+            exploration=policy.share_explored,
+            candidates=slate.candidates,
+            history=history,
+            exclude=user.exclude,
+            k=user.k,
+            items=[
+                ShownItem.model_construct(
+                    item_id=item["item_id"], position=position, score=item["score"], propensity=item["propensity"]
+                )
+                for position, item in enumerate(slate.items, start=1)
+            ],
+        )
+        for user, history, slate in zip(users, histories, slates)
+    ]
+
+
 def create_app(settings: Settings, config: ServingConfig | None = None) -> FastAPI:
     """The serving app for ``settings``' registry; it starts following the alias when the server starts."""
     config = config or serving_config()
@@ -557,16 +752,29 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     watcher = ChampionWatcher(settings, config, metrics)
     retry_after = {"Retry-After": str(math.ceil(config.poll_seconds))}
 
-    # One model call at a time per worker process: NumPy's BLAS and TensorFlow each spread one call over every
-    # core, so calls side by side only fight over the cores (throughput comes from worker processes).
-    model_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    model_calls = ModelCalls(max_users=config.max_batch, users_per_call=metrics.call_users)
+    policy = config.slate_policy
+    impressions, pseudonym_key = None, b""
+    if config.log_slates:
+        pseudonym_key = resolve_key(settings)  # user ids are logged as pseudonyms only, as ingest writes them
+        impressions = ImpressionLog(
+            settings.resolved_feedback_uri,
+            capacity=config.log_queue,
+            flush_seconds=config.log_flush_seconds,
+            logged=metrics.logged,
+            dropped=metrics.log_dropped,
+        )
 
     @asynccontextmanager
     async def follow_alias_while_serving(app: FastAPI):
         watcher.start()
+        if impressions is not None:
+            impressions.start()
         yield {READ_SECONDS_STATE: config.read_seconds}  # the server's state: its protocol reads the deadline
         watcher.stop()
-        model_calls.shutdown(wait=False, cancel_futures=True)
+        model_calls.shutdown()
+        if impressions is not None:
+            impressions.stop()
 
     app = FastAPI(title="AdaptRec recommendations", lifespan=follow_alias_while_serving)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -593,21 +801,82 @@ def create_app(settings: Settings, config: ServingConfig | None = None) -> FastA
     # answered once more would only cost time.
     @app.post("/v1/recommendations", response_model=RecommendationResponse)
     async def recommendations(request: RecommendationRequest) -> JSONResponse:
-        """Top-k items for each user's history, best first, none from the history or `exclude`."""
+        """Top-k items for each user's history, none from the history or `exclude`: the model's best first, or
+        now and then (`policy`) a slate drawn from its best candidates. Each user's slate has a request id for
+        feedback, and each item its propensity."""
         model = watcher.current  # read once: a reload during this request does not change its model
         if model is None:
             raise HTTPException(503, f"no model loaded yet: {watcher.problem}", headers=retry_after)
         if len(request.users) > config.max_batch:
             raise HTTPException(422, f"users: at most {config.max_batch} per request, got {len(request.users)}")
-        # Off the event loop, so that the model's CPU work never holds up other connections.
-        return JSONResponse(await asyncio.get_running_loop().run_in_executor(model_calls, model.recommend, request))
+        histories, room = model.validated(request)
+        users = request.users
+        request_ids = [str(uuid.uuid4()) for _ in users]
+        pools = [policy.candidates_for(user.k, left) for user, left in zip(users, room)]
+        drawn = [policy.choose(u.k, pool, request_seed(rid)) for u, pool, rid in zip(users, pools, request_ids)]
+        ranked = [slate.ranked_needed(user.k, pool) for user, slate, pool in zip(users, drawn, pools)]
+        answers = await model_calls.answers(model, histories, ranked, [user.exclude for user in users])
+        slates = [_served_slate(*served) for served in zip(request_ids, answers, drawn, pools)]
+        if impressions is not None:
+            impressions.served(_logged(model.info, policy, users, histories, slates, pseudonym_key))
+        return JSONResponse(
+            {
+                "model": model.info.model_dump(),
+                "policy": {"name": policy.name, "exploration": policy.share_explored},
+                "recommendations": [
+                    {"user_id": user.user_id, "request_id": slate.request_id, "items": slate.items}
+                    for user, slate in zip(users, slates)
+                ],
+            }
+        )
+
+    if impressions is not None:
+
+        @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=202)
+        async def feedback(request: FeedbackRequest) -> JSONResponse:
+            """Records what users did with the slates they were shown: click, purchase or dismiss an item."""
+            received = datetime.now(UTC)
+            slates: dict[str, tuple[datetime, set[int]]] = {}
+            events = []
+            for n, sent in enumerate(request.events):
+                if sent.request_id not in slates:
+                    try:
+                        shown = await impressions.shown(sent.request_id)
+                    except FeedbackStoreUnavailable as exc:
+                        raise HTTPException(503, str(exc), headers=retry_after) from None
+                    if shown is None:
+                        raise HTTPException(404, f"events.{n}.request_id: no slate {sent.request_id!r} was served")
+                    slates[sent.request_id] = shown
+                served_at, items = slates[sent.request_id]
+                if sent.item_id not in items:
+                    raise HTTPException(
+                        422, f"events.{n}.item_id: {sent.item_id} was not shown in slate {sent.request_id}"
+                    )
+                occurred = sent.timestamp or received
+                if not served_at - CLOCK_SKEW <= occurred <= received + CLOCK_SKEW:
+                    raise HTTPException(
+                        422,
+                        f"events.{n}.timestamp: {occurred.isoformat()} is not between the slate being served "
+                        f"({served_at.isoformat()}) and now",
+                    )
+                events.append(
+                    FeedbackEvent.model_construct(
+                        request_id=sent.request_id,
+                        item_id=sent.item_id,
+                        event=sent.event,
+                        occurred_at=occurred,
+                        received_at=received,
+                    )
+                )
+            impressions.received(events)
+            return JSONResponse({"accepted": len(events), "received_at": received.isoformat()}, status_code=202)
 
     # Added innermost first: metrics see every answer, auth runs before any body is read.
     app.add_middleware(
         RequestBody,
         max_bytes=config.max_body_bytes,
         read_seconds=config.read_seconds,
-        json_paths=frozenset({"/v1/recommendations"}),
+        json_paths=frozenset({"/v1/recommendations", "/v1/feedback"}),
     )
     if config.token is not None:
         app.add_middleware(BearerTokenAuth, token=config.token.get_secret_value())

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 DEFAULT_K = 10
 MAX_K = 100
 MAX_HISTORY_LENGTH = 1000
 MAX_USER_ID_LENGTH = 256
+MAX_FEEDBACK_EVENTS = 1000
 
 # External item ids are non-negative 64-bit integers, as in the canonical interaction table.
 ItemId = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -55,16 +57,46 @@ class RecommendedItem(BaseModel):
     item_id: int
     score: float
     because: int | None = Field(None, description="The history item that contributed most to this one.")
+    propensity: float = Field(
+        description="Probability that the serving policy shows this item at this position for this history."
+    )
 
 
 class UserRecommendations(BaseModel):
     user_id: str | None
+    request_id: str = Field(description="The id of this slate: send it back with the user's feedback on it.")
     items: list[RecommendedItem]
+
+
+class ServingPolicyInfo(BaseModel):
+    name: str
+    exploration: float
 
 
 class RecommendationResponse(BaseModel):
     model: ModelInfo
+    policy: ServingPolicyInfo
     recommendations: list[UserRecommendations]
+
+
+class FeedbackEventRequest(_Request):
+    request_id: str = Field(min_length=1, max_length=36, description="The slate's request_id, as recommended.")
+    item_id: ItemId = Field(description="An item of that slate.")
+    event: Literal["click", "purchase", "dismiss"]
+    timestamp: AwareDatetime | None = Field(
+        None,
+        strict=False,  # an ISO 8601 string in JSON
+        description="When the user acted, ISO 8601 with its time zone (default: when the server received it).",
+    )
+
+
+class FeedbackRequest(_Request):
+    events: list[FeedbackEventRequest] = Field(min_length=1, max_length=MAX_FEEDBACK_EVENTS)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    received_at: datetime
 
 
 class Readiness(BaseModel):

@@ -125,6 +125,20 @@ def app_from_environment():
     return create_app(get_settings(), serving_config())
 
 
+def migrate_feedback_store() -> None:
+    """Brings the feedback store's schema up to date once, before workers start logging to it. A database that is
+    down now only delays logging: each worker's log connects (and migrates) when it can."""
+    from recsys_tasks.contracts.feedback_store import FeedbackStore
+
+    if not serving_config().log_slates:
+        return
+    uri = get_settings().resolved_feedback_uri
+    try:
+        FeedbackStore.open(uri)
+    except Exception as exc:
+        log.warning("the feedback store cannot be opened now; slates are logged once it can: %s", exc)
+
+
 def run(host: str, port: int, workers: int, max_connections: int) -> None:
     """Serves until interrupted; with several ``workers``, each is a process of its own on the same socket.
 
@@ -135,6 +149,7 @@ def run(host: str, port: int, workers: int, max_connections: int) -> None:
     # Progress bars of every model download would bury the server's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app = app_from_environment()  # also refuses a bad configuration here, once, before any worker starts
+    migrate_feedback_store()
     if workers > 1:
         # Each worker counts into files here; every worker's /metrics sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="adaptrec-serving-metrics-")

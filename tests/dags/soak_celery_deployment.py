@@ -16,7 +16,8 @@ import psutil
 
 from recsys_tasks import constants
 from tests.corrupted_inputs import CORPUS
-from tests.dags.test_celery_deployment import CONF, RUN_WITHIN_S, api_client, deployment, task_instances, wait_for
+from tests.dags.test_celery_deployment import CONF, RUN_WITHIN_S, api_client, deployment, task_instances
+from tests.services import wait_for
 
 __all__ = ["deployment"]  # the fixture, imported so that this module's test can ask for it
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from recsys_tasks import constants
 from recsys_tasks.contracts.layout import DECISION_FILE, REGISTRATION_FILE, REPORT_FILE
 from recsys_tasks.contracts.registry import version_with_alias
-from recsys_tasks.contracts.reports import EvaluationReport, Registration
+from recsys_tasks.contracts.reports import EvaluationReport, OffPolicyReport, PolicyEstimate, Registration
 from recsys_tasks.contracts.tracking import RunTracker, connect
 from recsys_tasks.errors import RegistryError
 from recsys_tasks.pipeline import run_dir, run_stage
@@ -110,6 +111,58 @@ def test_an_adapted_model_must_not_regress_on_either_holdout(report, failing):
 )
 def test_the_holdout_checks_need_both_holdouts_ranked_with_the_champion(report):
     assert not HOLDOUT_CHECKS & {check.name for check in gate_checks(report, GateConfig())}
+
+
+def with_off_policy(
+    report: EvaluationReport, slates: int, model: tuple[float, float], champion: float, reason: str | None = None
+) -> EvaluationReport:
+    """``report`` with SNIPS estimates on ``slates`` logged slates: the model's (value, lower bound), the champion's
+    value."""
+
+    def estimate(value: float, lower: float) -> PolicyEstimate:
+        return PolicyEstimate(value=value, lower=lower, upper=2 * value - lower)
+
+    now = datetime.now(UTC)
+    off_policy = OffPolicyReport(
+        window_start=now - timedelta(days=7),
+        window_end=now,
+        slates=slates,
+        slates_used=slates,
+        estimates={}
+        if reason
+        else {"model": {"snips": estimate(*model)}, "champion": {"snips": estimate(champion, champion)}},
+        reason=reason,
+    )
+    return report.model_copy(update={"off_policy": off_policy})
+
+
+@pytest.mark.parametrize(
+    ("report", "outcome"),
+    [
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.060, 0.052), 0.050), "pass"),
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.050, 0.048), 0.050), "pass"),  # within 5%
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.040, 0.030), 0.050), "FAIL"),
+        (
+            with_off_policy(report_with(0.3, 0.1, 0.3), 500, (0.040, 0.030), 0.050),
+            "skipped: 500 logged slates usable, 1000 needed",
+        ),
+        (
+            with_off_policy(report_with(0.3, 0.1, 0.3), 0, (0, 0), 0, reason="no slate was logged"),
+            "skipped: no slate was logged",
+        ),
+        (report_with(0.3, 0.1, 0.3), "skipped: this run read no serving log"),
+        (with_off_policy(report_with(0.3, 0.1), 5000, (0.040, 0.030), 0.050), "skipped: no champion yet"),
+    ],
+)
+def test_the_off_policy_check_judges_the_lower_bound_against_the_champion_or_says_why_not(report, outcome):
+    check = {check.name: check for check in gate_checks(report, GateConfig())}["off_policy_vs_champion"]
+
+    if outcome.startswith("skipped"):
+        assert check.skipped and check.passed and check.detail == outcome
+    else:
+        assert not check.skipped and check.passed == (outcome == "pass")
+        assert check.required == pytest.approx(0.050 * 0.95)
+        assert check.detail.startswith("SNIPS click-through on 5000 logged slates")
 
 
 def test_registration_is_idempotent_per_airflow_run(trained_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ import pytest
 from recsys_tasks import constants
 from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, TRAINING_STATE
 from recsys_tasks.contracts.layout import EXPORTED_MODEL_DIR
-from recsys_tasks.contracts.reports import EvaluationReport, TrainingPlan
+from recsys_tasks.contracts.reports import EvaluationReport, OffPolicyReport, PolicyEstimate, TrainingPlan
 from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.contracts.training_state import STATE_FILE
 from recsys_tasks.pipeline import run_dir
@@ -142,3 +143,34 @@ def test_a_plan_without_training_state_gives_the_planned_mode_and_reason():
         constants.TAG_ADAPT_RUNS: "0",
     }
     assert lineage_tags(None, None) == {}
+
+
+def test_the_model_card_shows_the_off_policy_estimates_or_why_there_are_none(home):
+    run, client, registration = registered(home, "ope-night")
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    estimate = PolicyEstimate(value=0.0521, lower=0.0480, upper=0.0563)
+    off_policy = OffPolicyReport(
+        window_start=now - timedelta(days=7),
+        window_end=now,
+        slates=2400,
+        slates_used=2350,
+        shown=23500,
+        clicks=1210,
+        logged=PolicyEstimate(value=0.0515, lower=0.0489, upper=0.0541),
+        estimates={"model": {"snips": estimate}, "champion": {"snips": estimate}},
+    )
+    with_estimates = REPORT.model_copy(update={"off_policy": off_policy})
+    without = REPORT.model_copy(
+        update={"off_policy": off_policy.model_copy(update={"estimates": {}, "reason": "no slate was logged"})}
+    )
+
+    text = mlflow.artifacts.load_text(
+        publish_run_model_card(run, client, "synthetic-tiny-seed0", "ope-night", registration, with_estimates, None)
+    )
+    section = text[text.index("## Off-policy estimates") : text.index("## Serving variants")]
+    assert "2,350 logged slates (23,500 shown items, 1,210 clicked or bought)" in section
+    assert "| champion | snips | 0.0521 | [0.0480, 0.0563] |" in section
+    text = mlflow.artifacts.load_text(
+        publish_run_model_card(run, client, "synthetic-tiny-seed0", "ope-night", registration, without, None)
+    )
+    assert "None for 2026-11-26 12:00 – 2026-12-03 12:00 UTC: no slate was logged." in text

@@ -3,6 +3,7 @@ loopback, httpx as the client. Auth, validation, limits, readiness, metrics and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -12,19 +13,26 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import mlflow
 import pytest
 import uvicorn
+from fastapi import HTTPException
 from prometheus_client.parser import text_string_to_metric_families
 
 from recsys_tasks.constants import CHAMPION_ALIAS
+from recsys_tasks.contracts.feedback_store import FeedbackStore
 from recsys_tasks.contracts.registry import model_uri, version_with_alias
+from recsys_tasks.contracts.slate_policy import SlatePolicy, request_seed
 from recsys_tasks.contracts.tracking import connect
 from recsys_tasks.errors import ConfigError
-from recsys_tasks.serving.app import ServingConfig, create_app, serving_config
+from recsys_tasks.privacy import pseudonym, resolve_key
+from recsys_tasks.serving.app import ModelCalls, ServingConfig, create_app, serving_config
 from recsys_tasks.serving.schemas import MAX_HISTORY_LENGTH, MAX_K
 from recsys_tasks.serving.server import BODY_GRACE_SECONDS, uvicorn_options
 from recsys_tasks.settings import Settings
@@ -37,6 +45,8 @@ MAX_BATCH = 8
 READ_SECONDS = 1.0  # the module's server gives a client this long to send a request
 UNKNOWN_IDS = [987_654_321, 987_654_322]
 RECOMMENDATIONS = "/v1/recommendations"
+FEEDBACK = "/v1/feedback"
+FLUSH_SECONDS = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,14 @@ def metric(http: httpx.Client, sample: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def server(champion) -> Iterator[str]:
     """The URL of a server with the champion loaded; it polls too rarely to see the alias move meanwhile."""
-    config = ServingConfig(token=TOKEN, poll_seconds=3600, max_batch=MAX_BATCH, read_seconds=READ_SECONDS)
+    config = ServingConfig(
+        token=TOKEN,
+        poll_seconds=3600,
+        max_batch=MAX_BATCH,
+        read_seconds=READ_SECONDS,
+        policy="greedy",  # the model's ranking as it is; exploration has tests of its own
+        log_flush_seconds=FLUSH_SECONDS,
+    )
     with serving(create_app(champion, config)) as url, httpx.Client(base_url=url) as probe:
         wait_until(lambda: ready_version(probe), "the champion to load")
         yield url
@@ -206,6 +223,73 @@ def test_k_beyond_what_is_left_of_the_catalogue_is_refused_saying_what_is_left(c
 
     everything = recommend(client, {"history": known_ids[:-2], "exclude": known_ids[-2:], "k": 1})
     assert everything.status_code == 422 and "nothing is left" in one_line_detail(everything)
+
+
+def test_requests_sent_at_once_each_get_their_own_users_answers(client, known_ids):
+    users = [{"user_id": f"user-{n}", "history": known_ids[n : n + 3], "k": 5} for n in range(24)]
+    one_by_one = [recommend(client, user).json()["recommendations"] for user in users]
+    users_before = metric(client, "adaptrec_serving_model_call_users_sum")
+
+    with ThreadPoolExecutor(12) as senders:
+        at_once = list(senders.map(lambda user: recommend(client, user).json()["recommendations"], users))
+
+    for alone, together in zip(one_by_one, at_once, strict=True):
+        assert [item["item_id"] for item in together[0]["items"]] == [item["item_id"] for item in alone[0]["items"]]
+        assert [item["score"] for item in together[0]["items"]] == pytest.approx(
+            [item["score"] for item in alone[0]["items"]], rel=1e-5
+        )
+        assert together[0]["user_id"] == alone[0]["user_id"]
+    assert metric(client, "adaptrec_serving_model_call_users_sum") - users_before == len(users)
+
+
+class HeldModel:
+    """Stands in for a loaded version in ``ModelCalls``: holds its calls until released, answers each user
+    with its history reversed, and refuses a history of [666] as the real model refuses a row."""
+
+    def __init__(self):
+        self.released = threading.Event()
+        self.users_per_call: list[int] = []
+
+    def answers(self, histories, ks, exclusions):
+        self.users_per_call.append(len(histories))
+        self.released.wait(timeout=30)
+        if [666] in histories:
+            raise HTTPException(422, "the model refused the request: row 0: no item it knows")
+        return [(history[::-1], [1.0] * len(history), history[:1]) for history in histories]
+
+
+async def queued_behind_a_held_call(model: HeldModel, histories: list[list[int]], max_users: int) -> list:
+    """Sends one request, then ``histories`` one request each while the model holds the first; their outcomes."""
+    calls = ModelCalls(max_users=max_users)
+    first = asyncio.create_task(calls.answers(model, [[1]], [1], [[]]))
+    while not model.users_per_call:  # the first call is in the model's thread, held
+        await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(calls.answers(model, [history], [1], [[]])) for history in histories]
+    await asyncio.sleep(0.05)
+    model.released.set()
+    outcomes = await asyncio.gather(first, *queued, return_exceptions=True)
+    calls.shutdown()
+    return outcomes[1:]
+
+
+def test_requests_queued_behind_a_model_call_are_answered_together_up_to_the_batch_limit():
+    model = HeldModel()
+    histories = [[n, n + 1] for n in range(2, 7)]
+
+    outcomes = asyncio.run(queued_behind_a_held_call(model, histories, max_users=4))
+
+    assert model.users_per_call == [1, 4, 1]
+    assert outcomes == [[([n + 1, n], [1.0, 1.0], [n])] for n in range(2, 7)]
+
+
+def test_a_row_the_model_refuses_fails_only_its_own_request_in_a_batch():
+    model = HeldModel()
+
+    outcomes = asyncio.run(queued_behind_a_held_call(model, [[2, 3], [666], [4, 5]], max_users=8))
+
+    assert model.users_per_call == [1, 3, 1, 1, 1]  # the batch, then each request alone
+    assert outcomes[0] == [([3, 2], [1.0, 1.0], [2])] and outcomes[2] == [([5, 4], [1.0, 1.0], [4])]
+    assert isinstance(outcomes[1], HTTPException) and outcomes[1].status_code == 422
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -361,7 +445,9 @@ def test_production_mode_refuses_to_serve_without_a_token(tmp_path, monkeypatch)
         serving_config(token="short")
     monkeypatch.setenv("ADAPTREC_SERVING_TOKEN", TOKEN)
     assert serving_config().token.get_secret_value() == TOKEN
-    create_app(production)
+    with pytest.raises(ConfigError, match="production mode needs a pseudonymisation key"):
+        create_app(production)  # served slates are logged with pseudonymised user ids
+    create_app(Settings(home=tmp_path, mode="production", pseudonymisation_key="k" * 32))
 
     no_token = {"ADAPTREC_MODE": "production", "ADAPTREC_SERVING_TOKEN": ""}
     result = run_command("recsys", "serve", "--port", "0", env=no_token, timeout=120)
@@ -459,3 +545,156 @@ def test_several_workers_each_load_the_champion_and_share_the_metrics(champion, 
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def logged_window(settings: Settings, slates: int, events: int = 0):
+    """The feedback store's whole log, once it holds at least ``slates`` slates and ``events`` events."""
+    store = FeedbackStore.open(settings.resolved_feedback_uri)
+    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+    def enough():
+        window = store.window(*everything)
+        return window if len(window.slates) >= slates and len(window.feedback) >= events else None
+
+    return wait_until(enough, f"{slates} slates and {events} events in the feedback store")
+
+
+def test_every_slate_served_is_logged_with_its_items_and_a_pseudonymous_user(client, champion, known_ids):
+    raw_user = "alice@example.com"
+    before = len(logged_window(champion, 0).slates)
+
+    answer = recommend(client, {"user_id": raw_user, "history": known_ids[:4], "k": 3}).json()
+
+    slate = answer["recommendations"][0]
+    assert answer["policy"] == {"name": "greedy", "exploration": 0.0}
+    assert [item["propensity"] for item in slate["items"]] == [1.0, 1.0, 1.0]
+    window = logged_window(champion, before + 1)
+    row = window.slates.set_index("request_id").loc[slate["request_id"]]
+    assert row["user_pseudonym"] == pseudonym(raw_user, resolve_key(champion))
+    assert (row["model_version"], row["variant"], row["policy"], row["k"]) == (
+        answer["model"]["version"],
+        "float32",
+        "greedy",
+        3,
+    )
+    assert row["history"] == known_ids[:4]
+    shown = window.items[window.items["request_id"] == slate["request_id"]]
+    assert shown["item_id"].tolist() == [item["item_id"] for item in slate["items"]]
+    assert shown["position"].tolist() == [1, 2, 3]
+    assert raw_user.encode() not in Path(champion.resolved_feedback_uri.removeprefix("sqlite:///")).read_bytes()
+
+
+def test_feedback_on_a_shown_item_is_recorded_against_its_slate(client, champion, known_ids):
+    slate = recommend(client, {"history": known_ids[:4], "k": 3}).json()["recommendations"][0]
+    clicked, bought = slate["items"][0]["item_id"], slate["items"][2]["item_id"]
+    before = len(logged_window(champion, 0).feedback)
+    events = [
+        {"request_id": slate["request_id"], "item_id": clicked, "event": "click"},
+        {
+            "request_id": slate["request_id"],
+            "item_id": bought,
+            "event": "purchase",
+            "timestamp": datetime.now(UTC).isoformat(),
+        },
+    ]
+
+    response = client.post(FEEDBACK, json={"events": events})
+
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 2
+    recorded = logged_window(champion, 1, events=before + 2).feedback
+    mine = recorded[recorded["request_id"] == slate["request_id"]].sort_values("id")
+    assert mine[["item_id", "event"]].values.tolist() == [[clicked, "click"], [bought, "purchase"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "named"),
+    [
+        ({"request_id": "00000000-0000-4000-8000-000000000000"}, 404, "events.0.request_id: no slate"),
+        ({"item_id": 987_654_321}, 422, "events.0.item_id: 987654321 was not shown in slate"),
+        ({"event": "like"}, 422, "events.0.event"),
+        (
+            {"timestamp": "2999-01-01T00:00:00+00:00"},
+            422,
+            "events.0.timestamp: 2999-01-01T00:00:00+00:00 is not between",
+        ),
+        ({"timestamp": "2026-01-01T00:00:00"}, 422, "events.0.timestamp: Input should have timezone info"),
+    ],
+)
+def test_feedback_that_does_not_match_a_served_slate_gets_a_one_line_4xx(client, known_ids, change, status, named):
+    slate = recommend(client, {"history": known_ids[:4], "k": 2}).json()["recommendations"][0]
+    event = {"request_id": slate["request_id"], "item_id": slate["items"][0]["item_id"], "event": "click"} | change
+
+    response = client.post(FEEDBACK, json={"events": [event]})
+
+    assert response.status_code == status, response.text
+    assert named in one_line_detail(response)
+
+
+def test_feedback_needs_the_bearer_token(server, known_ids):
+    with httpx.Client(base_url=server) as anonymous:
+        response = anonymous.post(FEEDBACK, json={"events": [{"request_id": "x", "item_id": 1, "event": "click"}]})
+    assert response.status_code == 401
+
+
+def test_an_exploring_policy_logs_exact_propensities_reproducible_from_the_request_id(
+    client, champion, known_ids, tmp_path
+):
+    settings = champion.model_copy(update={"feedback_uri": f"sqlite:///{tmp_path / 'feedback.db'}"})
+    policy = SlatePolicy("epsilon_greedy", exploration=0.5, candidates=6)
+    config = ServingConfig(policy=policy.name, exploration=policy.exploration, candidates=policy.candidates)
+    history, k = known_ids[:4], 3
+    # The model's own ranking, from the module's greedy server of the same champion.
+    ranked = recommend(client, {"history": history, "k": policy.candidates}).json()["recommendations"][0]["items"]
+    greedy = [item["item_id"] for item in ranked]
+    with serving(create_app(settings, config)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        wait_until(lambda: ready_version(http), "the champion to load")
+        slates = [recommend(http, {"history": history, "k": k}).json()["recommendations"][0] for _ in range(30)]
+
+    for slate in slates:
+        drawn = policy.choose(k, policy.candidates, seed=request_seed(slate["request_id"])).chosen
+        assert [item["item_id"] for item in slate["items"]] == [greedy[index] for index in drawn]
+        expected = policy.distribution(k, policy.candidates)[drawn, range(k)]
+        assert [item["propensity"] for item in slate["items"]] == pytest.approx(expected.tolist())
+    assert any(item["propensity"] < 0.5 for slate in slates for item in slate["items"])  # some slates explored
+    assert len(logged_window(settings, 30).items) == 30 * k
+
+
+def test_a_feedback_store_outage_drops_logged_slates_but_never_fails_a_recommendation(champion, known_ids):
+    nowhere = f"postgresql+psycopg://adaptrec@127.0.0.1:{free_port()}/feedback?connect_timeout=2"
+    settings = champion.model_copy(update={"feedback_uri": nowhere})
+    config = ServingConfig(log_flush_seconds=FLUSH_SECONDS, policy="greedy")
+    with serving(create_app(settings, config)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        wait_until(lambda: ready_version(http), "the champion to load")
+        answers = [recommend(http, {"history": known_ids[:3], "k": 2}) for _ in range(5)]
+        assert [answer.status_code for answer in answers] == [200] * 5
+        wait_until(
+            lambda: metric(http, "adaptrec_serving_log_dropped_total", kind="slates", reason="database_error") == 5,
+            "the five slates to be counted as dropped",
+        )
+        slate = answers[0].json()["recommendations"][0]
+        # Its own worker still knows the slate; the event is accepted and dropped with the outage.
+        event = {"request_id": slate["request_id"], "item_id": slate["items"][0]["item_id"], "event": "click"}
+        assert http.post(FEEDBACK, json={"events": [event]}).status_code == 202
+        unknown = {"request_id": "00000000-0000-4000-8000-000000000000", "item_id": 1, "event": "click"}
+        refused = http.post(FEEDBACK, json={"events": [unknown]})
+        assert refused.status_code == 503 and "feedback store cannot be read" in one_line_detail(refused)
+        assert metric(http, "adaptrec_serving_logged_total", kind="slates") == 0
+
+
+def test_feedback_reaches_a_worker_that_did_not_serve_the_slate(champion, known_ids, tmp_path):
+    settings = champion.model_copy(update={"feedback_uri": f"sqlite:///{tmp_path / 'shared-feedback.db'}"})
+    config = ServingConfig(log_flush_seconds=FLUSH_SECONDS, policy="greedy")
+    with (
+        serving(create_app(settings, config)) as first,
+        serving(create_app(settings, config)) as second,
+        httpx.Client(base_url=first, timeout=30) as serving_worker,
+        httpx.Client(base_url=second, timeout=30) as other_worker,
+    ):
+        for http in (serving_worker, other_worker):
+            wait_until(lambda http=http: ready_version(http), "the champion to load")
+        slate = recommend(serving_worker, {"history": known_ids[:3], "k": 2}).json()["recommendations"][0]
+        event = {"request_id": slate["request_id"], "item_id": slate["items"][1]["item_id"], "event": "dismiss"}
+
+        assert other_worker.post(FEEDBACK, json={"events": [event]}).status_code == 202
+    assert logged_window(settings, 1, events=1).feedback["event"].tolist() == ["dismiss"]

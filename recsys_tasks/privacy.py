@@ -1,4 +1,5 @@
-"""Pseudonymous user ids: raw user ids are replaced at ingest by a keyed hash (HMAC-SHA256).
+"""Pseudonymous user ids: raw user ids are replaced at ingest, and in the serving app's log, by a keyed hash
+(HMAC-SHA256).
 
 Without the key nobody can link a pseudonym back to a person, even by hashing guessed ids; with
 the same key the same user gets the same pseudonym in every run, so histories stay joinable.
@@ -59,11 +60,10 @@ def pseudonymise(user_ids: pa.ChunkedArray | pa.Array, key: bytes) -> pa.Array:
     """
     column = user_ids.combine_chunks() if isinstance(user_ids, pa.ChunkedArray) else user_ids
     encoded = pc.dictionary_encode(column)
-    pseudonyms = pa.array(
-        [
-            hmac.new(key, str(raw).encode(), hashlib.sha256).hexdigest()[:_PSEUDONYM_HEX_CHARS]
-            for raw in encoded.dictionary.to_pylist()
-        ],
-        pa.string(),
-    )
+    pseudonyms = pa.array([pseudonym(raw, key) for raw in encoded.dictionary.to_pylist()], pa.string())
     return pc.take(pseudonyms, encoded.indices)
+
+
+def pseudonym(user_id: object, key: bytes) -> str:
+    """The keyed hash of one raw user id: what ingest stores and the serving app logs instead of it."""
+    return hmac.new(key, str(user_id).encode(), hashlib.sha256).hexdigest()[:_PSEUDONYM_HEX_CHARS]

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_tasks.contracts.layout import INTERACTIONS_FILE, RECOMMENDATIONS_FILE
-from recsys_tasks.data.privacy import local_key_file, pseudonymise, resolve_key
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.pipeline import run_pipeline
+from recsys_tasks.privacy import local_key_file, pseudonymise, resolve_key
 from recsys_tasks.settings import Settings
 from recsys_tasks.storage import RunDir
 from tests.corrupted_inputs import run_stages

@@ -1,0 +1,1 @@
+"""Alembic migrations of the feedback store (``recsys_tasks.contracts.feedback_store``)."""

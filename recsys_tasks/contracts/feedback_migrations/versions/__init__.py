@@ -1,0 +1,1 @@
+"""Revisions of the feedback store schema, oldest first."""
