@@ -90,7 +90,8 @@ class ImpressionLog:
             if attempt:
                 await asyncio.sleep(2 * self.flush_seconds)
             try:
-                found = await loop.run_in_executor(None, self._open().shown, request_id)
+                # Opening the store (connecting, migrating) happens in the thread too: never on the event loop.
+                found = await loop.run_in_executor(None, lambda: self._open().shown(request_id))
             except Exception as exc:
                 raise FeedbackStoreUnavailable(f"the feedback store cannot be read: {_first_line(exc)}") from None
             if found is not None:
