@@ -50,6 +50,7 @@ FEEDBACK_EVENTS = ("click", "purchase", "dismiss")
 # Events that say the user wanted the item: positives for retrieval.
 POSITIVE_EVENTS = ("click", "purchase")
 MIGRATIONS = Path(__file__).with_name("feedback_migrations")
+CONNECT_TIMEOUT_SECONDS = 10
 FeedbackKind = Literal["click", "purchase", "dismiss"]
 
 metadata = MetaData()
@@ -219,8 +220,13 @@ class FeedbackStore:
 
 
 def _connect_args(uri: str) -> dict:
-    # SQLite: wait for another worker's write instead of failing at once with "database is locked".
-    return {"timeout": 30} if uri.startswith("sqlite") else {}
+    if uri.startswith("sqlite"):
+        # Wait for another worker's write instead of failing at once with "database is locked".
+        return {"timeout": 30}
+    if uri.startswith("postgresql") and "connect_timeout" not in uri:
+        # An unreachable server fails in seconds, not after the system's TCP timeout of minutes.
+        return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return {}
 
 
 def _sqlite_for_several_writers(connection, _record) -> None:
