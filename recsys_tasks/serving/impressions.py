@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # Most rows written in one transaction.
 BATCH_ROWS = 1000
 STOP_TIMEOUT_SECONDS = 5.0
+# How long a lookup of a slate the store lacks waits before asking once more (another worker may be writing it).
+MIN_SECOND_LOOKUP_SECONDS = 1.0
 
 
 class FeedbackStoreUnavailable(RuntimeError):
@@ -80,15 +82,15 @@ class ImpressionLog:
     async def shown(self, request_id: str) -> tuple[datetime, set[int]] | None:
         """When the slate of ``request_id`` was served and its items, or None when no worker served it.
 
-        A slate another worker served may still be on its way to the store: it is looked up once more after a
-        flush interval before it is called unknown.
+        A slate another worker served may still be on its way to the store: it is looked up once more, two flush
+        intervals (at least a second) later, before it is called unknown.
         """
         if request_id in self._recent:
             return self._recent[request_id]
         loop = asyncio.get_running_loop()
         for attempt in range(2):
             if attempt:
-                await asyncio.sleep(2 * self.flush_seconds)
+                await asyncio.sleep(max(2 * self.flush_seconds, MIN_SECOND_LOOKUP_SECONDS))
             try:
                 # Opening the store (connecting, migrating) happens in the thread too: never on the event loop.
                 found = await loop.run_in_executor(None, lambda: self._open().shown(request_id))

@@ -684,6 +684,7 @@ def test_a_feedback_store_outage_drops_logged_slates_but_never_fails_a_recommend
 
 def test_feedback_reaches_a_worker_that_did_not_serve_the_slate(champion, known_ids, tmp_path):
     settings = champion.model_copy(update={"feedback_uri": f"sqlite:///{tmp_path / 'shared-feedback.db'}"})
+    FeedbackStore.open(settings.resolved_feedback_uri)  # migrated before the workers start, as `recsys serve` does
     config = ServingConfig(log_flush_seconds=FLUSH_SECONDS, policy="greedy")
     with (
         serving(create_app(settings, config)) as first,
