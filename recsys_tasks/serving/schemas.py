@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from recsys_tasks.contracts.feedback_store import FeedbackKind
 
 DEFAULT_K = 10
 MAX_K = 100
@@ -82,7 +84,7 @@ class RecommendationResponse(BaseModel):
 class FeedbackEventRequest(_Request):
     request_id: str = Field(min_length=1, max_length=36, description="The slate's request_id, as recommended.")
     item_id: ItemId = Field(description="An item of that slate.")
-    event: Literal["click", "purchase", "dismiss"]
+    event: FeedbackKind
     timestamp: AwareDatetime | None = Field(
         None,
         strict=False,  # an ISO 8601 string in JSON
