@@ -28,3 +28,9 @@ class RegistryError(AdaptRecError):
 
 class StageSkipped(AdaptRecError):
     """The stage has nothing to do in this run (switched off, or its precondition did not hold)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (MLflow's ``message`` when it has one), or its type's name."""
+    text = getattr(exc, "message", None) or str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__

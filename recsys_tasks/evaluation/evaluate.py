@@ -45,6 +45,7 @@ from recsys_tasks.contracts.reports import (
 from recsys_tasks.contracts.scoring import item_ids_of, recommender_scorer
 from recsys_tasks.contracts.splits import LeaveOneOutSplits
 from recsys_tasks.contracts.tracking import RunTracker
+from recsys_tasks.errors import first_line
 from recsys_tasks.evaluation.baselines import popularity_scorer
 from recsys_tasks.evaluation.config import EvaluateConfig
 from recsys_tasks.evaluation.logged_slates import off_policy_report
@@ -126,7 +127,7 @@ def _off_policy(
         window = FeedbackStore.open(feedback_uri).window(start, end, model_name)
     except Exception as exc:
         log.warning("the feedback store cannot be read, no off-policy estimates: %s", exc)
-        reason = f"the feedback store cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        reason = f"the feedback store cannot be read: {first_line(exc)}"
         return OffPolicyReport(window_start=start, window_end=end, reason=reason)
     return off_policy_report(window, models, start, end, config.off_policy_confidence, config.off_policy_resamples)
 

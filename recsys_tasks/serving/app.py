@@ -55,7 +55,7 @@ from recsys_tasks.constants import CHAMPION_ALIAS
 from recsys_tasks.contracts.feedback_store import FeedbackEvent, LoggedSlate, ShownItem
 from recsys_tasks.contracts.registry import version_uri
 from recsys_tasks.contracts.slate_policy import PolicyName, Slate, SlatePolicy, request_seed
-from recsys_tasks.errors import ConfigError
+from recsys_tasks.errors import ConfigError, first_line
 from recsys_tasks.privacy import pseudonym, resolve_key
 from recsys_tasks.serving.impressions import FeedbackStoreUnavailable, ImpressionLog
 from recsys_tasks.serving.schemas import (
@@ -138,11 +138,6 @@ class ServingConfig(BaseSettings):
         if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
             raise ValueError(f"the token needs at least {MIN_TOKEN_LENGTH} characters, or it can be guessed")
         return token
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _listed(values: list, separator: str = ", ") -> str:
@@ -249,7 +244,7 @@ class LoadedModel:
         except MlflowException as exc:
             if exc.error_code != "INVALID_PARAMETER_VALUE":
                 raise
-            raise HTTPException(422, f"the model refused the request: {_first_line(exc)}") from None
+            raise HTTPException(422, f"the model refused the request: {first_line(exc)}") from None
         # Versions registered before `because` existed do not say why; their items get because=null.
         items = [list(row) for row in prediction["item_ids"]]
         because = [list(row) for row in prediction["because"]] if "because" in prediction else None
@@ -458,7 +453,7 @@ class ChampionWatcher:
             holder = version_with_alias(self._client, name, self.alias)
         except Exception as exc:  # a registry outage must not end the thread: the next poll tries again
             self.metrics.reloads.labels("poll_failed").inc()
-            self._note(f"cannot ask the registry at {self.settings.resolved_tracking_uri}: {_first_line(exc)}")
+            self._note(f"cannot ask the registry at {self.settings.resolved_tracking_uri}: {first_line(exc)}")
             return
         if holder is None:
             self._note(f"{name} has no '{self.alias}' version in the registry")
@@ -480,7 +475,7 @@ class ChampionWatcher:
             self.metrics.reloads.labels("load_failed").inc()
             self._note(
                 f"version {version} of {name} failed to load (attempt {attempts}, next in {delay:.0f} s), "
-                f"so it is not served: {_first_line(exc)}"
+                f"so it is not served: {first_line(exc)}"
             )
             return
         finally:

@@ -23,6 +23,7 @@ from datetime import datetime
 from prometheus_client import Counter
 
 from recsys_tasks.contracts.feedback_store import FeedbackEvent, FeedbackStore, LoggedSlate
+from recsys_tasks.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ImpressionLog:
                 # Opening the store (connecting, migrating) happens in the thread too: never on the event loop.
                 found = await loop.run_in_executor(None, lambda: self._open().shown(request_id))
             except Exception as exc:
-                raise FeedbackStoreUnavailable(f"the feedback store cannot be read: {_first_line(exc)}") from None
+                raise FeedbackStoreUnavailable(f"the feedback store cannot be read: {first_line(exc)}") from None
             if found is not None:
                 return found
         return None
@@ -139,7 +140,7 @@ class ImpressionLog:
         except Exception as exc:  # an outage loses this batch, never the thread: the next batch tries again
             self._dropped.labels("slates", "database_error").inc(len(slates))
             self._dropped.labels("feedback", "database_error").inc(len(events))
-            problem = _first_line(exc)
+            problem = first_line(exc)
             if problem != self._outage:  # logged once when it starts, not once per batch
                 log.warning("feedback store %s refused %d rows, dropped: %s", _safe(self.uri), len(batch), problem)
             self._outage = problem
@@ -149,11 +150,6 @@ class ImpressionLog:
             self._outage = ""
         self._logged.labels("slates").inc(len(slates))
         self._logged.labels("feedback").inc(len(events))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _safe(uri: str) -> str:
