@@ -48,6 +48,7 @@ _DECOMPRESSORS = {
     b"BZh": bz2.BZ2File,
     b"\xfd7zXZ\x00": lzma.LZMAFile,
 }
+_DECOMPRESSED_STREAMS = (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)
 _UNSUPPORTED_CONTAINERS = {b"PK\x03\x04": "a zip archive", b"(\xb5/\xfd": "zstd-compressed"}
 _PARQUET_MAGIC = b"PAR1"
 _ZONE_SUFFIX = r"(Z|[+-]\d{2}:?\d{2})$"
@@ -102,7 +103,7 @@ def _csv(
     """Read CSV from ``source()``; a problem names the line, never its content (it may hold a raw user id)."""
     with source() as fh:
         try:
-            return pcsv.read_csv(fh, read_options=read, parse_options=parse, convert_options=convert)
+            return pcsv.read_csv(fh, read_options=_safe_for(fh, read), parse_options=parse, convert_options=convert)
         except pa.ArrowInvalid as exc:
             problem = str(exc)
     # Only on these error paths is the file read again, to find the line without showing it.
@@ -111,6 +112,12 @@ def _csv(
     if "CSV conversion error" in problem and convert.column_types:
         raise pa.ArrowInvalid(_first_unconvertible_value(source, read, parse, convert))
     raise pa.ArrowInvalid(problem)
+
+
+def _safe_for(fh: BinaryIO, read: pcsv.ReadOptions) -> pcsv.ReadOptions:
+    """``read`` for ``fh``: on this thread when ``fh`` is a Python decompressor. pyarrow's reader threads call back into
+    it, and when it raises (a truncated archive) a thread can outlive the error and abort the process at exit."""
+    return _single_threaded(read) if isinstance(fh, _DECOMPRESSED_STREAMS) else read
 
 
 def _single_threaded(read: pcsv.ReadOptions) -> pcsv.ReadOptions:
@@ -147,7 +154,7 @@ def _first_unconvertible_value(source: Callable[[], AbstractContextManager], rea
     with source() as fh:
         text = pcsv.read_csv(
             fh,
-            read_options=read,
+            read_options=_safe_for(fh, read),
             parse_options=parse,
             convert_options=pcsv.ConvertOptions(
                 column_types={name: pa.string() for name in convert.column_types},
