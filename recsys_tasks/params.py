@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from recsys_tasks.augmentation.config import AugmentConfig, CleaningConfig
-from recsys_tasks.data.config import ColumnMapping, IngestConfig
+from recsys_tasks.data.config import ColumnMapping, FeedbackConfig, IngestConfig
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.evaluation.config import EvaluateConfig
 from recsys_tasks.registry.config import GateConfig, TrainingPlanConfig
@@ -57,12 +57,20 @@ PARAM_FIELDS: dict[str, list[tuple[type[BaseModel], str]]] = {
     "min_ndcg_at_10": [(GateConfig, "min_ndcg_at_10")],
     "min_lift_over_popularity": [(GateConfig, "min_lift_over_popularity")],
     "max_regression_vs_champion": [(GateConfig, "max_regression_vs_champion")],
+    "off_policy_min_slates": [(GateConfig, "off_policy_min_slates")],
+    "off_policy_estimator": [(GateConfig, "off_policy_estimator")],
+    "max_off_policy_regression": [(GateConfig, "max_off_policy_regression")],
 }
 # Params that are a whole stage config, shown in the form as one object; omitted fields keep their defaults.
 CONFIG_PARAMS: dict[str, tuple[type[BaseModel], str]] = {
     "column_mapping": (
         ColumnMapping,
         "table only: which columns hold user, item, timestamp and rating (null rating = implicit).",
+    ),
+    "feedback": (
+        FeedbackConfig,
+        "The serving log that joins a run's data: days of served slates and feedback up to the run's end (0: none), "
+        "and the rating a click or a purchase counts as.",
     ),
     "data_gate": (
         ValidationConfig,

@@ -83,7 +83,8 @@ def _ingest(
 
     config = params.stage_config(IngestConfig)
     store = _event_store(params, settings) if config.incremental else None
-    return ingest(run, config, resolve_key(settings), store, data_interval).model_dump()
+    summary = ingest(run, config, resolve_key(settings), store, data_interval, settings.resolved_feedback_uri)
+    return summary.model_dump(mode="json")
 
 
 def _validate(params: PipelineParams, run: RunDir, settings: Settings, run_id: str) -> dict:

@@ -43,6 +43,7 @@ def build_summary(run: RunDir, settings: Settings, run_id: str) -> dict[str, Any
         # A run without a plan (trained before plans existed) shows no training line.
         "training": {"mode": plan.mode, "reason": plan.reason} if plan else None,
         "holdouts": report.get("holdouts", {}),
+        "off_policy": report.get("off_policy"),
         "holdout_users": report.get("holdout_users", {}),
         "users": report["users"],
         "items": report["items"],
@@ -130,6 +131,26 @@ def _serving_line(variants: dict[str, dict[str, Any]]) -> Text:
     )
 
 
+def _off_policy_line(summary: dict[str, Any]) -> list[Text]:
+    """Click-through estimated on the serving log, per model (IPS, the gate's default), or why there is none;
+    nothing for a run that read no serving log."""
+    off_policy = summary.get("off_policy")
+    if not off_policy:
+        return []
+    if not off_policy.get("estimates"):
+        return [Text(f"Serving log: no off-policy estimates ({off_policy.get('reason')})")]
+    estimates = "; ".join(
+        f"{name} {values['ips']['value']:.4f} [{values['ips']['lower']:.4f}, {values['ips']['upper']:.4f}]"
+        for name, values in sorted(off_policy["estimates"].items(), key=lambda pair: pair[0] != MODEL)
+    )
+    return [
+        Text(
+            f"Serving log: {off_policy['slates_used']:,} logged slates, {off_policy['clicks']:,} clicks on "
+            f"{off_policy['shown']:,} shown items; IPS click-through {estimates}"
+        )
+    ]
+
+
 def _training_line(summary: dict[str, Any]) -> list[Text]:
     """The run's training mode and why; nothing for a run without a plan (or a summary written before plans)."""
     training = summary.get("training")
@@ -177,6 +198,7 @@ def render_summary(summary: dict[str, Any], width: int = 110) -> str:
                 metrics_table(summary["metrics"]),
                 *_holdouts(summary),
                 _serving_line(summary.get("variants", {})),
+                *_off_policy_line(summary),
                 verdict,
                 reasons,
                 Text(f"Consumers load {summary['champion_uri']} from {summary['tracking_uri']}"),

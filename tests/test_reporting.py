@@ -67,3 +67,24 @@ def test_a_run_without_a_plan_or_holdouts_shows_neither(finished_run, tmp_path):
     assert summary["training"] is None and summary["holdouts"] == {}
     assert "Training:" not in text and "Holdouts" not in text and "stability" not in text
     assert "Gate REJECTED: m version 5" in text
+    assert "Serving log" not in text
+
+
+def test_the_serving_log_s_estimates_or_the_reason_there_are_none_are_shown(finished_run, tmp_path):
+    report = finished_run.read_json(REPORT_FILE)
+    estimate = {"snips": {}, "dr": {}}
+    estimates = {
+        "model": {**estimate, "ips": {"value": 0.0521, "lower": 0.0402, "upper": 0.0633}},
+        "champion": {**estimate, "ips": {"value": 0.0330, "lower": 0.0301, "upper": 0.0362}},
+    }
+    finished_run.write_json(
+        REPORT_FILE,
+        {**report, "off_policy": {"slates_used": 2_500, "clicks": 410, "shown": 12_500, "estimates": estimates}},
+    )
+    text = render_summary(build_summary(finished_run, Settings(home=tmp_path), "night-5"), width=200)
+    assert "Serving log: 2,500 logged slates, 410 clicks on 12,500 shown items; IPS click-through model 0.0521" in text
+    assert "champion 0.0330 [0.0301, 0.0362]" in text
+
+    finished_run.write_json(REPORT_FILE, {**report, "off_policy": {"estimates": {}, "reason": "no slate was logged"}})
+    text = render_summary(build_summary(finished_run, Settings(home=tmp_path), "night-5"))
+    assert "Serving log: no off-policy estimates (no slate was logged)" in text

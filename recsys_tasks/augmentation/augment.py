@@ -4,6 +4,11 @@ Items are re-indexed 1..n_items (0 pads, n_items + 1 is [MASK]). Each user's chr
 sequence is split leave-one-out: the last item is the test target, the second-to-last the
 validation target, everything before is training history. Augmented views are cut from the
 training part only, so pre-training never sees a validation or test item.
+
+With a serving log in the run (``data/impressions.parquet``), each event gets a shown negative: an item a slate
+showed the user since their previous event and they did not click or buy (``shown_negatives``, 0 where there is
+none). Of one slate, a dismissed item is taken first, then the highest placed: a user who clicked lower down saw it
+and passed it over. The ranking head learns to tell these from what the user chose.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from recsys_tasks.augmentation.views import random_view
 from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.layout import (
     AUGMENT_SUMMARY_FILE,
+    IMPRESSIONS_FILE,
     INTERACTIONS_FILE,
     ITEMS_FILE,
     SEQUENCES_FILE,
@@ -51,9 +57,44 @@ def build_vocabulary(interactions: pl.DataFrame, items: pl.DataFrame, base: pl.D
     return pl.concat([base.select(ITEM_COL, pl.col("index").cast(pl.Int32), "attributes"), new])
 
 
-def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_order: pl.Series) -> pl.DataFrame:
+def shown_negatives(interactions: pl.DataFrame, impressions: pl.DataFrame, vocabulary: pl.DataFrame) -> pl.DataFrame:
+    """``interactions`` with ``shown_negative``: the vocabulary index of the item the nearest slate shown to the user
+    at or before the event, and after their previous event, offered and they did not take (0 where none).
+
+    Of each slate one item: a dismissed one first, then the highest placed one that was not clicked or bought.
+    """
+    user_key = pl.col(USER_COL).cast(pl.String).alias("user_key")
+    passed_over = (
+        impressions.filter(~pl.col("positive") & pl.col(USER_COL).is_not_null())
+        .join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
+        .sort(["request_id", "dismissed", "position"], descending=[False, True, False])
+        .group_by("request_id", maintain_order=True)
+        .first()
+        .select(user_key, shown_at=TIME_COL, negative="index")
+        .sort("shown_at")
+    )
+    events = interactions.with_columns(
+        user_key,
+        previous=pl.col(TIME_COL).shift(1).over(USER_COL, order_by=[TIME_COL, ITEM_COL]),
+        row=pl.int_range(pl.len()),
+    ).sort(TIME_COL)
+    nearest = events.join_asof(
+        passed_over, left_on=TIME_COL, right_on="shown_at", by="user_key", strategy="backward", check_sortedness=False
+    )
+    since_previous = pl.col("previous").is_null() | (pl.col("shown_at") > pl.col("previous"))
+    taken = pl.col("negative").is_not_null() & since_previous & (pl.col("negative") != pl.col("index"))
+    return (
+        nearest.sort("row")
+        .with_columns(shown_negative=pl.when(taken).then(pl.col("negative")).otherwise(0).cast(pl.Int32))
+        .drop("user_key", "previous", "row", "shown_at", "negative")
+    )
+
+
+def build_sequences(
+    interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_order: pl.Series, impressions: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """One row per user: item indices in time order (ties broken by item id, so the order is stable),
-    and the rating of each (null for implicit feedback).
+    the rating of each (null for implicit feedback), and, with ``impressions``, each one's shown negative.
 
     Users come in ``user_order`` (the order of their first event in the log), not sorted by
     pseudonym: the pseudonyms change with the key, which the embedded default draws at random per
@@ -61,11 +102,22 @@ def build_sequences(interactions: pl.DataFrame, vocabulary: pl.DataFrame, user_o
     same data and seeds would otherwise train a different model in every home.
     Cleaning's user core (≥ 3) guarantees every user a training item, a validation item and a test item.
     """
+    indexed = interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
+    negatives = []
+    if impressions is not None:
+        indexed, negatives = (
+            shown_negatives(indexed, impressions, vocabulary),
+            [pl.col("shown_negative").alias("shown_negatives")],
+        )
     sequences = (
-        interactions.join(vocabulary.select(ITEM_COL, "index"), on=ITEM_COL, how="inner")
-        .sort([USER_COL, TIME_COL, ITEM_COL])
+        indexed.sort([USER_COL, TIME_COL, ITEM_COL])
         .group_by(USER_COL, maintain_order=True)
-        .agg(pl.col("index").alias("items"), pl.col(RATING_COL).alias("ratings"), pl.col(TIME_COL).alias("timestamps"))
+        .agg(
+            pl.col("index").alias("items"),
+            pl.col(RATING_COL).alias("ratings"),
+            pl.col(TIME_COL).alias("timestamps"),
+            *negatives,
+        )
     )
     return user_order.to_frame(USER_COL).join(sequences, on=USER_COL, how="inner", maintain_order="left")
 
@@ -76,7 +128,8 @@ def augment(run: RunDir, config: AugmentConfig, base_vocabulary: pa.Table | None
     items = pl.from_arrow(run.read_parquet(ITEMS_FILE))
     base = None if base_vocabulary is None else pl.from_arrow(base_vocabulary)
     vocabulary = build_vocabulary(interactions, items, base)
-    sequences = build_sequences(interactions, vocabulary, user_order)
+    impressions = pl.from_arrow(run.read_parquet(IMPRESSIONS_FILE)) if run.exists(IMPRESSIONS_FILE) else None
+    sequences = build_sequences(interactions, vocabulary, user_order, impressions)
     mask_index = vocabulary.height + 1
     views_table = _views_table(sequences, config, mask_index)
     summary = AugmentSummary(

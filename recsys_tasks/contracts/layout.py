@@ -11,6 +11,9 @@ USERS_FILE = "data/users.parquet"
 # ingest of an incremental source (contracts.event_store): the new period alone, and what it added
 NEW_EVENTS_FILE = "data/new_events.parquet"
 WINDOW_FILE = "data/window.json"
+# ingest with feedback (data.feedback): every item the logged slates of the window showed, and the events against them
+IMPRESSIONS_FILE = "data/impressions.parquet"
+FEEDBACK_EVENTS_FILE = "data/feedback_events.parquet"
 # validate
 VALIDATION_RESULT_FILE = "validation/result.json"
 VALIDATION_SUMMARY_FILE = "validation/summary.json"

@@ -69,6 +69,18 @@ class IngestWindow(BaseModel):
     note: str = Field(description="One line: what was ingested, or why nothing was.")
 
 
+class FeedbackWindow(BaseModel):
+    """What ingest read back from the feedback store: the slates served in [start, end) and what users did."""
+
+    start: datetime
+    end: datetime
+    slates: int
+    shown: int = Field(description="Items the slates showed (rows of data/impressions.parquet).")
+    events: dict[str, int] = Field(description="Events recorded against the slates, by kind.")
+    positives: int = Field(description="Clicked or bought (request, item) pairs of known users: interaction rows.")
+    anonymous_slates: int = Field(description="Slates served without a user id: evaluated, not trained on.")
+
+
 class ValidationSummary(BaseModel):
     """Outcome of the data gate."""
 
@@ -114,6 +126,11 @@ class OffPolicyReport(BaseModel):
     logged: PolicyEstimate | None = Field(None, description="The click-through the logged slates had.")
     estimates: dict[str, dict[str, PolicyEstimate]] = Field(
         default_factory=dict, description="Per model (model, champion), per estimator (ips, snips, dr)."
+    )
+    differences: dict[str, PolicyEstimate] = Field(
+        default_factory=dict,
+        description="Per estimator, the model's estimate minus the champion's, with a paired interval (both on the "
+        "same resampled slates).",
     )
     reason: str | None = Field(None, description="Why there are no estimates, when there are none.")
 

@@ -70,6 +70,9 @@ class LeaveOneOutSplits:
     """The rating of every item in ``items`` (float32); None for implicit feedback."""
     timestamps: np.ndarray | None = None
     """When each item of ``items`` happened (int64 unix seconds); None for sequences stored without times."""
+    shown_negatives: np.ndarray | None = None
+    """Per item of ``items``, an item index a logged slate showed the user before it and they passed over (0: none);
+    None when the run read no serving log."""
 
     def __post_init__(self) -> None:
         if len(self.lengths) and self.lengths.min() < 2:
@@ -79,7 +82,9 @@ class LeaveOneOutSplits:
     def load(cls, run: RunDir) -> LeaveOneOutSplits:
         summary = AugmentSummary(**run.read_json(AUGMENT_SUMMARY_FILE))
         table = run.read_parquet(SEQUENCES_FILE)
-        explicit = "ratings" in table.column_names and pc.all(pc.is_valid(pc.list_flatten(table["ratings"]))).as_py()
+        # Implicit sources rate every event 1.0: a rating that never varies says nothing a ranking head could learn.
+        ratings = pc.list_flatten(table["ratings"]) if "ratings" in table.column_names else pa.array([], pa.float32())
+        explicit = pc.all(pc.is_valid(ratings)).as_py() and pc.count_distinct(ratings).as_py() > 1
         items, offsets = flatten_column(table["items"], np.int32)
         return cls(
             user_ids=table["user_id"].to_pylist(),
@@ -90,6 +95,11 @@ class LeaveOneOutSplits:
             mask_index=summary.mask_index,
             ratings=flatten_column(table["ratings"], np.float32)[0] if explicit else None,
             timestamps=flatten_column(table["timestamps"], np.int64)[0] if "timestamps" in table.column_names else None,
+            shown_negatives=(
+                flatten_column(table["shown_negatives"], np.int32)[0]
+                if "shown_negatives" in table.column_names
+                else None
+            ),
         )
 
     @classmethod
@@ -157,9 +167,14 @@ class LeaveOneOutSplits:
             first = np.minimum.reduceat(newer, self.offsets[:-1]) if len(self.items) else np.zeros(0)
             first = np.where(np.isinf(first), self.lengths, first).astype(np.int64)
         training_lengths = self.lengths - held_out
-        offsets = _offsets(training_lengths)
-        items = self.items[self._is_training(held_out)]
-        return NextItemRows.prefixes(items, offsets, self.max_length, np.minimum(first, training_lengths))
+        is_training = self._is_training(held_out)
+        rows = NextItemRows.prefixes(
+            self.items[is_training], _offsets(training_lengths), self.max_length, np.minimum(first, training_lengths)
+        )
+        labels = {name: getattr(self, name) for name in ("ratings", "shown_negatives")}
+        return dataclasses.replace(
+            rows, **{name: None if values is None else values[is_training] for name, values in labels.items()}
+        )
 
     def next_item_rows(self, examples: TrainingExamples, held_out: int = 2) -> NextItemRows:
         """Model inputs and aligned next-item targets from every training history h: each user's
@@ -190,6 +205,7 @@ class LeaveOneOutSplits:
         return NextItemRows(
             items=items,
             ratings=ratings,
+            shown_negatives=None if self.shown_negatives is None else self.shown_negatives[is_training],
             starts=starts,
             ends=ends,
             first_targets=ends if examples == "prefixes" else starts + 1,
@@ -212,7 +228,7 @@ class NextItemRows:
     """Next-item training rows as offsets into the concatenated training histories.
 
     Row r reads ``items[starts[r]:ends[r]]`` and, at each input position p with
-    p + 1 >= ``first_targets[r]``, has the target ``items[p + 1]`` (and its rating). Three offsets
+    p + 1 >= ``first_targets[r]``, has the target ``items[p + 1]`` (and its rating and shown negative). Three offsets
     a row instead of padded copies of its window and targets, which would multiply the memory by
     the window's width. Batches are cut from it on the fly (``take``).
     """
@@ -224,6 +240,8 @@ class NextItemRows:
     first_targets: np.ndarray
     replayed: np.ndarray | None = None
     """Per row, whether it is replayed from an earlier model's data (continual training); None: no replay."""
+    shown_negatives: np.ndarray | None = None
+    """Per item of ``items``, an item shown to the user before it and passed over (0: none); None: no serving log."""
 
     @classmethod
     def prefixes(
@@ -242,10 +260,14 @@ class NextItemRows:
         return cls(items=items, ratings=None, starts=starts, ends=ends, first_targets=ends)
 
     def concatenate(self, other: NextItemRows) -> NextItemRows:
-        """The rows of both, ``other``'s after these (ratings only when both have them)."""
+        """The rows of both, ``other``'s after these (ratings and shown negatives: only those both have)."""
         shift = len(self.items)
-        both_rated = self.ratings is not None and other.ratings is not None
-        ratings = np.concatenate([self.ratings, other.ratings]) if both_rated else None
+        ratings, shown_negatives = (
+            np.concatenate([getattr(self, name), getattr(other, name)])
+            if getattr(self, name) is not None and getattr(other, name) is not None
+            else None
+            for name in ("ratings", "shown_negatives")
+        )
         replayed = None
         if self.replayed is not None or other.replayed is not None:
             replayed = np.concatenate([rows.replay_flags() for rows in (self, other)])
@@ -256,13 +278,14 @@ class NextItemRows:
             ends=np.concatenate([self.ends, other.ends + shift]),
             first_targets=np.concatenate([self.first_targets, other.first_targets + shift]),
             replayed=replayed,
+            shown_negatives=shown_negatives,
         )
 
     def subset(self, rows: np.ndarray) -> NextItemRows:
         """Only ``rows`` (the item array is shared, not copied)."""
         flags = None if self.replayed is None else self.replayed[rows]
-        return NextItemRows(
-            self.items, self.ratings, self.starts[rows], self.ends[rows], self.first_targets[rows], flags
+        return dataclasses.replace(
+            self, starts=self.starts[rows], ends=self.ends[rows], first_targets=self.first_targets[rows], replayed=flags
         )
 
     def compact(self) -> NextItemRows:
@@ -278,6 +301,7 @@ class NextItemRows:
             ends=offsets[1:] - 1,
             first_targets=offsets[:-1] + (self.first_targets - self.starts),
             replayed=self.replayed,
+            shown_negatives=None if self.shown_negatives is None else self.shown_negatives[positions],
         )
 
     def windows(self) -> list[np.ndarray]:
@@ -301,6 +325,7 @@ class NextItemRows:
     @property
     def dtypes(self) -> dict[str, np.dtype]:
         names = ("inputs", "targets") + (("ratings",) if self.ratings is not None else ())
+        names += ("shown_negatives",) if self.shown_negatives is not None else ()
         names += ("replayed",) if self.replayed is not None else ()
         return {name: np.dtype(np.float32 if name == "ratings" else np.int32) for name in names}
 
@@ -315,6 +340,10 @@ class NextItemRows:
         }
         if self.ratings is not None:
             batch["ratings"] = np.where(has_target, self.ratings[np.where(has_target, positions + 1, 0)], 0.0)
+        if self.shown_negatives is not None:
+            batch["shown_negatives"] = np.where(
+                has_target, self.shown_negatives[np.where(has_target, positions + 1, 0)], PAD_INDEX
+            )
         if self.replayed is not None:
             batch["replayed"] = np.broadcast_to(self.replayed[rows, np.newaxis], positions.shape)
         return {name: batch[name].astype(dtype) for name, dtype in self.dtypes.items()}

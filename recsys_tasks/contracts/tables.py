@@ -3,6 +3,8 @@
 interactions: one row per (user, item, time) event.
 items: the catalogue with attribute ids (genres, brands, categories, topics).
 users: one row per (pseudonymised) user, with what ingest could tell only from the raw ids.
+impressions and feedback_events: the serving app's log read back from the feedback store (one row per shown item,
+and per event).
 """
 
 import pyarrow as pa
@@ -37,5 +39,29 @@ USERS_SCHEMA = pa.schema(
         pa.field(USER_COL, pa.string()),
         pa.field(LIKELY_SWAPPED_ROWS_COL, pa.int64()),
         pa.field(CHANCE_SWAPPED_ROWS_COL, pa.int64()),
+    ]
+)
+
+# impressions: one row per item a logged slate showed; ``positive`` when the user clicked or bought it, ``dismissed``
+# when they dismissed it. timestamp: when the slate was served (unix seconds, UTC).
+IMPRESSIONS_SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string()),
+        pa.field(USER_COL, pa.string()),
+        pa.field(ITEM_COL, pa.int64()),
+        pa.field("position", pa.int32()),
+        pa.field("propensity", pa.float64()),
+        pa.field(TIME_COL, pa.int64()),
+        pa.field("positive", pa.bool_()),
+        pa.field("dismissed", pa.bool_()),
+    ]
+)
+# feedback_events: one row per event recorded against a slate; timestamp: when it happened (unix seconds, UTC).
+FEEDBACK_EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string()),
+        pa.field(ITEM_COL, pa.int64()),
+        pa.field("event", pa.string()),
+        pa.field(TIME_COL, pa.int64()),
     ]
 )

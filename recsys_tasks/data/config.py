@@ -35,6 +35,23 @@ class ColumnMapping(BaseModel):
         return [self.user, self.item, self.timestamp, *label, *([self.attributes] if self.attributes else [])]
 
 
+class FeedbackConfig(BaseModel):
+    """Which of the serving app's log (the feedback store) joins a run's data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days: int = Field(
+        0,
+        ge=0,
+        le=365,
+        description="Days of served slates and user feedback, up to the run's end, that join its data: clicks and "
+        "purchases as interactions, items shown and not clicked as the ranking head's negatives. 0 reads none.",
+    )
+    rating: float = Field(
+        5.0, description="The rating a click or a purchase counts as (inside the data gate's rating bounds)."
+    )
+
+
 SyntheticPreset = Literal["tiny", "small", "medium", "large", "drifting"]
 
 
@@ -69,6 +86,7 @@ class IngestConfig(BaseModel):
         description="all: the whole source every run. data_interval: only the events of the run's data interval, "
         "appended to the data set's event store as one period (movielens, table and the fixed synthetic sizes).",
     )
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The serving log a run reads.")
     seed: Seed = 0
 
     @model_validator(mode="after")

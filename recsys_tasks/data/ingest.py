@@ -7,6 +7,11 @@ run directory gets the history the model reads (every accepted period plus the n
 ``data/window.json`` (``IngestWindow``). A source with nothing new (every period file ingested and accepted, or no
 event in the interval) appends nothing: the report says so with ``new_rows=0``, and the validate stage skips the run
 instead of failing it, so a nightly run on an exhausted folder is not a failure.
+
+With ``IngestConfig.feedback.days`` > 0 the serving app's log of the days before the run's end (the data interval's
+end, or now) joins the data (``data.feedback``): its clicks and purchases are added to the interactions (and to the
+new period of an incremental source, which the gate judges), and ``data/impressions.parquet`` and
+``data/feedback_events.parquet`` hold what was shown and done.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ from pydantic import BaseModel
 from recsys_tasks.constants import ITEM_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.event_store import EventStore, PeriodPartition
 from recsys_tasks.contracts.layout import (
+    FEEDBACK_EVENTS_FILE,
+    IMPRESSIONS_FILE,
     INTERACTIONS_FILE,
     ITEMS_FILE,
     NEW_EVENTS_FILE,
     USERS_FILE,
     WINDOW_FILE,
 )
-from recsys_tasks.contracts.reports import IngestWindow
+from recsys_tasks.contracts.reports import FeedbackWindow, IngestWindow
 from recsys_tasks.contracts.tables import (
     CHANCE_SWAPPED_ROWS_COL,
     INTERACTIONS_SCHEMA,
@@ -43,6 +50,7 @@ from recsys_tasks.contracts.tables import (
 )
 from recsys_tasks.data import sources
 from recsys_tasks.data.config import IngestConfig
+from recsys_tasks.data.feedback import FeedbackData, read_feedback
 from recsys_tasks.data.synthetic import StreamConfig, SyntheticConfig, generate, generate_period
 from recsys_tasks.errors import ConfigError
 from recsys_tasks.privacy import pseudonymise
@@ -67,6 +75,8 @@ class IngestSummary(BaseModel):
     new_events_uri: str | None = None
     window_uri: str | None = None
     window: IngestWindow | None = None
+    # With feedback: what the serving log of the window held.
+    feedback: FeedbackWindow | None = None
 
 
 def ingest(
@@ -75,19 +85,32 @@ def ingest(
     pseudonymisation_key: bytes,
     store: EventStore | None = None,
     data_interval: tuple[datetime, datetime] | None = None,
+    feedback_uri: str | None = None,
 ) -> IngestSummary:
     """Read the source, replace user ids by pseudonyms, write the canonical tables. Raw ids go no further.
 
     An incremental source appends its next period to ``store`` (the data set's event store) and windows by
-    ``data_interval`` (the run's [start, end)) when ``config.window`` says so.
+    ``data_interval`` (the run's [start, end)) when ``config.window`` says so. With ``config.feedback.days``, the
+    feedback store at ``feedback_uri`` is read too.
     """
+    feedback = None
+    if config.feedback.days:
+        if feedback_uri is None:
+            raise ConfigError("feedback days are set: ingest needs the feedback store (ADAPTREC_FEEDBACK_URI)")
+        end = _utc(data_interval[1]) if data_interval else datetime.now(UTC)
+        feedback = read_feedback(feedback_uri, config.feedback, end)
+        run.write_parquet(IMPRESSIONS_FILE, feedback.impressions)
+        run.write_parquet(FEEDBACK_EVENTS_FILE, feedback.events)
     if config.incremental:
         if store is None:
             raise ConfigError(f"data source {config.source!r} is incremental: ingest needs the data set's event store")
-        return _ingest_period(run, config, pseudonymisation_key, store, data_interval)
+        return _ingest_period(run, config, pseudonymisation_key, store, data_interval, feedback)
     interactions, items = _read_source(config)
     users = _users(interactions, pseudonymisation_key, has_clock=config.source != "sequence")
     interactions = _pseudonymised(interactions, pseudonymisation_key)
+    if feedback is not None:
+        interactions = pa.concat_tables([interactions, feedback.positives])
+        items, users = _with_history_items(items, interactions), _with_history_users(users, interactions)
     return IngestSummary(
         source=config.source,
         interactions_uri=run.write_parquet(INTERACTIONS_FILE, interactions),
@@ -96,6 +119,7 @@ def ingest(
         rows=interactions.num_rows,
         users=pc.count_distinct(interactions["user_id"]).as_py(),
         items=pc.count_distinct(interactions["item_id"]).as_py(),
+        feedback=feedback and feedback.window,
     )
 
 
@@ -136,8 +160,12 @@ def _ingest_period(
     pseudonymisation_key: bytes,
     store: EventStore,
     data_interval: tuple[datetime, datetime] | None,
+    feedback: FeedbackData | None,
 ) -> IngestSummary:
-    """Append the source's next period to ``store``; write the history, the new period and what it added."""
+    """Append the source's next period to ``store``; write the history, the new period and what it added.
+
+    Feedback positives join the history and the new period (the gate judges them with it), not the event store: the
+    next run reads its own window of the feedback store."""
     before = store.partitions()
     offered = _next_period(config, before, data_interval)
     if isinstance(offered, str):
@@ -152,6 +180,8 @@ def _ingest_period(
         # Raw ids exist only for the new period: the swap counts are of its rows (the gate judges those rows).
         users = _users(offered.events, pseudonymisation_key, has_clock=True)
         note = _note(store.dataset_key, partition, added, before)
+    if feedback is not None and partition is not None:
+        history, new_events = (pa.concat_tables([table, feedback.positives]) for table in (history, new_events))
     period = partition.period if partition else None
     window = IngestWindow(
         dataset_key=store.dataset_key,
@@ -186,6 +216,7 @@ def _ingest_period(
         # Last: the validate stage takes a run directory with this file for an incremental one.
         window_uri=run.write_json(WINDOW_FILE, window.model_dump()),
         window=window,
+        feedback=feedback and feedback.window,
     )
 
 

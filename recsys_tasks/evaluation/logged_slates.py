@@ -15,12 +15,13 @@ import numpy as np
 
 from recsys_tasks.contracts.exported_model import SequentialRecommender
 from recsys_tasks.contracts.feedback_store import POSITIVE_EVENTS, LoggedWindow
-from recsys_tasks.contracts.reports import OffPolicyReport, PolicyEstimate
+from recsys_tasks.contracts.reports import CHAMPION, MODEL, OffPolicyReport, PolicyEstimate
 from recsys_tasks.contracts.slate_policy import SlatePolicy
 from recsys_tasks.evaluation.off_policy import (
     ESTIMATORS,
     LoggedDecisions,
     TargetPolicy,
+    estimate_difference,
     estimate_policy_value,
     on_policy_value,
 )
@@ -112,11 +113,10 @@ def off_policy_report(
     if window.slates.empty:
         return empty.model_copy(update={"reason": "no logged history holds an item every model knows"})
     decisions = logged_decisions(window)
+    targets = {name: target_policy(window, decisions, model) for name, model in models.items()}
     estimates = {}
-    for name, model in models.items():
-        found = estimate_policy_value(
-            decisions, target_policy(window, decisions, model), ESTIMATORS, confidence, resamples, seed=seed
-        )
+    for name, target in targets.items():
+        found = estimate_policy_value(decisions, target, ESTIMATORS, confidence, resamples, seed=seed)
         estimates[name] = {estimator: PolicyEstimate(**value.as_dict()) for estimator, value in found.items()}
         log.info(
             "off-policy click-through of %s on %d logged slates: %s",
@@ -124,6 +124,12 @@ def off_policy_report(
             len(window.slates),
             ", ".join(f"{estimator} {value.value:.4f}" for estimator, value in found.items()),
         )
+    differences = {}
+    if {MODEL, CHAMPION} <= set(targets):
+        found = estimate_difference(
+            decisions, targets[MODEL], targets[CHAMPION], ESTIMATORS, confidence, resamples, seed=seed
+        )
+        differences = {estimator: PolicyEstimate(**value.as_dict()) for estimator, value in found.items()}
     return OffPolicyReport(
         window_start=start,
         window_end=end,
@@ -133,4 +139,5 @@ def off_policy_report(
         clicks=int(decisions.reward.sum()),
         logged=PolicyEstimate(**on_policy_value(decisions, confidence, resamples, seed).as_dict()),
         estimates=estimates,
+        differences=differences,
     )

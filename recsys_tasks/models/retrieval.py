@@ -18,8 +18,9 @@ need not spend capacity on pushing the history down.
 
 Multi-task (the TFRS multitask pattern): a ranking head on the same query and item vectors,
 trained through ``tfrs.tasks.Ranking`` with its own loss weight. With explicit ratings it
-regresses the rating of the next item (MSE, reported as RMSE); with implicit data it classifies
-the true next item against a random item (a click model, binary cross-entropy).
+regresses the rating of the next item (MSE, reported as RMSE); with implicit data, or with the
+serving log's impressions, it classifies the true next item against an item the user was shown and
+passed over, or a random item where there was none (a click model, binary cross-entropy).
 """
 
 from __future__ import annotations
@@ -248,8 +249,12 @@ class NextItemRetrievalModel(tfrs.models.Model):
             return tf.reduce_mean(
                 self.ranking_task(labels=labels, predictions=predictions, compute_metrics=not training)
             )
-        # Implicit feedback: the true next item is a click, a uniformly drawn item is not.
+        # Implicit feedback: the true next item is a click; a shown item the user passed over is not, and where the
+        # serving log has none, a uniformly drawn item stands in.
         negatives = tf.random.uniform(tf.shape(next_items), 1, self.encoder.config.n_items + 1, dtype=next_items.dtype)
+        if "shown_negatives" in features:
+            shown = tf.cast(tf.boolean_mask(features["shown_negatives"], is_target), next_items.dtype)
+            negatives = tf.where(shown > 0, shown, negatives)
         items = tf.concat([next_items, negatives], axis=0)
         labels = tf.concat([tf.ones_like(next_items, tf.float32), tf.zeros_like(negatives, tf.float32)], axis=0)
         predictions = self.ranking_head(tf.concat([queries, queries], axis=0), tf.gather(item_vectors, items))

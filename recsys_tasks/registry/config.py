@@ -25,14 +25,16 @@ class GateConfig(BaseModel):
         description="Logged slates needed before the off-policy check runs (fewer: the check is skipped, saying so).",
     )
     off_policy_estimator: Literal["ips", "snips", "dr"] = Field(
-        "snips", description="Estimator of the off-policy check: ips, snips (self-normalised) or dr (doubly robust)."
+        "ips",
+        description="Estimator of the off-policy check: ips (counts a slate the logging policy could not have shown as "
+        "no click, so it errs low), snips (self-normalised) or dr (doubly robust).",
     )
     max_off_policy_regression: float = Field(
         0.05,
         ge=0,
         le=1,
-        description="Tolerated relative click-through drop: the challenger's lower bound against the champion's "
-        "estimate on the logged slates.",
+        description="Tolerated relative click-through drop on the logged slates: the lower bound of challenger − "
+        "champion (paired) against this share of the champion's estimate.",
     )
 
 

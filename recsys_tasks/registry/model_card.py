@@ -187,6 +187,17 @@ def _off_policy_section(card: ModelCard) -> list[str]:
             for name, values in report.estimates.items()
             for estimator, value in values.items()
         ),
+        *(
+            _row(
+                [
+                    "model − champion (paired)",
+                    estimator,
+                    f"{value.value:+.4f}",
+                    f"[{value.lower:+.4f}, {value.upper:+.4f}]",
+                ]
+            )
+            for estimator, value in report.differences.items()
+        ),
     ]
     return [*lines, ""]
 

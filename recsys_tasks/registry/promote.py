@@ -8,9 +8,11 @@ Checks 1–4 on the same test split of this run, 5 on the serving log:
    each: ``no_regression_on_fresh`` (users active in the new window) and ``no_regression_on_stability``
    (the others: it must not have forgotten what the champion knew);
 5. ``off_policy_vs_champion``, when the serving app logged at least ``off_policy_min_slates`` slates: the lower
-   bound of the challenger's estimated click-through on them ≥ the champion's estimate ×
-   (1 − ``max_off_policy_regression``). With fewer slates, no exploration or no champion it is skipped, with the
-   reason.
+   bound of the challenger's estimated click-through on them minus the champion's ≥ −``max_off_policy_regression``
+   × the champion's estimate. The bound is paired (both on the same resampled slates): an unpaired one, the
+   challenger's own lower bound against the champion's value, rejects a challenger no different from the champion
+   until thousands of slates narrow its interval below the tolerance. With fewer slates, no exploration or no
+   champion it is skipped, with the reason.
 Pass: ``champion`` moves to the new version. Fail: the version is tagged rejected with the reasons
 and ``champion`` stays. Either way the decision is recorded as version tags and in the run dir.
 """
@@ -82,18 +84,22 @@ def _off_policy_check(report: EvaluationReport, config: GateConfig) -> list[Gate
         reason = f"champion v{report.champion_version} cannot rank the logged histories (it predates recommend())"
     elif off_policy.slates_used < config.off_policy_min_slates:
         reason = f"{off_policy.slates_used} logged slates usable, {config.off_policy_min_slates} needed"
+    elif not off_policy.differences:
+        reason = "the report holds no paired model − champion estimate (evaluated before they were measured)"
     else:
         challenger, champion = off_policy.estimates[MODEL][estimator], off_policy.estimates[CHAMPION][estimator]
-        needed = champion.value * (1 - config.max_off_policy_regression)
+        difference = off_policy.differences[estimator]
+        allowed = -config.max_off_policy_regression * champion.value
         return [
             GateCheck(
                 name="off_policy_vs_champion",
-                passed=challenger.lower >= needed,
-                observed=challenger.lower,
-                required=needed,
+                passed=difference.lower >= allowed,
+                observed=difference.lower,
+                required=allowed,
                 detail=f"{estimator.upper()} click-through on {off_policy.slates_used} logged slates: "
-                f"{challenger.value:.4f} [{challenger.lower:.4f}, {challenger.upper:.4f}] vs champion "
-                f"v{report.champion_version} {champion.value:.4f} × {1 - config.max_off_policy_regression:.2f}",
+                f"{challenger.value:.4f} vs champion v{report.champion_version} {champion.value:.4f}, difference "
+                f"{difference.value:+.4f} [{difference.lower:+.4f}, {difference.upper:+.4f}] vs "
+                f"−{config.max_off_policy_regression:.2f} × {champion.value:.4f}",
             )
         ]
     return [

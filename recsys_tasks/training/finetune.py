@@ -14,7 +14,8 @@ DuoRec and BSARec train; ``windows`` (a target at every position of a window of 
 fraction of the work per epoch on long histories and scores lower.
 
 With ``ranking_weight`` > 0 a ranking head trains alongside retrieval (multi-task, see
-models.retrieval); it predicts ratings where the data has them, clicks otherwise.
+models.retrieval); it predicts ratings where the data has varied ratings and no serving log, clicks otherwise
+(against the items the serving log shows were passed over, where it has them).
 
 The weights that are validated, kept and exported are a moving average of the last optimizer
 steps (``average_steps``), which smooths the step-to-step noise of the softmax over the
@@ -225,7 +226,8 @@ def build_model(run: RunDir, splits: LeaveOneOutSplits, config: FinetuneConfig) 
         splits.item_frequencies(),
         loss=config.loss,
         ranking_weight=config.ranking_weight,
-        ranking_target="rating" if splits.ratings is not None else "click",
+        # The serving log's impressions make the head a click model, whatever the source's ratings.
+        ranking_target="rating" if splits.ratings is not None and splits.shown_negatives is None else "click",
         mean_rating=splits.mean_training_rating(),
     )
     model.query_vectors(tf.zeros((1, splits.max_length), tf.int32))

@@ -67,10 +67,19 @@ class ValidationConfig(BaseModel):
     min_items: int = Field(default=10, ge=0, description="Fewest distinct interacted items.")
     max_items: int = Field(default=10_000_000, ge=0, description="Most distinct interacted items.")
 
+    min_click_through: _Share = Field(
+        default=0.001,
+        description="Fewest slates with a click or a purchase, as a share of the logged slates a run reads (feedback).",
+    )
+    max_click_through: _Share = Field(
+        default=0.9, description="Most slates with a click or a purchase, as a share of the logged slates a run reads."
+    )
+
     @model_validator(mode="after")
     def _bounds_are_ordered(self) -> Self:
         for low_name, high_name in [
             ("min_rating", "max_rating"),
+            ("min_click_through", "max_click_through"),
             ("min_rows", "max_rows"),
             ("min_users", "max_users"),
             ("min_items", "max_items"),

@@ -11,7 +11,11 @@ in-memory dataframe to all of its validation definitions:
   at the busiest second and of users whose events all share one second (their order would be lost), and the share
   of rows that ingest found likely swapped (the item id is a user active at that moment, the user is not);
 - ``drift``: today's data against the data set's last accepted snapshot (see ``drift.py``), when there is one;
-- ``items``: schema and a unique, non-null item id.
+- ``items``: schema and a unique, non-null item id;
+- with feedback in the run (``data/impressions.parquet``, see ``data.feedback``): ``impressions``, every shown item's
+  propensity in (0, 1]; ``feedback_events``, known event kinds, each joining an item its slate showed;
+  ``feedback_statistics``, the share of slates with a click or a purchase in a plausible range (a click-through of
+  0 over many slates is a feedback client that never reports; a very high one, a bot or a replayed log).
 
 Every expectation is evaluated even when others fail. The full result goes to ``validation/result.json`` and the
 HTML Data Docs to ``validation/data_docs/``; a failure raises one ``DataValidationError`` line that names the broken
@@ -47,6 +51,8 @@ from recsys_tasks.constants import ITEM_COL, RATING_COL, TIME_COL, USER_COL
 from recsys_tasks.contracts.event_store import EventStore
 from recsys_tasks.contracts.layout import (
     DATA_DOCS_FOLDER,
+    FEEDBACK_EVENTS_FILE,
+    IMPRESSIONS_FILE,
     INTERACTIONS_FILE,
     ITEMS_FILE,
     NEW_EVENTS_FILE,
@@ -145,6 +151,7 @@ def _validate(
         _Table("item_activity", item_activity, _item_activity_expectations(config)),
         _Table("items", items, _item_expectations()),
     ]
+    tables += _feedback_tables(run, config)
     if _has_schema(interactions):
         statistics = _statistics(interactions, user_activity, item_activity, _likely_swapped_rows(run))
         tables.append(_Table("statistics", statistics, _statistics_expectations(config)))
@@ -196,6 +203,25 @@ def _validate(
         )
         summary.snapshot_uri = drift_check.store.save(drift_check.dataset_key, snapshot, snapshot_items)
     return summary
+
+
+def _feedback_tables(run: RunDir, config: ValidationConfig) -> list[_Table]:
+    """The feedback suites, when the run read a serving log with at least one slate in it."""
+    if not run.exists(IMPRESSIONS_FILE):
+        return []
+    impressions = run.read_parquet(IMPRESSIONS_FILE).to_pandas()
+    if impressions.empty:
+        return []
+    events = run.read_parquet(FEEDBACK_EVENTS_FILE).to_pandas()
+    shown = impressions[["request_id", ITEM_COL]].drop_duplicates().assign(joins_impression=True)
+    events = events.merge(shown, on=["request_id", ITEM_COL], how="left").fillna({"joins_impression": False})
+    slates = impressions.groupby("request_id")["positive"].any()
+    statistics = pd.DataFrame([{"click_through": float(slates.mean()), "slates": len(slates)}])
+    return [
+        _Table("impressions", impressions, _impression_expectations()),
+        _Table("feedback_events", events, _feedback_event_expectations()),
+        _Table("feedback_statistics", statistics, _feedback_statistics_expectations(config)),
+    ]
 
 
 def _has_schema(interactions: pd.DataFrame) -> bool:
@@ -362,6 +388,49 @@ def _statistics_expectations(config: ValidationConfig) -> list[Expectation]:
     return [
         gx.expectations.ExpectColumnMaxToBeBetween(column=name, max_value=limit, description=description)
         for name, (limit, description) in limits.items()
+    ]
+
+
+def _impression_expectations() -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        *[gx.expectations.ExpectColumnValuesToNotBeNull(column=column) for column in ("request_id", ITEM_COL)],
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="propensity",
+            min_value=0.0,
+            max_value=1.0,
+            strict_min=True,
+            description="a propensity must be in (0, 1]: the serving policy logged an impossible probability",
+        ),
+    ]
+
+
+def _feedback_event_expectations() -> list[Expectation]:
+    import great_expectations as gx
+
+    from recsys_tasks.contracts.feedback_store import FEEDBACK_EVENTS
+
+    return [
+        gx.expectations.ExpectColumnValuesToBeInSet(column="event", value_set=list(FEEDBACK_EVENTS)),
+        gx.expectations.ExpectColumnValuesToBeInSet(
+            column="joins_impression",
+            value_set=[True],
+            description="a feedback event names an item its slate did not show",
+        ),
+    ]
+
+
+def _feedback_statistics_expectations(config: ValidationConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="click_through",
+            min_value=config.min_click_through,
+            max_value=config.max_click_through,
+            description="share of slates with a click or a purchase outside the plausible range",
+        )
     ]
 
 

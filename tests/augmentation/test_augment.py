@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from recsys_tasks.augmentation.augment import augment
+from recsys_tasks.augmentation.augment import augment, build_sequences
 from recsys_tasks.augmentation.config import AugmentConfig
 from recsys_tasks.augmentation.views import crop, mask, random_view, reorder
 from recsys_tasks.contracts.layout import (
@@ -299,3 +299,36 @@ def test_rows_come_in_the_logs_user_order_whatever_the_pseudonymisation_key(
     assert run.read_parquet(VIEWS_FILE).equals(other_key.read_parquet(VIEWS_FILE))
     first_seen = read(run, INTERACTIONS_FILE)["user_id"].unique(maintain_order=True)
     assert sequences["user_id"].to_list() == first_seen.filter(first_seen.is_in(sequences["user_id"])).to_list()
+
+
+def test_each_event_gets_the_item_its_nearest_slate_showed_and_the_user_passed_over() -> None:
+    interactions = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "b"],
+            "item_id": [1, 2, 3, 1, 3, 4],
+            "timestamp": [10, 20, 30, 10, 20, 30],
+            "rating": [1.0] * 6,
+        }
+    ).with_columns(pl.col("user_id").cast(pl.Categorical))
+    vocabulary = pl.DataFrame({"item_id": [1, 2, 3, 4, 5], "index": pl.Series([1, 2, 3, 4, 5], dtype=pl.Int32)})
+    impressions = pl.DataFrame(
+        {
+            # a: one slate between their first and second event; they clicked 2 and dismissed 4.
+            # b: one slate before their first event; 3 was clicked, 5 passed over; 6 is not in the vocabulary.
+            "request_id": ["r1", "r1", "r1", "r2", "r2", "r2"],
+            "user_id": ["a", "a", "a", "b", "b", "b"],
+            "item_id": [5, 2, 4, 6, 3, 5],
+            "position": [1, 2, 3, 1, 2, 3],
+            "timestamp": [15, 15, 15, 5, 5, 5],
+            "positive": [False, True, False, False, True, False],
+            "dismissed": [False, False, True, False, False, False],
+        }
+    )
+
+    users = interactions["user_id"].unique(maintain_order=True)
+    sequences = build_sequences(interactions, vocabulary, users, impressions)
+
+    # The dismissed item comes before the higher placed one; a slate counts only until the user's next event.
+    assert as_dict(sequences, "user_id", "shown_negatives") == {"a": [0, 4, 0], "b": [5, 0, 0]}
+    assert as_dict(sequences, "user_id", "items") == {"a": [1, 2, 3], "b": [1, 3, 4]}
+    assert "shown_negatives" not in build_sequences(interactions, vocabulary, users).columns

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from recsys_tasks.contracts.splits import NextItemRows, _offsets
@@ -46,3 +48,19 @@ def test_compact_rows_hold_only_their_windows_and_read_the_same() -> None:
     assert len(compact.items) == 6  # two windows of input 2 + target 1
     assert _as_lists(compact, 2) == _as_lists(rows, 2) == [([1, 2], 3), ([4, 5], 6)]
     assert [window.tolist() for window in compact.windows()] == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_shown_negatives_follow_their_targets_through_subset_compact_and_concatenate() -> None:
+    # Item k of the sequence was preceded by a slate whose passed-over item was 10 * k (0: no slate).
+    sequence = [1, 2, 3, 4, 5]
+    rows = dataclasses.replace(_rows([sequence], max_length=2), shown_negatives=np.array([0, 20, 0, 40, 50], np.int32))
+
+    kept = rows.subset(np.array([0, 2, 3])).compact()
+    batch = kept.take(np.arange(len(kept)), 2)
+    assert batch["targets"].tolist() == [[0, 2], [0, 4], [0, 5]]
+    assert batch["shown_negatives"].tolist() == [[0, 20], [0, 40], [0, 50]]
+    assert batch["shown_negatives"].dtype == np.int32
+
+    # Rows without a serving log mixed in: the shown negatives are dropped rather than misaligned.
+    assert rows.concatenate(_rows([[7, 8]])).shown_negatives is None
+    assert len(rows.concatenate(rows).shown_negatives) == 2 * len(sequence)

@@ -7,6 +7,7 @@ from recsys_tasks.errors import InputDataError
 from recsys_tasks.evaluation.off_policy import (
     LoggedDecisions,
     TargetPolicy,
+    estimate_difference,
     estimate_policy_value,
     on_policy_value,
 )
@@ -87,6 +88,37 @@ def test_each_estimator_recovers_a_known_policy_value_within_its_interval():
         assert estimate.lower <= BEST_VALUE <= estimate.upper, (name, estimate, BEST_VALUE)
         assert estimate.upper - estimate.lower < 0.05, (name, estimate)
     assert on_policy_value(logged).upper < BEST_VALUE  # the uniform policy is clearly worse
+
+
+def test_two_policies_compared_on_the_same_resampled_slates_have_a_narrow_paired_interval():
+    logged = simulated_bandit(slates=4_000, seed=5)
+    rows = len(logged.action)
+
+    def always(top: int, second: int) -> TargetPolicy:
+        return TargetPolicy(np.where(logged.position == 0, top, second)[:, None], np.ones((rows, 1)))
+
+    # The two policies agree below and differ on top: items 4 and 3 there, a true difference of 0.05.
+    best, close = always(4, 3), always(3, 3)
+    difference = estimate_difference(logged, best, close, confidence=0.99, seed=3)
+    separate = {
+        name: estimate_policy_value(logged, policy, confidence=0.99, seed=3)
+        for name, policy in (("best", best), ("close", close))
+    }
+
+    true_difference = (ITEM_RATE[4] - ITEM_RATE[3]) * POSITION_BIAS[0] / 2
+    for name, paired in difference.items():
+        assert paired.value == pytest.approx(separate["best"][name].value - separate["close"][name].value)
+        assert paired.lower <= true_difference <= paired.upper, (name, paired)
+        # Narrower than the span between the separate intervals' far ends, the unpaired way to bound it: the
+        # bottom position, where the two agree, adds nothing to the paired one.
+        unpaired = (
+            separate["best"][name].upper
+            - separate["close"][name].lower
+            - (separate["best"][name].lower - separate["close"][name].upper)
+        )
+        assert paired.upper - paired.lower < 0.75 * unpaired, (name, paired, unpaired)
+    same = estimate_difference(logged, best, best, seed=3)
+    assert all((estimate.value, estimate.lower, estimate.upper) == (0, 0, 0) for estimate in same.values())
 
 
 def test_intervals_narrow_with_more_logged_slates():

@@ -535,3 +535,22 @@ def test_pretraining_epoch_losses_are_means_over_the_epochs_batches() -> None:
         "contrastive_loss",
         "loss",
     }
+
+
+def test_the_click_head_learns_against_the_items_users_passed_over_where_the_log_has_them() -> None:
+    model = NextItemRetrievalModel(
+        encoder(CONFIG.model_copy(update=NO_DROPOUT)), np.ones(N_ITEMS + 2), ranking_weight=1.0, ranking_target="click"
+    )
+    histories = np.random.default_rng(4).integers(1, N_ITEMS + 1, size=(4, LENGTH + 1)).astype(np.int32)
+    batch = {"inputs": histories[:, :-1], "targets": histories[:, 1:]}
+    passed_over = {**batch, "shown_negatives": (histories[:, 1:] % N_ITEMS + 1).astype(np.int32)}
+
+    def ranking_loss(features: dict, seed: int) -> float:
+        tf.random.set_seed(seed)
+        model.loss_trackers["ranking"].reset_state()
+        model.compute_loss({name: tf.constant(values) for name, values in features.items()})
+        return float(model.loss_trackers["ranking"].result())
+
+    # Every target has a shown negative: no random item is drawn, so the loss does not depend on the seed.
+    assert ranking_loss(passed_over, 1) == ranking_loss(passed_over, 2)
+    assert ranking_loss(batch, 1) != ranking_loss(batch, 2)

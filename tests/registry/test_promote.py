@@ -114,23 +114,29 @@ def test_the_holdout_checks_need_both_holdouts_ranked_with_the_champion(report):
 
 
 def with_off_policy(
-    report: EvaluationReport, slates: int, model: tuple[float, float], champion: float, reason: str | None = None
+    report: EvaluationReport,
+    slates: int,
+    model: float,
+    champion: float,
+    difference_lower: float | None,
+    reason: str | None = None,
 ) -> EvaluationReport:
-    """``report`` with SNIPS estimates on ``slates`` logged slates: the model's (value, lower bound), the champion's
-    value."""
+    """``report`` with IPS estimates on ``slates`` logged slates: the model's and the champion's values and the
+    lower bound of their paired difference (None: a report without paired differences)."""
 
     def estimate(value: float, lower: float) -> PolicyEstimate:
         return PolicyEstimate(value=value, lower=lower, upper=2 * value - lower)
 
     now = datetime.now(UTC)
+    estimates = {"model": {"ips": estimate(model, model)}, "champion": {"ips": estimate(champion, champion)}}
+    differences = {} if difference_lower is None else {"ips": estimate(model - champion, difference_lower)}
     off_policy = OffPolicyReport(
         window_start=now - timedelta(days=7),
         window_end=now,
         slates=slates,
         slates_used=slates,
-        estimates={}
-        if reason
-        else {"model": {"snips": estimate(*model)}, "champion": {"snips": estimate(champion, champion)}},
+        estimates={} if reason else estimates,
+        differences={} if reason else differences,
         reason=reason,
     )
     return report.model_copy(update={"off_policy": off_policy})
@@ -139,30 +145,35 @@ def with_off_policy(
 @pytest.mark.parametrize(
     ("report", "outcome"),
     [
-        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.060, 0.052), 0.050), "pass"),
-        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.050, 0.048), 0.050), "pass"),  # within 5%
-        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, (0.040, 0.030), 0.050), "FAIL"),
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, 0.060, 0.050, 0.002), "pass"),
+        # No different from the champion, within the tolerance of 5% of its value (0.0025).
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, 0.050, 0.050, -0.002), "pass"),
+        (with_off_policy(report_with(0.3, 0.1, 0.3), 5000, 0.040, 0.050, -0.015), "FAIL"),
         (
-            with_off_policy(report_with(0.3, 0.1, 0.3), 500, (0.040, 0.030), 0.050),
+            with_off_policy(report_with(0.3, 0.1, 0.3), 500, 0.040, 0.050, -0.015),
             "skipped: 500 logged slates usable, 1000 needed",
         ),
         (
-            with_off_policy(report_with(0.3, 0.1, 0.3), 0, (0, 0), 0, reason="no slate was logged"),
+            with_off_policy(report_with(0.3, 0.1, 0.3), 0, 0, 0, 0, reason="no slate was logged"),
             "skipped: no slate was logged",
         ),
+        (
+            with_off_policy(report_with(0.3, 0.1, 0.3), 5000, 0.040, 0.050, None),
+            "skipped: the report holds no paired model − champion estimate (evaluated before they were measured)",
+        ),
         (report_with(0.3, 0.1, 0.3), "skipped: this run read no serving log"),
-        (with_off_policy(report_with(0.3, 0.1), 5000, (0.040, 0.030), 0.050), "skipped: no champion yet"),
+        (with_off_policy(report_with(0.3, 0.1), 5000, 0.040, 0.050, -0.015), "skipped: no champion yet"),
     ],
 )
-def test_the_off_policy_check_judges_the_lower_bound_against_the_champion_or_says_why_not(report, outcome):
+def test_the_off_policy_check_judges_the_paired_lower_bound_against_the_champion_or_says_why_not(report, outcome):
     check = {check.name: check for check in gate_checks(report, GateConfig())}["off_policy_vs_champion"]
 
     if outcome.startswith("skipped"):
         assert check.skipped and check.passed and check.detail == outcome
     else:
         assert not check.skipped and check.passed == (outcome == "pass")
-        assert check.required == pytest.approx(0.050 * 0.95)
-        assert check.detail.startswith("SNIPS click-through on 5000 logged slates")
+        assert check.required == pytest.approx(-0.050 * 0.05)
+        assert check.detail.startswith("IPS click-through on 5000 logged slates")
 
 
 def test_registration_is_idempotent_per_airflow_run(trained_run):

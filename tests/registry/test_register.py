@@ -158,6 +158,7 @@ def test_the_model_card_shows_the_off_policy_estimates_or_why_there_are_none(hom
         clicks=1210,
         logged=PolicyEstimate(value=0.0515, lower=0.0489, upper=0.0541),
         estimates={"model": {"snips": estimate}, "champion": {"snips": estimate}},
+        differences={"snips": PolicyEstimate(value=0.0, lower=-0.0012, upper=0.0011)},
     )
     with_estimates = REPORT.model_copy(update={"off_policy": off_policy})
     without = REPORT.model_copy(
@@ -170,6 +171,7 @@ def test_the_model_card_shows_the_off_policy_estimates_or_why_there_are_none(hom
     section = text[text.index("## Off-policy estimates") : text.index("## Serving variants")]
     assert "2,350 logged slates (23,500 shown items, 1,210 clicked or bought)" in section
     assert "| champion | snips | 0.0521 | [0.0480, 0.0563] |" in section
+    assert "| model − champion (paired) | snips | +0.0000 | [-0.0012, +0.0011] |" in section
     text = mlflow.artifacts.load_text(
         publish_run_model_card(run, client, "synthetic-tiny-seed0", "ope-night", registration, without, None)
     )

@@ -130,6 +130,31 @@ def test_left_pad_keeps_the_newest_items_right_aligned() -> None:
     assert left_pad([[1, 2]], 0).shape == (1, 0) and left_pad([], 4).shape == (0, 4)
 
 
+def write_sequences(run: RunDir, table: pa.Table, items: int) -> None:
+    """The augment stage's sequences and the summary that sizes them (histories read 3 items)."""
+    run.write_parquet(SEQUENCES_FILE, table)
+    summary = AugmentSummary(
+        sequences_uri="",
+        vocab_uri="",
+        views_uri="",
+        users=table.num_rows,
+        items=items,
+        max_length=3,
+        mask_index=items + 1,
+        view_pairs=0,
+        cleaning=[],
+    )
+    run.write_json(AUGMENT_SUMMARY_FILE, summary.model_dump())
+
+
+def test_ratings_that_never_vary_are_read_as_implicit_feedback(tmp_path) -> None:
+    for ratings, explicit in (([1.0] * 6, False), ([1.0, 4.0, 5.0, 2.0, 3.0, 1.0], True)):
+        run = RunDir(str(tmp_path / f"explicit-{explicit}"))
+        sequences = {"user_id": ["a", "b"], "items": [[1, 2, 3], [2, 3, 1]], "ratings": [ratings[:3], ratings[3:]]}
+        write_sequences(run, pa.table(sequences), items=3)
+        assert (LeaveOneOutSplits.load(run).ratings is not None) is explicit
+
+
 def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> None:
     run = RunDir(str(tmp_path))
     sequences, ratings = [[4, 1, 2, 7], [3, 3, 5], [9, 8, 6, 5, 2]], [[5.0, 4, 3, 2], [1.0, 2, 3], [2.0, 2, 4, 4, 1]]
@@ -146,21 +171,7 @@ def test_loaded_splits_hold_the_stored_sequences_as_flat_arrays(tmp_path) -> Non
             for rows in chunks
         ]
     )
-    run.write_parquet(SEQUENCES_FILE, table)
-    run.write_json(
-        AUGMENT_SUMMARY_FILE,
-        AugmentSummary(
-            sequences_uri="",
-            vocab_uri="",
-            views_uri="",
-            users=3,
-            items=9,
-            max_length=3,
-            mask_index=10,
-            view_pairs=0,
-            cleaning=[],
-        ).model_dump(),
-    )
+    write_sequences(run, table, items=9)
 
     data = LeaveOneOutSplits.load(run)
 

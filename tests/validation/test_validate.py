@@ -14,10 +14,20 @@ import pydantic
 import pytest
 
 from recsys_tasks.contracts.event_store import EventStore
-from recsys_tasks.contracts.layout import INTERACTIONS_FILE, ITEMS_FILE, NEW_EVENTS_FILE, USERS_FILE, WINDOW_FILE
+from recsys_tasks.contracts.layout import (
+    FEEDBACK_EVENTS_FILE,
+    IMPRESSIONS_FILE,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    NEW_EVENTS_FILE,
+    USERS_FILE,
+    WINDOW_FILE,
+)
 from recsys_tasks.contracts.reports import ValidationSummary
 from recsys_tasks.contracts.tables import (
     CHANCE_SWAPPED_ROWS_COL,
+    FEEDBACK_EVENTS_SCHEMA,
+    IMPRESSIONS_SCHEMA,
     INTERACTIONS_SCHEMA,
     ITEMS_SCHEMA,
     LIKELY_SWAPPED_ROWS_COL,
@@ -359,3 +369,73 @@ def test_the_first_two_real_diginetica_periods_pass_the_gate_one_a_run(tmp_path:
         108_325,
     )
     assert second.drift["new_item_rate"] == pytest.approx(0.182, abs=0.001)
+
+
+def write_serving_log(run: RunDir, propensity: float = 0.9, clicked_slates: int = 5, stray_event: bool = False) -> None:
+    """Ten slates of two items each (propensities 0.9 and 0.1); the first ``clicked_slates`` have a click on top."""
+    slates = [f"request-{n}" for n in range(10)]
+    run.write_parquet(
+        IMPRESSIONS_FILE,
+        pa.table(
+            {
+                "request_id": [request for request in slates for _ in range(2)],
+                "user_id": ["user-1"] * 20,
+                "item_id": [1, 2] * 10,
+                "position": [1, 2] * 10,
+                "propensity": [propensity, 0.1] * 10,
+                "timestamp": [START_OF_2024 + 86_400] * 20,
+                "positive": [n < clicked_slates and position == 1 for n in range(10) for position in (1, 2)],
+                "dismissed": [False] * 20,
+            },
+            schema=IMPRESSIONS_SCHEMA,
+        ),
+    )
+    events = [(request, 1, "click") for request in slates[:clicked_slates]] + ([(slates[0], 3, "click")] * stray_event)
+    run.write_parquet(
+        FEEDBACK_EVENTS_FILE,
+        pa.table(
+            {
+                "request_id": [request for request, _, _ in events],
+                "item_id": [item for _, item, _ in events],
+                "event": [kind for _, _, kind in events],
+                "timestamp": [START_OF_2024 + 86_460] * len(events),
+            },
+            schema=FEEDBACK_EVENTS_SCHEMA,
+        ),
+    )
+
+
+SERVING_LOG_FAULTS = {
+    "a propensity of 0": (dict(propensity=0.0), "impressions: a propensity must be in (0, 1]"),
+    "an event on an item its slate did not show": (
+        dict(stray_event=True),
+        "feedback_events: a feedback event names an item its slate did not show",
+    ),
+    "no click in any slate": (dict(clicked_slates=0), "feedback_statistics: share of slates with a click"),
+    "a click in every slate": (dict(clicked_slates=10), "feedback_statistics: share of slates with a click"),
+}
+
+
+def test_a_sound_serving_log_passes_the_feedback_suites(tmp_path: Path) -> None:
+    run = write_run(tmp_path, pa.table(clean_interactions(), schema=INTERACTIONS_SCHEMA))
+    write_serving_log(run)
+
+    summary = validate(run, ValidationConfig())
+
+    assert set(run.read_json("validation/result.json")["suites"]) >= {
+        "impressions",
+        "feedback_events",
+        "feedback_statistics",
+    }
+    assert summary.success
+
+
+@pytest.mark.parametrize(("fault", "named"), SERVING_LOG_FAULTS.values(), ids=SERVING_LOG_FAULTS.keys())
+def test_a_faulty_serving_log_fails_the_gate_naming_its_suite(tmp_path: Path, fault: dict, named: str) -> None:
+    run = write_run(tmp_path, pa.table(clean_interactions(), schema=INTERACTIONS_SCHEMA))
+    write_serving_log(run, **fault)
+
+    with pytest.raises(DataValidationError) as raised:
+        validate(run, ValidationConfig(max_click_through=0.9))
+
+    assert named in str(raised.value)
