@@ -34,7 +34,7 @@ CONF ?= {}
 RUN_LOG = $(ADAPTREC_HOME)/logs/make-run.log
 TRACKING_URI = sqlite:///$(ADAPTREC_HOME)/mlflow.db
 
-.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker bench-serving-http bench-open-bandit
+.PHONY: help install airflow-init run test lint recommend report mlflow-ui airflow-ui lock clean bench-quality bench-pretraining bench-seeds bench-serving bench-epoch bench-continual bench-deployment bench-multi-worker bench-serving-http bench-open-bandit bench-feedback-loop
 
 help:
 	@echo "make run       set up and run $(DAG_ID) once (CONF='{\"model_size\": \"tiny\"}' to change Params)"
@@ -52,6 +52,7 @@ help:
 	@echo "make bench-deployment    a tiny run embedded vs on Celery + PostgreSQL + MLflow server, and a ten-run soak there"
 	@echo "make bench-multi-worker  fine-tuning examples/s with 1 and 2 MultiWorkerMirroredStrategy workers"
 	@echo "make bench-open-bandit   off-policy estimators on the Open Bandit Dataset sample: BTS from the random log"
+	@echo "make bench-feedback-loop simulated users answer recsys serve; the pipeline trains on their clicks, loop by loop"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml
@@ -127,6 +128,9 @@ bench-multi-worker: install
 
 bench-open-bandit: install
 	$(BIN)/python -m benchmarks.open_bandit $(BENCH_ARGS)
+
+bench-feedback-loop: install
+	$(BIN)/python -m benchmarks.feedback_loop $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -21,26 +21,21 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import numpy as np
-import psutil
 import typer
 
 from benchmarks.common import (
     ROOT,
     SHARED_DATA,
+    Server,
     command,
     console,
-    free_ports,
     machine,
     show_progress,
     write_results,
@@ -65,7 +60,6 @@ request = function()
   return wrk.format("POST", "/v1/recommendations", headers, bodies[turn])
 end
 """
-BIN = Path(sys.executable).parent
 
 
 def registered(run, home: Path) -> None:
@@ -105,52 +99,6 @@ def in_process(run, variant: str, histories: list[list[int]], calls: int) -> dic
     floors = [_floor(model.item_vectors, model.encode(model.pad([model.to_indices(h)]))[0]) for h in histories[:200]]
     result["floor"] = latency_percentiles(_round_robin(floors), calls)
     return {path: {"p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]} for path, row in result.items()}
-
-
-class Server:
-    """`recsys serve` with ``workers`` processes for ``variant``, ready once every worker has loaded the model."""
-
-    def __init__(self, home: Path, variant: str, workers: int, log: Path):
-        self.port, self.workers = free_ports(1)[0], workers
-        env = os.environ | {
-            "ADAPTREC_HOME": str(home),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-            "ADAPTREC_SERVING_TOKEN": TOKEN,
-            "ADAPTREC_SERVING_VARIANT": variant,
-            "ADAPTREC_SERVING_ALIAS": ALIAS,
-            "ADAPTREC_SERVING_POLL_SECONDS": "3600",
-        }
-        command = [str(BIN / "recsys"), "serve", "--port", str(self.port), "--workers", str(workers)]
-        with log.open("w") as output:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready(log)
-
-    def _wait_ready(self, log: Path, within_s: float = 600) -> None:
-        ready: set[int] = set()
-        deadline = time.monotonic() + within_s
-        while len(ready) < self.workers:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not get ready; its log ends:\n{log.read_text()[-3000:]}")
-            try:
-                answer = httpx.get(f"{self.url}/readyz", timeout=10)
-                if answer.status_code == 200:
-                    ready.add(answer.json()["worker"])
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-
-    def resident_mib_per_worker(self) -> float:
-        """Mean resident memory of the worker processes (the server itself when it has one worker)."""
-        main = psutil.Process(self.process.pid)
-        workers = [child for child in main.children(recursive=True) if "spawn_main" in " ".join(child.cmdline())]
-        return round(float(np.mean([worker.memory_info().rss for worker in workers or [main]])) / 2**20, 0)
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=60)
 
 
 def wrk(url: str, concurrency: int, seconds: int, bodies: Path, script: Path) -> dict:
@@ -262,7 +210,8 @@ def main(
                 ("http", cores, CONCURRENCY),
                 ("http_one_worker", 1, ONE_WORKER_CONCURRENCY),
             ):
-                server = Server(home, variant, workers, scratch / f"{catalogue}-{variant}-{workers}.log")
+                settings = {"TOKEN": TOKEN, "VARIANT": variant, "ALIAS": ALIAS, "POLL_SECONDS": "3600"}
+                server = Server(home, workers, scratch / f"{catalogue}-{variant}-{workers}.log", settings)
                 try:
                     wrk(server.url, 4, 2, bodies, script)  # warm-up: every worker's first calls
                     row[label] = {}

@@ -119,12 +119,53 @@ def generate(config: SyntheticConfig) -> tuple[pa.Table, pa.Table]:
     return interactions, _items_table(config.n_topics, catalogue.topic, rng.integers(0, 3, config.n_items))
 
 
+def _user_draws(
+    config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's history length and home topic: the walk's first draws."""
+    lengths = np.minimum(config.min_length + rng.poisson(config.mean_length, config.n_users), config.max_length)
+    return lengths, catalogue.topic[catalogue.draw_global(config.n_users, rng)]
+
+
+class PlantedPreferences:
+    """What a user of a fixed-size synthetic data set wants next, as the generator draws it.
+
+    ``next_item(user, last)``: P(next item | the user's newest item) over item ids 1..n_items (index id − 1):
+    ``p_follow`` spread over the newest item's successors, the rest by popularity, half within the user's home topic
+    and half over the whole catalogue. The truth a simulated user answers slates with.
+
+    ``changed_topics``: in that many topics (the first ones) the ring is drawn anew, so their items have other
+    successors than the log shows: behaviour that changed after the log was taken.
+    """
+
+    # The random stream of the changed rings, apart from the generator's own.
+    _CHANGED_RINGS = 4
+
+    def __init__(self, config: SyntheticConfig, changed_topics: int = 0):
+        if not 0 <= changed_topics <= config.n_topics:
+            raise ValueError(f"changed_topics={changed_topics} is not between 0 and n_topics={config.n_topics}")
+        rng = np.random.default_rng(config.seed)
+        logged = _Catalogue.draw(config, rng)
+        _, self.home_topic = _user_draws(config, logged, rng)
+        redraw = np.random.default_rng([config.seed, self._CHANGED_RINGS])
+        rings = [redraw.permutation(ring) if t < changed_topics else ring for t, ring in enumerate(logged.rings)]
+        self.catalogue = _Catalogue(logged.topic, logged.popularity, rings, config.n_successors)
+        self.config = config
+
+    def next_item(self, user: int, last_item_id: int) -> np.ndarray:
+        catalogue, config = self.catalogue, self.config
+        home = self.home_topic[user]
+        in_home = np.where(catalogue.topic == home, catalogue.popularity / catalogue.topic_mass[home], 0.0)
+        probabilities = (1 - config.p_follow) * (0.5 * in_home + 0.5 * catalogue.popularity)
+        np.add.at(probabilities, catalogue.successors[last_item_id - 1], config.p_follow / config.n_successors)
+        return probabilities
+
+
 def _walk(
     config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every user's events, position by position: (user, item, time) of each event, and each user's home topic."""
-    lengths = np.minimum(config.min_length + rng.poisson(config.mean_length, config.n_users), config.max_length)
-    home_topic = catalogue.topic[catalogue.draw_global(config.n_users, rng)]
+    lengths, home_topic = _user_draws(config, catalogue, rng)
     start = config.start_timestamp + rng.integers(0, config.start_spread_days * _SECONDS_PER_DAY, config.n_users)
 
     item_columns, user_columns, time_columns = [], [], []
