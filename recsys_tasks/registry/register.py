@@ -1,7 +1,10 @@
 """Register stage: log the exported model as an MLflow pyfunc and register a new version.
 
 Idempotent per Airflow run: the version is tagged with the run id, and a retried task that finds
-such a version returns it instead of registering a second one.
+such a version returns it instead of registering a second one. Two attempts that overlap (a task whose
+worker lost its heartbeat while it was registering, an HTTP request the client sent twice) each look
+again after registering: the lowest version of the run is the run's, and an attempt whose own version
+is not deletes it, unaliased, before any alias points to it.
 
 The version is also tagged with its lineage (``adaptrec.dataset``, ``adaptrec.training.*``,
 ``adaptrec.lineage.*``): read from the training state the exported model carries and from the run's
@@ -114,11 +117,43 @@ def lineage_tags(state: TrainingState | None, plan: TrainingPlan | None) -> dict
     return {tag: str(value) for tag, value in values.items() if value is not None}
 
 
-def existing_version(client: MlflowClient, model_name: str, airflow_run_id: str):
+def versions_of_run(client: MlflowClient, model_name: str, airflow_run_id: str) -> list:
+    """The versions tagged with ``airflow_run_id``, oldest first."""
     versions = client.search_model_versions(
         f"name = '{model_name}' and tags.`{TAG_AIRFLOW_RUN_ID}` = '{airflow_run_id}'"
     )
+    return sorted(versions, key=lambda version: int(version.version))
+
+
+def existing_version(client: MlflowClient, model_name: str, airflow_run_id: str):
+    versions = versions_of_run(client, model_name, airflow_run_id)
     return versions[0] if versions else None
+
+
+def keep_first_version(client: MlflowClient, model_name: str, airflow_run_id: str, created):
+    """The run's version once ``created`` exists: the oldest one tagged with the run. ``created`` is deleted (with
+    the logged model behind it) when another attempt registered the run first."""
+    first = existing_version(client, model_name, airflow_run_id)
+    if first is None or str(first.version) == str(created.version):
+        return created
+    log.warning(
+        "another attempt of run %s registered %s version %s first; deleting this attempt's version %s",
+        airflow_run_id,
+        model_name,
+        first.version,
+        created.version,
+    )
+    client.delete_model_version(model_name, created.version)
+    if logged_model := logged_model_id(created):
+        client.delete_logged_model(logged_model)
+    return first
+
+
+def logged_model_id(version) -> str | None:
+    """The id of the logged model a version was registered from: MLflow 3 leaves ``model_id`` empty on a version
+    registered from a ``models:/<model id>`` URI, and keeps that URI as its source."""
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
 
 
 def register(
@@ -176,12 +211,13 @@ def register(
             **lineage,
         },
     )
-    client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version.version)
-    log.info("registered %s version %s as %s", model_name, version.version, CHALLENGER_ALIAS)
+    kept = keep_first_version(client, model_name, airflow_run_id, version)
+    client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, kept.version)
+    log.info("registered %s version %s as %s", model_name, kept.version, CHALLENGER_ALIAS)
     return Registration(
         model_name=model_name,
-        version=str(version.version),
-        model_uri=version_uri(model_name, version.version),
-        mlflow_run_id=mlflow_run_id,
-        newly_registered=True,
+        version=str(kept.version),
+        model_uri=version_uri(model_name, kept.version),
+        mlflow_run_id=kept.run_id,
+        newly_registered=str(kept.version) == str(version.version),
     )

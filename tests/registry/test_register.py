@@ -18,7 +18,13 @@ from recsys_tasks.contracts.tracking import RunTracker
 from recsys_tasks.contracts.training_state import STATE_FILE
 from recsys_tasks.pipeline import run_dir
 from recsys_tasks.registry.model_card import publish_run_model_card
-from recsys_tasks.registry.register import lineage_tags, register
+from recsys_tasks.registry.register import (
+    keep_first_version,
+    lineage_tags,
+    logged_model_id,
+    register,
+    versions_of_run,
+)
 from recsys_tasks.settings import Settings
 from tests.conftest import write_training_plan, write_training_state
 
@@ -132,6 +138,24 @@ def test_a_version_without_plan_or_training_state_has_no_lineage_tags_and_no_tra
     retrain_report = REPORT.model_copy(update={"holdouts": {}, "holdout_users": {}})
     card = publish_run_model_card(run, client, "synthetic-tiny-seed0", "old-night", registration, retrain_report, None)
     assert "## Training" not in mlflow.artifacts.load_text(card)
+
+
+def test_of_two_overlapping_attempts_the_first_registered_version_is_the_runs_and_the_other_is_deleted(home):
+    _, client, first = registered(home, "overlapping-night")
+    # The other attempt searched before the first one registered, then registered a version of its own.
+    _, _, other = registered(home, "overlapping-night-other-attempt")
+    client.set_model_version_tag(other.model_name, other.version, constants.TAG_AIRFLOW_RUN_ID, "overlapping-night")
+    created = client.get_model_version(other.model_name, other.version)
+
+    kept = keep_first_version(client, first.model_name, "overlapping-night", created)
+
+    assert str(kept.version) == first.version
+    assert [str(v.version) for v in versions_of_run(client, first.model_name, "overlapping-night")] == [first.version]
+    with pytest.raises(mlflow.MlflowException, match="not found"):
+        client.get_logged_model(logged_model_id(created))
+    # The first attempt, looking again, keeps its own version.
+    own = client.get_model_version(first.model_name, first.version)
+    assert str(keep_first_version(client, first.model_name, "overlapping-night", own).version) == first.version
 
 
 def test_a_plan_without_training_state_gives_the_planned_mode_and_reason():
