@@ -52,7 +52,7 @@ help:
 	@echo "make bench-deployment    a tiny run embedded vs on Celery + PostgreSQL + MLflow server, and a ten-run soak there"
 	@echo "make bench-multi-worker  fine-tuning examples/s with 1 and 2 MultiWorkerMirroredStrategy workers"
 	@echo "make bench-open-bandit   off-policy estimators on the Open Bandit Dataset sample: BTS from the random log"
-	@echo "make bench-feedback-loop simulated users answer recsys serve; the pipeline trains on their clicks, loop by loop"
+	@echo "make bench-feedback-loop simulated users answer recsys serve; the pipeline learns from their clicks and the site's log, loop by loop"
 	@echo "make lock      re-resolve requirements.lock after changing pyproject.toml"
 
 $(BIN)/.installed: requirements.lock pyproject.toml

@@ -160,6 +160,16 @@ class PlantedPreferences:
         np.add.at(probabilities, catalogue.successors[last_item_id - 1], config.p_follow / config.n_successors)
         return probabilities
 
+    def rating(self, user: int, item_id: int, rng: np.random.Generator) -> float:
+        """The rating the user gives the item, drawn as the generator draws the log's."""
+        on_home_topic = self.catalogue.topic[item_id - 1] == self.home_topic[user]
+        return float(_ratings(np.array([on_home_topic]), rng)[0])
+
+
+def _ratings(on_home_topic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Ratings of 1 to 5, a point higher on the user's home topic."""
+    return np.clip(np.rint(3.2 + 1.0 * on_home_topic + rng.normal(0, 0.8, len(on_home_topic))), 1, 5)
+
 
 def _walk(
     config: SyntheticConfig, catalogue: _Catalogue, rng: np.random.Generator
@@ -203,8 +213,7 @@ def _interactions_table(
 
     ``user_ids[u]`` names user ``u`` (default: ``u`` itself).
     """
-    on_topic = catalogue.topic[items] == home_topic[users]
-    ratings = np.clip(np.rint(3.2 + 1.0 * on_topic + rng.normal(0, 0.8, len(items))), 1, 5)
+    ratings = _ratings(catalogue.topic[items] == home_topic[users], rng)
 
     order = np.lexsort((times, users))
     users, items, times, ratings = users[order], items[order], times[order], ratings[order]

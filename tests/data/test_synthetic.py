@@ -9,7 +9,14 @@ import pydantic
 import pytest
 
 from recsys_tasks.contracts.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
-from recsys_tasks.data.synthetic import StreamConfig, SyntheticConfig, _Catalogue, generate, generate_period
+from recsys_tasks.data.synthetic import (
+    PlantedPreferences,
+    StreamConfig,
+    SyntheticConfig,
+    _Catalogue,
+    generate,
+    generate_period,
+)
 
 TINY = SyntheticConfig.preset("tiny")
 
@@ -168,6 +175,19 @@ def test_the_fixed_presets_generate_what_they_always_have() -> None:
     assert sum(interactions["timestamp"].to_pylist()) == 10_488_813_036_220
     assert sum(interactions["rating"].to_pylist()) == 23_630.0
     assert [attributes[1] for attributes in items["attributes"].to_pylist()[:8]] == [5, 10, 16, 7, 7, 19, 10, 6]
+
+
+def test_a_planted_rating_is_drawn_as_the_logs_a_point_higher_on_the_users_home_topic() -> None:
+    planted, rng = PlantedPreferences(TINY), np.random.default_rng(0)
+    home = planted.home_topic[0]
+    on, off = (np.flatnonzero((planted.catalogue.topic == home) == wanted) + 1 for wanted in (True, False))
+    ratings = {
+        side: np.array([planted.rating(0, int(item), rng) for item in np.tile(items, 20)])
+        for side, items in (("on", on), ("off", off))
+    }
+
+    assert all(set(np.unique(r)) <= {1.0, 2.0, 3.0, 4.0, 5.0} for r in ratings.values())
+    assert 0.8 < ratings["on"].mean() - ratings["off"].mean() < 1.2
 
 
 STREAM = StreamConfig.preset(seed=0)
