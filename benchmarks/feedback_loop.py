@@ -337,10 +337,10 @@ def run_loop(
     feedback_days: int,
     training_mode: str,
     epochs: int,
-    worse_policy: bool = True,
-    site_events: bool = True,
-    candidates: int = 20,
-    max_off_policy_regression: float = 0.05,
+    worse_policy: bool,
+    site_events: bool,
+    candidates: int,
+    max_off_policy_regression: float,
 ) -> dict:
     """The whole experiment; its results as one JSON-able dict."""
     config = {
@@ -419,10 +419,15 @@ def markdown(result: dict) -> str:
         f"order than the log's; {config['rounds']:,} slates a loop, k = {config['k']}, epsilon-greedy ε = "
         f"{config['exploration']} over {config['candidates']} candidates; every run fine-tunes {config['epochs']} "
         f"epochs, the loop runs with training_mode {config['training_mode']} and read "
-        + ("the site's log (with the items users found elsewhere) and " if config["site_events"] else "the log and ")
+        + (
+            "the site's log (with the items users found elsewhere) and "
+            if config["site_events"]
+            else "the synthetic log and "
+        )
         + (f"{config['feedback_days']} day(s) of the serving log" if config["feedback_days"] else "no serving log")
-        + f"; the loop runs' off-policy check tolerates a paired drop of {config['max_off_policy_regression']:.0%} "
-        f"(the worse policy faces the product's default); {machine()}.",
+        + f"; the loop runs' off-policy check tolerates a paired drop of {config['max_off_policy_regression']:.0%}"
+        + (" (the worse policy faces the product's default)" if result["worse_policy"] else "")
+        + f"; {machine()}.",
         "",
         "Click-through served in each loop (clicks per shown item; expected: the click model's probabilities), and "
         "the true click-through on that loop's contexts of the champion and of the first model, each replayed:",
