@@ -97,8 +97,14 @@ def no_inherited_mlflow(monkeypatch) -> None:
 
 @contextmanager
 def mlflow_uris_restored() -> Iterator[None]:
-    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which Settings reads: put both URIs back after."""
+    """mlflow.set_tracking_uri() and set_registry_uri() export MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI, which
+    Settings reads, and keep the URIs in module globals, which win over the tracking URI an MlflowClient is given
+    when it is given no registry URI: put all four back after."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
     exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    current = (tracking_utils._tracking_uri, registry_utils._registry_uri)
     try:
         yield
     finally:
@@ -107,6 +113,7 @@ def mlflow_uris_restored() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        tracking_utils._tracking_uri, registry_utils._registry_uri = current
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -59,7 +59,7 @@ def registry(airflow_database, tmp_path_factory):
     settings = get_settings()
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
-    yield settings, MlflowClient(settings.resolved_tracking_uri)
+    yield settings, MlflowClient(settings.resolved_tracking_uri, registry_uri=settings.resolved_tracking_uri)
     patch.undo()
 
 

@@ -70,7 +70,7 @@ def test_ten_consecutive_runs(deployment, tmp_path, record_property):
     logs = deployment["processes"].logs
     wait_for("the DAG parsed", lambda: client.get(f"/dags/{constants.DAG_ID}").status_code == 200, 240, logs)
     assert client.patch(f"/dags/{constants.DAG_ID}", json={"is_paused": False}).status_code == 200
-    registry = MlflowClient(deployment["mlflow"])
+    registry = MlflowClient(deployment["mlflow"], registry_uri=deployment["mlflow"])
     processes = {name: psutil.Process(deployment["processes"].running[name].pid) for name in WATCHED}
 
     def versions() -> int:

@@ -205,7 +205,7 @@ def test_the_killed_pretraining_was_retried_and_resumed_from_its_checkpoint(fini
 def test_one_version_is_registered_and_crowned_through_the_mlflow_server(finished_run, deployment):
     from mlflow import MlflowClient
 
-    client = MlflowClient(deployment["mlflow"])
+    client = MlflowClient(deployment["mlflow"], registry_uri=deployment["mlflow"])
     versions = client.search_model_versions(f"name = '{constants.REGISTERED_MODEL_NAME}'")
     assert len(versions) == 1
     champion = client.get_model_version_by_alias(constants.REGISTERED_MODEL_NAME, "champion")
