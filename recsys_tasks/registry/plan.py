@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from recsys_tasks.constants import TIME_COL
 from recsys_tasks.contracts.exported_model import ARTIFACT_FILES, TRAINING_STATE
 from recsys_tasks.contracts.layout import CHAMPION_STATE_DIR, INTERACTIONS_FILE, TRAINING_PLAN_FILE
-from recsys_tasks.contracts.registry import version_uri, version_with_alias
+from recsys_tasks.contracts.registry import version_with_alias
 from recsys_tasks.contracts.reports import IngestWindow, TrainingPlan, ValidationSummary
 from recsys_tasks.contracts.training_state import TrainingState, has_state, read_state
 from recsys_tasks.errors import ConfigError, StageSkipped
@@ -65,17 +65,28 @@ def _incompatibility(state: TrainingState, version: str, dataset_key: str, shape
     return None
 
 
-def _download_state(
+def download_training_state(
     client: MlflowClient, model_name: str, version: str, folder: Path
 ) -> tuple[TrainingState, Path] | None:
-    """The champion's training state and its folder, downloaded under ``folder``; None when it has none."""
+    """The version's training state and its folder, downloaded under ``folder``; None when it has none.
+
+    Only the state's folder is fetched, not the SavedModel and int8 variant beside it: a plan runs
+    every night and reads nothing else."""
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=version_uri(model_name, version), dst_path=str(folder), tracking_uri=client.tracking_uri
+    # The version's artifact location, resolved through this client's registry (a models:/ URI would be
+    # resolved through mlflow's process-wide registry URI instead).
+    artifacts = f"{client.get_model_version_download_uri(model_name, version)}/artifacts"
+    state_name = ARTIFACT_FILES[TRAINING_STATE]
+    listed = mlflow.artifacts.list_artifacts(artifact_uri=artifacts, tracking_uri=client.tracking_uri)
+    if not any(entry.is_dir and Path(entry.path).name == state_name for entry in listed):
+        return None
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{artifacts}/{state_name}", dst_path=str(folder), tracking_uri=client.tracking_uri
+        )
     )
-    state = Path(local) / "artifacts" / ARTIFACT_FILES[TRAINING_STATE]
-    return (read_state(state), state) if has_state(state) else None
+    return (read_state(local), local) if has_state(local) else None
 
 
 def _watermark_text(watermark: int | None) -> str:
@@ -98,7 +109,9 @@ def plan_training(
         return _write(run, TrainingPlan(**plan, mode="retrain", reason="training_mode=retrain"))
     champion = version_with_alias(client, model_name)
     with tempfile.TemporaryDirectory(prefix="champion-") as scratch:
-        downloaded = _download_state(client, model_name, str(champion.version), Path(scratch)) if champion else None
+        downloaded = (
+            download_training_state(client, model_name, str(champion.version), Path(scratch)) if champion else None
+        )
         reason = _reason_to_retrain(config, champion, downloaded, dataset_key, shape, validation)
         if reason and requested == "auto":
             return _write(run, TrainingPlan(**plan, mode="retrain", reason=reason))

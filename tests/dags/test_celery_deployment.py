@@ -218,3 +218,16 @@ def test_one_version_is_registered_and_crowned_through_the_mlflow_server(finishe
     )
     assert answer.returncode == 0, answer.stdout + answer.stderr
     assert "@champion: top 5" in answer.stdout and re.search(r"│\s+5 │", answer.stdout), answer.stdout  # rank 5
+
+
+def test_the_next_plan_fetches_only_the_champions_training_state_over_http(finished_run, deployment, tmp_path):
+    from mlflow import MlflowClient
+
+    from recsys_tasks.registry.plan import download_training_state
+
+    client = MlflowClient(deployment["mlflow"], registry_uri=deployment["mlflow"])
+    champion = client.get_model_version_by_alias(constants.REGISTERED_MODEL_NAME, "champion")
+    state, folder = download_training_state(client, constants.REGISTERED_MODEL_NAME, champion.version, tmp_path)
+    assert state.mode == "retrain" and state.parent_version is None
+    downloaded = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert downloaded and all(folder in path.parents for path in downloaded), downloaded
