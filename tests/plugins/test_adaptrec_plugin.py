@@ -36,13 +36,15 @@ def _check(name: str, passed: bool, detail: str) -> dict:
     return {"name": name, "passed": passed, "observed": 0.0, "required": 0.0, "detail": detail}
 
 
-# Three nightly runs: v1 and v2 pass the gate (v2 becomes champion), v3 regresses and is rejected.
+# Three nightly runs: v1 retrains and v2 adapts from it, both pass the gate (v2 becomes champion); v3, registered
+# without lineage tags, regresses and is rejected.
 SEEDED_VERSIONS = (
     {
         "airflow_run_id": "scheduled__2026-11-26T00:00:00+00:00",
         "metrics": {"ndcg_at_10": 0.5821, "hr_at_10": 0.7504, "mrr": 0.5302},
         "finetune_mode": "full",
         "trainable_parameters": 151_232,
+        "lineage": {constants.TAG_TRAINING_MODE: "retrain"},
         "gate": "passed",
         "checks": [
             _check("absolute_floor", True, "NDCG@10 0.5821 vs floor 0.0100"),
@@ -54,6 +56,12 @@ SEEDED_VERSIONS = (
         "metrics": {"ndcg_at_10": 0.6154, "hr_at_10": 0.7865, "mrr": 0.5614},
         "finetune_mode": "full",
         "trainable_parameters": 151_232,
+        "lineage": {
+            constants.TAG_TRAINING_MODE: "adapt",
+            constants.TAG_PARENT_VERSION: "1",
+            constants.TAG_WINDOW: "period_1",
+            constants.TAG_REPLAY_ROWS: "3000",
+        },
         "gate": "passed",
         "checks": [
             _check("absolute_floor", True, "NDCG@10 0.6154 vs floor 0.0100"),
@@ -65,6 +73,7 @@ SEEDED_VERSIONS = (
         "metrics": {"ndcg_at_10": 0.5402, "hr_at_10": 0.7301, "mrr": 0.4987},
         "finetune_mode": "lora",
         "trainable_parameters": 20_480,
+        "lineage": {},  # registered before versions carried lineage tags
         "gate": "rejected",
         "checks": [
             _check("absolute_floor", True, "NDCG@10 0.5402 vs floor 0.0100"),
@@ -97,6 +106,7 @@ def seed_registry() -> dict[str, str]:
                 constants.TAG_AIRFLOW_RUN_ID: seeded["airflow_run_id"],
                 constants.TAG_FINETUNE_MODE: seeded["finetune_mode"],
                 constants.TAG_TRAINABLE_PARAMETERS: str(seeded["trainable_parameters"]),
+                **seeded["lineage"],
                 **{f"{constants.TAG_TEST_METRIC_PREFIX}{k}": f"{v:.5f}" for k, v in seeded["metrics"].items()},
             },
         ).version
@@ -188,6 +198,13 @@ def test_overview_has_versions_aliases_gates_and_metrics(seeded_home):
     assert newest.airflow_run_id == SEEDED_VERSIONS[2]["airflow_run_id"]
     assert newest.mlflow_run_id == seeded_home[1][newest.airflow_run_id]
     assert champion.manual_move == MANUAL_MOVE_NOTE and first.manual_move is None
+    assert (champion.training_mode, champion.parent_version, champion.window, champion.replay_rows) == (
+        "adapt",
+        "1",
+        "period_1",
+        3000,
+    )
+    assert (first.training_mode, first.parent_version, newest.training_mode) == ("retrain", None, None)
 
 
 def test_page_shows_the_table_and_the_trend_chart_with_text_escaped(seeded_home):
@@ -203,6 +220,8 @@ def test_page_shows_the_table_and_the_trend_chart_with_text_escaped(seeded_home)
         '<td class="number">0.6154</td>',
         '<td class="number">0.7301</td>',
         "20,480 trainable parameters",
+        '<td>adapt<div class="note">from v1 on period_1, 3,000 replayed</div></td>',
+        "<td>retrain</td>",
         "manual__2026-11-28T18:29:23.967300+00:00",
         f'href="http://mlflow.example:5000/#/models/{settings.model_name}/versions/3"',
         "&lt;b&gt;hand&lt;/b&gt;-checked &amp; approved",
