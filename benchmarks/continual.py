@@ -40,7 +40,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import numpy as np
 import typer
@@ -504,6 +504,7 @@ def main(
     ] = 0.25,
     arms: Annotated[str, typer.Option(help="Comma-separated arms")] = ",".join(ARMS),
     replay_size: Annotated[int, typer.Option(help="Rows in the replay set")] = 3000,
+    replay_rule: Annotated[str, typer.Option(help="herding, loss or random")] = "herding",
     distillation_weight: Annotated[float, typer.Option(help="ADER's λ_base")] = 0.8,
     adapt_learning_rate: Annotated[
         float | None, typer.Option(help="Learning rate of the adaptive arms' updates (default: the from-scratch rate)")
@@ -523,7 +524,7 @@ def main(
         bool, typer.Option(help="Train nothing: tabulate the updates finished so far (the rest show as missing)")
     ] = False,
 ) -> None:
-    from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, PretrainConfig
+    from recsys_tasks.training.config import AdaptConfig, FinetuneConfig, PretrainConfig, ReplayRule
 
     if dataset not in READERS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}: choose {', '.join(READERS)}")
@@ -532,6 +533,8 @@ def main(
         raise typer.BadParameter(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
     if not 0 < share <= 1:
         raise typer.BadParameter(f"--share {share} is not in (0, 1]")
+    if replay_rule not in get_args(ReplayRule):
+        raise typer.BadParameter(f"unknown --replay-rule {replay_rule!r}: choose {', '.join(get_args(ReplayRule))}")
     show_progress()
     periods = READERS[dataset](share)
     console.print(
@@ -541,7 +544,10 @@ def main(
     encoder = {"size": model_size, "max_length": 50, "dropout": 0.5}
     finetune = FinetuneConfig(epochs=epochs, patience=3, learning_rate=1e-3, batch_size=256)
     adapt = AdaptConfig(
-        replay_size=replay_size, distillation_weight=distillation_weight, learning_rate=adapt_learning_rate
+        replay_size=replay_size,
+        replay_rule=replay_rule,
+        distillation_weight=distillation_weight,
+        learning_rate=adapt_learning_rate,
     )
     pretrain = PretrainConfig(model_size=model_size, dropout=encoder["dropout"], epochs=pretrain_epochs)
     base_settings = {"share": share, "encoder": encoder, "finetune": finetune.model_dump()}

@@ -115,7 +115,7 @@ class FinetuneConfig(BaseModel):
     accelerator: AcceleratorConfig = Field(default_factory=AcceleratorConfig)
 
 
-ReplayRule = Literal["herding", "random"]
+ReplayRule = Literal["herding", "loss", "random"]
 
 
 class AdaptConfig(BaseModel):
@@ -133,7 +133,8 @@ class AdaptConfig(BaseModel):
     replay_rule: ReplayRule = Field(
         "herding",
         description="herding: per target item, as many rows as its share of the data, those whose query vectors "
-        "best match the item's mean (ADER); random: a uniform sample.",
+        "best match the item's mean (ADER); loss: the same shares, the rows whose next item the model predicts "
+        "best; random: a uniform sample.",
     )
     distillation: bool = Field(
         True,

@@ -2,7 +2,8 @@
 
 ``select_replay`` follows ADER (Mi et al., RecSys 2020): the budget is split over target items in
 proportion to their rows, and within an item herding keeps the rows whose query vectors best
-represent the item's mean. A version keeps its replay set with its training state, so the next run
+represent the item's mean; the ``loss`` rule keeps the rows the model predicts best instead, and
+``random`` a uniform sample. A version keeps its replay set with its training state, so the next run
 replays it and selects the next one from it and the new rows.
 """
 
@@ -35,6 +36,18 @@ def query_vectors(model: NextItemRetrievalModel, rows: NextItemRows) -> np.ndarr
     return np.concatenate(vectors) if vectors else np.zeros((0, model.encoder.config.d_model), np.float32)
 
 
+def next_item_losses(model: NextItemRetrievalModel, rows: NextItemRows) -> np.ndarray:
+    """Each row's cross-entropy [rows] of its next item against every real item, scored as the model ranks."""
+    width, n_items = model.encoder.config.max_length, model.encoder.config.n_items
+    targets = rows.items[rows.ends].astype(np.int64)
+    losses = []
+    for start in range(0, len(rows), QUERY_BATCH):
+        batch = np.arange(start, min(start + QUERY_BATCH, len(rows)))
+        logits = model.ranking_scores(rows.take(batch, width)["inputs"])[:, 1 : n_items + 1]
+        losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets[batch] - 1, logits=logits).numpy())
+    return np.concatenate(losses) if losses else np.zeros(0, np.float32)
+
+
 def _herding(vectors: np.ndarray, wanted: int) -> list[int]:
     """``wanted`` rows whose running mean best follows the mean of ``vectors`` (L2-normalised), chosen
     greedily (iCaRL's herding, as ADER selects exemplars). A row is chosen once: ADER's loop may pick a
@@ -58,9 +71,10 @@ def select_replay(
 ) -> NextItemRows:
     """The next replay set: ``size`` of ``candidates``' rows (one target each), compact.
 
-    ``herding``: the budget is split over target items in proportion to their rows (a multinomial
-    draw, as ADER), and within an item herding picks rows by ``model``'s query vectors. ``random``:
-    a uniform sample.
+    ``herding`` and ``loss`` split the budget over target items in proportion to their rows (a
+    multinomial draw, as ADER). Within an item, ``herding`` picks rows by ``model``'s query vectors,
+    ``loss`` the rows whose next item ``model`` predicts best (lowest cross-entropy). ``random``: a
+    uniform sample.
     """
     rng = np.random.default_rng(seed)
     if size == 0:
@@ -76,10 +90,20 @@ def select_replay(
     targets = candidates.items[candidates.ends]
     items, inverse, counts = np.unique(targets, return_inverse=True, return_counts=True)
     budgets = rng.multinomial(size, counts / counts.sum())
-    vectors = query_vectors(model, candidates)
+    if rule == "loss":
+        losses = next_item_losses(model, candidates)
+
+        def pick(rows: np.ndarray, wanted: int) -> np.ndarray:
+            return rows[np.argsort(losses[rows], kind="stable")[:wanted]]
+
+    else:
+        vectors = query_vectors(model, candidates)
+
+        def pick(rows: np.ndarray, wanted: int) -> np.ndarray:
+            return rows[_herding(vectors[rows], wanted)]
+
     chosen = []
     for item_position in np.flatnonzero(budgets):
-        rows = np.flatnonzero(inverse == item_position)
-        chosen.extend(rows[_herding(vectors[rows], budgets[item_position])])
-    log.info("replay set: %d rows over %d target items (herding)", len(chosen), int((budgets > 0).sum()))
+        chosen.extend(pick(np.flatnonzero(inverse == item_position), budgets[item_position]))
+    log.info("replay set: %d rows over %d target items (%s)", len(chosen), int((budgets > 0).sum()), rule)
     return candidates.subset(np.sort(np.asarray(chosen, np.int64))).compact()
